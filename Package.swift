@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// blockwise: memory-budgeted, block-wise (minimizing-movement) training of ResNets.
+// Targets follow the parts of DESIGN.md; system libraries wrap the C APIs we use.
+let package = Package(
+    name: "blockwise",
+    products: [
+        .executable(name: "blockwise", targets: ["blockwise"]),
+        .library(name: "BlockwiseKernels", targets: ["BlockwiseKernels"]),
+        .library(name: "BlockwiseData", targets: ["BlockwiseData"]),
+        .library(name: "BlockwiseTraining", targets: ["BlockwiseTraining"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C libraries (Debian: libopenblas-dev, libsqlite3-dev, zlib1g-dev).
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // Tensors, the memory ledger, and forward/backward kernels.
+        .target(name: "BlockwiseKernels", dependencies: ["CBLAS"]),
+        // IDX data sets (Fashion-MNIST), subsets.
+        .target(name: "BlockwiseData", dependencies: ["CZlib", "BlockwiseKernels"]),
+        // Models, the local (transport-regularised) loss, optimisers, procedures.
+        .target(name: "BlockwiseTraining", dependencies: ["BlockwiseKernels", "BlockwiseData"]),
+        // The thin command-line interface.
+        .executableTarget(name: "blockwise", dependencies: [
+            "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "BlockwiseKernelsTests", dependencies: ["BlockwiseKernels"]),
+        .testTarget(name: "BlockwiseDataTests", dependencies: ["BlockwiseData"]),
+        .testTarget(name: "BlockwiseTrainingTests", dependencies: ["BlockwiseTraining"]),
+        .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,118 @@
+/// Batch normalisation over N C S tensors (S = H*W for BatchNorm2d, S = 1 for BatchNorm1d),
+/// per channel C. Ioffe & Szegedy 2015; running statistics as in PyTorch
+/// (`running = (1 - momentum) * running + momentum * batch`, unbiased batch variance).
+
+/// Training-mode forward with batch statistics.
+///
+/// - Shapes: output, input [N, C, S]; weight (gamma), bias (beta) [C];
+///   saved `mean`, `inverseStd` [C] (what backward needs); runningMean, runningVariance [C]
+///   are updated in place when non-nil.
+/// - Memory: none beyond its arguments. Cost: ~8 N C S flops.
+public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+                                     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                     mean: UnsafeMutablePointer<Float>, inverseStd: UnsafeMutablePointer<Float>,
+                                     runningMean: UnsafeMutablePointer<Float>?, runningVariance: UnsafeMutablePointer<Float>?,
+                                     batch: Int, channels: Int, spatial: Int,
+                                     momentum: Float = 0.1, epsilon: Float = 1e-5) {
+    let count = batch * spatial
+    let channelStride = spatial, imageStride = channels * spatial
+    for c in 0..<channels {
+        var sum: Double = 0
+        for n in 0..<batch {
+            let plane = input + n * imageStride + c * channelStride
+            var s: Float = 0
+            for i in 0..<spatial { s += plane[i] }
+            sum += Double(s)
+        }
+        let mu = sum / Double(count)
+        var squares: Double = 0
+        for n in 0..<batch {
+            let plane = input + n * imageStride + c * channelStride
+            var s: Float = 0
+            let m = Float(mu)
+            for i in 0..<spatial { let d = plane[i] - m; s += d * d }
+            squares += Double(s)
+        }
+        let variance = squares / Double(count)
+        let rstd = Float(1 / (variance + Double(epsilon)).squareRoot())
+        mean[c] = Float(mu)
+        inverseStd[c] = rstd
+        if let runningMean, let runningVariance {
+            let unbiased = count > 1 ? variance * Double(count) / Double(count - 1) : variance
+            runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(mu)
+            runningVariance[c] = (1 - momentum) * runningVariance[c] + momentum * Float(unbiased)
+        }
+        let scale = weight[c] * rstd
+        let shift = bias[c] - Float(mu) * scale
+        for n in 0..<batch {
+            let source = input + n * imageStride + c * channelStride
+            let destination = output + n * imageStride + c * channelStride
+            for i in 0..<spatial { destination[i] = source[i] * scale + shift }
+        }
+    }
+    KernelCounters.flops += 8 * count * channels
+}
+
+/// Eval-mode forward with running statistics: `y = (x - runningMean) / sqrt(runningVariance + eps) * gamma + beta`.
+/// Shapes as ``batchNormForwardTraining``.
+public func batchNormForwardInference(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+                                      weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                      runningMean: UnsafePointer<Float>, runningVariance: UnsafePointer<Float>,
+                                      batch: Int, channels: Int, spatial: Int, epsilon: Float = 1e-5) {
+    let imageStride = channels * spatial
+    for c in 0..<channels {
+        let scale = weight[c] / (runningVariance[c] + epsilon).squareRoot()
+        let shift = bias[c] - runningMean[c] * scale
+        for n in 0..<batch {
+            let source = input + n * imageStride + c * spatial
+            let destination = output + n * imageStride + c * spatial
+            for i in 0..<spatial { destination[i] = source[i] * scale + shift }
+        }
+    }
+    KernelCounters.flops += 2 * batch * channels * spatial
+}
+
+/// Training-mode backward. Accumulates: `dInput +=`, `dWeight += sum(dy * xhat)`, `dBias += sum(dy)`,
+/// with `dx = gamma * rstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))`, M = N*S.
+///
+/// Recomputes `xhat` from `input` and the saved `mean`, `inverseStd` (no saved xhat tensor).
+/// `dInput` may be nil (detached input). Memory: none beyond its arguments.
+public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
+                              dBias: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
+                              input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                              mean: UnsafePointer<Float>, inverseStd: UnsafePointer<Float>,
+                              batch: Int, channels: Int, spatial: Int) {
+    let count = batch * spatial
+    let imageStride = channels * spatial
+    for c in 0..<channels {
+        let mu = mean[c], rstd = inverseStd[c]
+        var sumDy: Double = 0, sumDyXhat: Double = 0
+        for n in 0..<batch {
+            let x = input + n * imageStride + c * spatial
+            let dy = dOutput + n * imageStride + c * spatial
+            var a: Float = 0, b: Float = 0
+            for i in 0..<spatial {
+                a += dy[i]
+                b += dy[i] * (x[i] - mu) * rstd
+            }
+            sumDy += Double(a)
+            sumDyXhat += Double(b)
+        }
+        dBias[c] += Float(sumDy)
+        dWeight[c] += Float(sumDyXhat)
+        guard let dInput else { continue }
+        let scale = weight[c] * rstd / Float(count)
+        let meanDy = Float(sumDy), meanDyXhat = Float(sumDyXhat)
+        let m = Float(count)
+        for n in 0..<batch {
+            let x = input + n * imageStride + c * spatial
+            let dy = dOutput + n * imageStride + c * spatial
+            let dx = dInput + n * imageStride + c * spatial
+            for i in 0..<spatial {
+                let xhat = (x[i] - mu) * rstd
+                dx[i] += scale * (m * dy[i] - meanDy - xhat * meanDyXhat)
+            }
+        }
+    }
+    KernelCounters.flops += 10 * count * channels
+}

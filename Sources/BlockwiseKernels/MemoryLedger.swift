@@ -1,0 +1,177 @@
+import Foundation
+
+/// What a counted buffer is for. The ledger keeps live bytes per category so that a
+/// peak can be explained ("most of it was saved activations").
+public enum MemoryCategory: String, CaseIterable, Codable, Sendable, Comparable {
+    case parameters
+    case gradients
+    case optimizerState
+    case savedActivations
+    case workspace
+    case ioBuffers
+    case storeEngine
+
+    public static func < (lhs: MemoryCategory, rhs: MemoryCategory) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
+
+/// Bytes per category; a value type used for live counts, peaks and plans.
+public struct MemoryBreakdown: Equatable, Codable, Sendable, CustomStringConvertible {
+    public var bytes: [MemoryCategory: Int] = [:]
+
+    public init(_ bytes: [MemoryCategory: Int] = [:]) { self.bytes = bytes }
+
+    public subscript(category: MemoryCategory) -> Int {
+        get { bytes[category] ?? 0 }
+        set { bytes[category] = newValue == 0 ? nil : newValue }
+    }
+
+    public var total: Int { bytes.values.reduce(0, +) }
+
+    /// The category holding the most bytes (ties broken by declaration order).
+    public var largest: MemoryCategory? {
+        MemoryCategory.allCases.filter { self[$0] > 0 }.max { self[$0] < self[$1] }
+    }
+
+    public var description: String {
+        MemoryCategory.allCases.filter { self[$0] > 0 }
+            .map { "\($0.rawValue) \(formatBytes(self[$0]))" }.joined(separator: ", ")
+    }
+}
+
+/// A point of the ledger's timeline: after `event`, `total` bytes were live.
+public struct LedgerEvent: Codable, Sendable, Equatable {
+    public var sequence: Int
+    public var event: String
+    public var category: MemoryCategory
+    public var delta: Int
+    public var total: Int
+}
+
+/// Thrown when an allocation would take the live bytes past the budget.
+/// It is raised *before* anything is allocated.
+public struct BudgetExceededError: Error, CustomStringConvertible, Sendable {
+    public var category: MemoryCategory
+    public var tag: String
+    public var requested: Int
+    public var available: Int
+    public var budget: Int
+    public var live: MemoryBreakdown
+
+    public var description: String {
+        "memory budget exceeded: \(category.rawValue) buffer '\(tag)' needs \(formatBytes(requested)) "
+            + "but only \(formatBytes(max(available, 0))) of the \(formatBytes(budget)) budget are left "
+            + "(live: \(live.total == 0 ? "nothing" : live.description)). "
+            + "Raise --budget, lower --batch-size, or use --fit microbatch."
+    }
+}
+
+/// Counts every byte the trainer holds, by category; keeps the peak (with its breakdown at
+/// that moment) and a timeline; and enforces an optional budget.
+///
+/// Every ``Tensor`` is created through a ledger and returns its bytes when it is freed,
+/// so `live` is exactly the sum of the buffers alive now. Not thread-safe: one ledger per
+/// training run, used from the thread that allocates.
+public final class MemoryLedger {
+    /// The most bytes that may be live at once; `nil` means unlimited.
+    public var budget: Int?
+    public private(set) var live = MemoryBreakdown()
+    public private(set) var peak: Int = 0
+    /// Live bytes per category at the moment the peak was reached.
+    public private(set) var peakBreakdown = MemoryBreakdown()
+    public private(set) var timeline: [LedgerEvent] = []
+    /// Whether allocations and frees are appended to `timeline`.
+    public var recordsTimeline: Bool
+    /// The largest number of timeline events kept; past it, every other event is dropped
+    /// (the shape of the curve and the peak survive; see `compactTimeline`).
+    public var timelineCapacity: Int = 20_000
+    private var sequence = 0
+
+    public init(budget: Int? = nil, recordsTimeline: Bool = true) {
+        self.budget = budget
+        self.recordsTimeline = recordsTimeline
+    }
+
+    public var liveBytes: Int { live.total }
+
+    /// Bytes still available under the budget (Int.max when unlimited).
+    public var available: Int { budget.map { $0 - live.total } ?? Int.max }
+
+    /// Counts `bytes` as live in `category`, or throws if that would exceed the budget.
+    public func reserve(_ bytes: Int, category: MemoryCategory, tag: String) throws {
+        precondition(bytes >= 0, "negative allocation")
+        if let budget, live.total + bytes > budget {
+            throw BudgetExceededError(category: category, tag: tag, requested: bytes,
+                                      available: budget - live.total, budget: budget, live: live)
+        }
+        live[category] += bytes
+        if live.total > peak {
+            peak = live.total
+            peakBreakdown = live
+        }
+        record(tag, category, bytes)
+    }
+
+    /// Returns `bytes` of `category` (a freed buffer).
+    public func release(_ bytes: Int, category: MemoryCategory, tag: String) {
+        precondition(live[category] >= bytes, "ledger underflow in \(category.rawValue) for \(tag)")
+        live[category] -= bytes
+        record("free " + tag, category, -bytes)
+    }
+
+    /// Sets the live bytes of a category that the ledger does not allocate itself (the
+    /// SQLite engine's own memory), checking the budget like an allocation.
+    public func setExternal(_ bytes: Int, category: MemoryCategory, tag: String) throws {
+        let delta = bytes - live[category]
+        if delta > 0 { try reserve(delta, category: category, tag: tag) }
+        else if delta < 0 { release(-delta, category: category, tag: tag) }
+    }
+
+    /// Starts a new peak measurement window (the timeline is kept).
+    public func resetPeak() {
+        peak = live.total
+        peakBreakdown = live
+    }
+
+    /// Adds a marker to the timeline (e.g. "module 3 start").
+    public func mark(_ event: String) {
+        record(event, .workspace, 0)
+    }
+
+    private func record(_ event: String, _ category: MemoryCategory, _ delta: Int) {
+        sequence += 1
+        guard recordsTimeline else { return }
+        timeline.append(LedgerEvent(sequence: sequence, event: event, category: category,
+                                    delta: delta, total: live.total))
+        if timeline.count > timelineCapacity { compactTimeline() }
+    }
+
+    /// Halves the timeline, keeping markers, the first and last events and every local maximum.
+    private func compactTimeline() {
+        var kept: [LedgerEvent] = []
+        kept.reserveCapacity(timeline.count / 2 + 16)
+        for (index, event) in timeline.enumerated() {
+            let isMarker = event.delta == 0
+            let isLocalMax = index > 0 && index + 1 < timeline.count
+                && event.total >= timeline[index - 1].total && event.total >= timeline[index + 1].total
+            if index % 2 == 0 || isMarker || isLocalMax || index == timeline.count - 1 {
+                kept.append(event)
+            }
+        }
+        timeline = kept
+    }
+}
+
+/// "1.5 MiB"-style rendering of a byte count (binary units).
+public func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while abs(value) >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    if unit == 0 { return "\(bytes) B" }
+    return String(format: value >= 100 ? "%.0f" : (value >= 10 ? "%.1f" : "%.2f"), value) + " " + units[unit]
+}

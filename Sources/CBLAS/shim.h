@@ -1,0 +1,2 @@
+// CBLAS from OpenBLAS (Debian libopenblas-dev installs cblas.h under the multiarch include dir).
+#include <cblas.h>

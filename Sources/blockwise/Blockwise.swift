@@ -1,0 +1,6 @@
+import ArgumentParser
+
+@main
+struct Blockwise: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "blockwise", abstract: "Block-wise training.")
+}

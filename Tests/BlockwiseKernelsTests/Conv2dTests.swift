@@ -1,0 +1,130 @@
+import BlockwiseKernels
+import XCTest
+
+final class Conv2dTests: XCTestCase {
+    /// Runs conv2dForward on arrays.
+    func convolve(_ input: [Float], _ weight: [Float], _ bias: [Float]?, batch: Int, _ g: Conv2dGeometry,
+                  workspace: Int? = nil) -> [Float] {
+        var output = [Float](repeating: 0, count: batch * g.outputChannels * g.outputPixels)
+        let count = g.workspaceFloats(bound: workspace)
+        var space = [Float](repeating: 0, count: max(count, 1))
+        output.withUnsafeMutableBufferPointer { out in
+            space.withUnsafeMutableBufferPointer { ws in
+                conv2dForward(output: out.baseAddress!, input: input, weight: weight, bias: bias,
+                              batch: batch, geometry: g, workspace: ws.baseAddress!, workspaceCount: count)
+            }
+        }
+        return output
+    }
+
+    func convolveBackward(_ input: [Float], _ weight: [Float], hasBias: Bool, dOutput: [Float], batch: Int,
+                          _ g: Conv2dGeometry, workspace: Int? = nil) -> [[Float]] {
+        var dInput = [Float](repeating: 0, count: input.count)
+        var dWeight = [Float](repeating: 0, count: weight.count)
+        var dBias = [Float](repeating: 0, count: g.outputChannels)
+        let count = g.workspaceFloats(bound: workspace)
+        var space = [Float](repeating: 0, count: max(count, 1))
+        dInput.withUnsafeMutableBufferPointer { di in
+            dWeight.withUnsafeMutableBufferPointer { dw in
+                dBias.withUnsafeMutableBufferPointer { db in
+                    space.withUnsafeMutableBufferPointer { ws in
+                        conv2dBackward(dInput: di.baseAddress!, dWeight: dw.baseAddress!, dBias: hasBias ? db.baseAddress! : nil,
+                                       dOutput: dOutput, input: input, weight: weight, batch: batch, geometry: g,
+                                       workspace: ws.baseAddress!, workspaceCount: count)
+                    }
+                }
+            }
+        }
+        return hasBias ? [dInput, dWeight, dBias] : [dInput, dWeight]
+    }
+
+    /// A 1-channel 3x3 image, a 3x3 kernel, padding 1: values worked out by hand.
+    func testHandComputedConvolution() {
+        let g = Conv2dGeometry(inputChannels: 1, outputChannels: 1, kernelSize: 3, stride: 1, padding: 1,
+                               inputHeight: 3, inputWidth: 3)
+        let input: [Float] = [1, 2, 3,
+                              4, 5, 6,
+                              7, 8, 9]
+        let weight: [Float] = [0, 1, 0,
+                               1, 1, 1,
+                               0, 1, 0]  // a "plus" stencil: centre + 4 neighbours
+        let output = convolve(input, weight, [0.5], batch: 1, g)
+        // centre (1,1): 5 + 2 + 4 + 6 + 8 = 25; corner (0,0): 1 + 2 + 4 = 7; edge (0,1): 2 + 1 + 3 + 5 = 11
+        let expected: [Float] = [7, 11, 11,
+                                 17, 25, 23,
+                                 19, 29, 23].map { $0 + 0.5 }
+        XCTAssertEqual(output, expected)
+        // Stride 2 keeps the corners and the centre of the padded grid: outputs (0,0), (0,2), (2,0), (2,2).
+        let g2 = Conv2dGeometry(inputChannels: 1, outputChannels: 1, kernelSize: 3, stride: 2, padding: 1,
+                                inputHeight: 3, inputWidth: 3)
+        XCTAssertEqual(convolve(input, weight, nil, batch: 1, g2), [7, 11, 19, 23])
+        // Backward-data of an all-ones gradient: each input gets the sum of the kernel taps that touch it.
+        let grads = convolveBackward(input, weight, hasBias: true, dOutput: [Float](repeating: 1, count: 9), batch: 1, g)
+        XCTAssertEqual(grads[0], [3, 4, 3, 4, 5, 4, 3, 4, 3])
+        XCTAssertEqual(grads[2], [9])
+    }
+
+    func checkGradients(_ name: String, batch: Int, _ g: Conv2dGeometry, bias: Bool, workspace: Int? = nil) {
+        let input = randomArray(batch * g.inputChannels * g.inputPixels, seed: 1)
+        let weight = randomArray(g.outputChannels * g.columnRows, seed: 2, scale: 0.5)
+        var inputs = [input, weight]
+        if bias { inputs.append(randomArray(g.outputChannels, seed: 3)) }
+        GradientCheck().check(name, inputs: inputs, forward: { v in
+            self.convolve(v[0], v[1], bias ? v[2] : nil, batch: batch, g, workspace: workspace)
+        }, backward: { v, dOut in
+            self.convolveBackward(v[0], v[1], hasBias: bias, dOutput: dOut, batch: batch, g, workspace: workspace)
+        })
+    }
+
+    func testGradient3x3Stride1() {
+        checkGradients("conv3x3 s1", batch: 2, Conv2dGeometry(inputChannels: 3, outputChannels: 4, kernelSize: 3,
+                                                              inputHeight: 5, inputWidth: 6), bias: true)
+    }
+
+    func testGradient3x3Stride2OddSize() {
+        checkGradients("conv3x3 s2 odd", batch: 2, Conv2dGeometry(inputChannels: 2, outputChannels: 3, kernelSize: 3, stride: 2,
+                                                                  inputHeight: 7, inputWidth: 5), bias: false)
+    }
+
+    func testGradient1x1() {
+        checkGradients("conv1x1 s1", batch: 3, Conv2dGeometry(inputChannels: 4, outputChannels: 3, kernelSize: 1,
+                                                              inputHeight: 3, inputWidth: 5), bias: true)
+        checkGradients("conv1x1 s2", batch: 2, Conv2dGeometry(inputChannels: 3, outputChannels: 2, kernelSize: 1, stride: 2,
+                                                              inputHeight: 5, inputWidth: 5), bias: false)
+    }
+
+    func testGradientWithTinyWorkspace() {
+        // 1 output pixel per chunk: the bounded-workspace path.
+        let g = Conv2dGeometry(inputChannels: 2, outputChannels: 3, kernelSize: 3, stride: 1, inputHeight: 5, inputWidth: 4)
+        checkGradients("conv3x3 chunked", batch: 2, g, bias: true, workspace: g.minimumWorkspace)
+    }
+
+    /// Chunking the im2col workspace changes nothing but the order of the sums.
+    func testBoundedWorkspaceMatchesWholeImage() {
+        for (stride, size) in [(1, 9), (2, 11)] {
+            let g = Conv2dGeometry(inputChannels: 5, outputChannels: 6, kernelSize: 3, stride: stride,
+                                   inputHeight: size, inputWidth: size - 2)
+            let input = randomArray(2 * g.inputChannels * g.inputPixels, seed: 11)
+            let weight = randomArray(g.outputChannels * g.columnRows, seed: 12)
+            let whole = convolve(input, weight, nil, batch: 2, g)
+            let dOut = randomArray(whole.count, seed: 13)
+            let wholeGrads = convolveBackward(input, weight, hasBias: false, dOutput: dOut, batch: 2, g)
+            for bound in [g.minimumWorkspace, g.columnRows * 7, g.columnRows * 13] {
+                XCTAssertLessThan(g.workspaceFloats(bound: bound), bound + 1)
+                XCTAssertLessThan(maxDifference(convolve(input, weight, nil, batch: 2, g, workspace: bound), whole), 1e-4)
+                let grads = convolveBackward(input, weight, hasBias: false, dOutput: dOut, batch: 2, g, workspace: bound)
+                XCTAssertLessThan(maxDifference(grads[0], wholeGrads[0]), 1e-4)
+                XCTAssertLessThan(maxDifference(grads[1], wholeGrads[1]), 1e-3)
+            }
+        }
+    }
+
+    func testGeometry() {
+        let g = Conv2dGeometry(inputChannels: 16, outputChannels: 32, kernelSize: 3, stride: 2, inputHeight: 7, inputWidth: 7)
+        XCTAssertEqual(g.outputHeight, 4)
+        XCTAssertEqual(g.columnRows, 144)
+        XCTAssertEqual(g.fullImageWorkspace, 144 * 16)
+        XCTAssertEqual(g.workspaceFloats(bound: 1000), 144 * 6)
+        XCTAssertEqual(Conv2dGeometry(inputChannels: 4, outputChannels: 4, kernelSize: 1, inputHeight: 5, inputWidth: 5).minimumWorkspace, 0)
+    }
+}
