@@ -34,18 +34,19 @@ public struct Conv2dGeometry: Equatable, Hashable, Codable, Sendable {
     /// A 1x1, stride-1, unpadded convolution reads its input directly as the column matrix.
     public var needsColumns: Bool { !(kernelSize == 1 && stride == 1 && padding == 0) }
 
-    /// Floats of im2col workspace the convolution would use for one whole image.
-    public var fullImageWorkspace: Int { needsColumns ? columnRows * outputPixels : 0 }
+    /// Floats of workspace the convolution uses for one whole image at a time.
+    public var fullImageWorkspace: Int { needsColumns ? (columnRows + outputChannels) * outputPixels : 0 }
 
-    /// Smallest workspace (floats) the convolution can run in: one output pixel's column.
-    public var minimumWorkspace: Int { needsColumns ? columnRows : 0 }
+    /// Smallest workspace (floats) the convolution can run in: one output pixel's column and outputs.
+    public var minimumWorkspace: Int { needsColumns ? columnRows + outputChannels : 0 }
 
-    /// Workspace floats used given a bound (`nil` = a whole image at once).
-    public func workspaceFloats(bound: Int?) -> Int {
+    /// Workspace floats used for `batch` images given a bound in floats (`nil` = one whole
+    /// image's worth). The chunk is the largest number of output pixels that fits.
+    public func workspaceFloats(bound: Int?, batch: Int = 1) -> Int {
         guard needsColumns else { return 0 }
         guard let bound else { return fullImageWorkspace }
-        let pixels = max(1, min(outputPixels, bound / columnRows))
-        return pixels * columnRows
+        let pixels = max(1, min(outputPixels * batch, bound / (columnRows + outputChannels)))
+        return pixels * (columnRows + outputChannels)
     }
 
     /// Multiply-adds x 2 of one forward pass over `batch` images (backward-data and
@@ -53,18 +54,42 @@ public struct Conv2dGeometry: Equatable, Hashable, Codable, Sendable {
     public func forwardFlops(batch: Int) -> Int { 2 * batch * outputChannels * columnRows * outputPixels }
 }
 
-/// Output pixels per im2col chunk for a workspace of `workspaceCount` floats.
+/// Output pixels per chunk for a workspace of `workspaceCount` floats. A chunk is a range
+/// of the batch's flattened output pixels (image-major), so it may span several images:
+/// one GEMM then covers them all, which keeps GEMMs large when channels are few.
 @inline(__always)
-private func chunkPixels(_ geometry: Conv2dGeometry, workspaceCount: Int) -> Int {
+private func chunkPixels(_ geometry: Conv2dGeometry, workspaceCount: Int, batch: Int) -> Int {
     precondition(workspaceCount >= geometry.minimumWorkspace,
                  "conv workspace of \(workspaceCount) floats is below the minimum \(geometry.minimumWorkspace)")
-    return max(1, min(geometry.outputPixels, workspaceCount / geometry.columnRows))
+    return max(1, min(geometry.outputPixels * batch, workspaceCount / geometry.floatsPerPixel))
+}
+
+extension Conv2dGeometry {
+    /// Workspace floats per output pixel of a chunk: its im2col column (C_in*k*k) plus its
+    /// gathered output or output-gradient values (C_out).
+    public var floatsPerPixel: Int { columnRows + outputChannels }
+}
+
+/// Calls `body(image, firstPixel, pixels, offsetInChunk)` for each image segment of the
+/// chunk of flattened output pixels [start, start + count).
+@inline(__always)
+private func forEachSegment(start: Int, count: Int, pixelsPerImage: Int,
+                            _ body: (_ image: Int, _ first: Int, _ pixels: Int, _ offset: Int) -> Void) {
+    var position = start
+    let end = start + count
+    while position < end {
+        let image = position / pixelsPerImage
+        let first = position % pixelsPerImage
+        let pixels = min(pixelsPerImage - first, end - position)
+        body(image, first, pixels, position - start)
+        position += pixels
+    }
 }
 
 /// Writes the columns of output pixels [first, first + pixels) of one image into `columns`,
-/// a [C_in*k*k, pixels] row-major matrix (zero where the kernel reads padding).
+/// a [C_in*k*k, pixels] matrix whose rows are `rowStride` apart (zero where the kernel reads padding).
 @inline(__always)
-func im2col(_ columns: UnsafeMutablePointer<Float>, image: UnsafePointer<Float>,
+func im2col(_ columns: UnsafeMutablePointer<Float>, rowStride: Int, image: UnsafePointer<Float>,
             geometry g: Conv2dGeometry, first: Int, pixels: Int) {
     let k = g.kernelSize, s = g.stride, p = g.padding
     let h = g.inputHeight, w = g.inputWidth, ow = g.outputWidth
@@ -72,7 +97,7 @@ func im2col(_ columns: UnsafeMutablePointer<Float>, image: UnsafePointer<Float>,
         let plane = image + channel * h * w
         for ky in 0..<k {
             for kx in 0..<k {
-                let row = columns + ((channel * k + ky) * k + kx) * pixels
+                let row = columns + ((channel * k + ky) * k + kx) * rowStride
                 var pixel = first
                 var column = 0
                 while column < pixels {
@@ -114,7 +139,7 @@ func im2col(_ columns: UnsafeMutablePointer<Float>, image: UnsafePointer<Float>,
 /// Adds the columns of output pixels [first, first + pixels) back into one image's gradient
 /// (the adjoint of ``im2col``).
 @inline(__always)
-func col2imAdd(_ image: UnsafeMutablePointer<Float>, columns: UnsafePointer<Float>,
+func col2imAdd(_ image: UnsafeMutablePointer<Float>, columns: UnsafePointer<Float>, rowStride: Int,
                geometry g: Conv2dGeometry, first: Int, pixels: Int) {
     let k = g.kernelSize, s = g.stride, p = g.padding
     let h = g.inputHeight, w = g.inputWidth, ow = g.outputWidth
@@ -122,7 +147,7 @@ func col2imAdd(_ image: UnsafeMutablePointer<Float>, columns: UnsafePointer<Floa
         let plane = image + channel * h * w
         for ky in 0..<k {
             for kx in 0..<k {
-                let row = columns + ((channel * k + ky) * k + kx) * pixels
+                let row = columns + ((channel * k + ky) * k + kx) * rowStride
                 var pixel = first
                 var column = 0
                 while column < pixels {
@@ -133,9 +158,19 @@ func col2imAdd(_ image: UnsafeMutablePointer<Float>, columns: UnsafePointer<Floa
                     if iy >= 0 && iy < h {
                         let target = plane + iy * w
                         let source = row + column
-                        for j in 0..<run {
-                            let ix = (ox0 + j) * s - p + kx
-                            if ix >= 0 && ix < w { target[ix] += source[j] }
+                        if s == 1 {
+                            // ix = ox0 + j - p + kx, valid for j in [lo, hi)
+                            let shift = ox0 - p + kx
+                            let lo = max(0, -shift), hi = min(run, w - shift)
+                            if hi > lo {
+                                let t = target + shift
+                                for j in lo..<hi { t[j] += source[j] }
+                            }
+                        } else {
+                            for j in 0..<run {
+                                let ix = (ox0 + j) * s - p + kx
+                                if ix >= 0 && ix < w { target[ix] += source[j] }
+                            }
                         }
                     }
                     column += run
@@ -150,9 +185,10 @@ func col2imAdd(_ image: UnsafeMutablePointer<Float>, columns: UnsafePointer<Floa
 ///
 /// - Shapes: output [N, C_out, H_out, W_out], input [N, C_in, H, W], weight [C_out, C_in, k, k],
 ///   bias [C_out] or nil.
-/// - Memory: `workspace` holds the im2col columns of a chunk of output pixels of one image;
-///   it needs at least ``Conv2dGeometry/minimumWorkspace`` floats, and the chunk is as many
-///   pixels as fit (so the bound is a parameter, not N x C x 9 x H x W).
+/// - Memory: `workspace` holds, for a chunk of the batch's output pixels, their im2col columns
+///   and their outputs before they are scattered to N C H W; it needs at least
+///   ``Conv2dGeometry/minimumWorkspace`` floats, and the chunk is as many pixels as fit
+///   (so the bound is a parameter, not N x C x 9 x H x W).
 /// - Cost: ``Conv2dGeometry/forwardFlops(batch:)`` through CBLAS `sgemm`.
 public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
@@ -160,26 +196,42 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
                           workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int) {
     let m = g.outputChannels, kk = g.columnRows, opix = g.outputPixels
     let inputStride = g.inputChannels * g.inputPixels, outputStride = m * opix
-    for n in 0..<batch {
-        let image = input + n * inputStride
-        let out = output + n * outputStride
-        if !g.needsColumns {
+    if !g.needsColumns {
+        for n in 0..<batch {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(opix), Int32(kk),
-                        1, weight, Int32(kk), image, Int32(opix), 0, out, Int32(opix))
-        } else {
-            let chunk = chunkPixels(g, workspaceCount: workspaceCount)
-            var first = 0
-            while first < opix {
-                let pixels = min(chunk, opix - first)
-                im2col(workspace!, image: image, geometry: g, first: first, pixels: pixels)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(pixels), Int32(kk),
-                            1, weight, Int32(kk), workspace!, Int32(pixels), 0, out + first, Int32(opix))
-                first += pixels
-            }
+                        1, weight, Int32(kk), input + n * inputStride, Int32(opix), 0, output + n * outputStride, Int32(opix))
         }
-        if let bias {
+    } else {
+        let chunk = chunkPixels(g, workspaceCount: workspaceCount, batch: batch)
+        let columns = workspace!
+        let gathered = columns + kk * chunk
+        var start = 0
+        let total = batch * opix
+        while start < total {
+            let count = min(chunk, total - start)
+            forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
+                im2col(columns + offset, rowStride: count, image: input + n * inputStride, geometry: g, first: first, pixels: pixels)
+            }
+            if count == opix && start % opix == 0 {
+                // One whole image: write straight into the output.
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(count), Int32(kk),
+                            1, weight, Int32(kk), columns, Int32(count), 0, output + (start / opix) * outputStride, Int32(opix))
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(count), Int32(kk),
+                            1, weight, Int32(kk), columns, Int32(count), 0, gathered, Int32(count))
+                forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
+                    for c in 0..<m {
+                        (output + n * outputStride + c * opix + first).update(from: gathered + c * count + offset, count: pixels)
+                    }
+                }
+            }
+            start += count
+        }
+    }
+    if let bias {
+        for n in 0..<batch {
             for c in 0..<m {
-                let plane = out + c * opix
+                let plane = output + n * outputStride + c * opix
                 let b = bias[c]
                 for i in 0..<opix { plane[i] += b }
             }
@@ -193,55 +245,80 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
 /// `dBias += sum of dOutput over N, H, W`.
 ///
 /// - Shapes: as ``conv2dForward``; `dInput` like input (nil to skip, e.g. for a detached input),
-///   `dWeight` like weight, `dBias` [C_out] or nil.
-/// - Memory: the same bounded `workspace` as forward (columns, then reused for dColumns).
-/// - Cost: 2x ``Conv2dGeometry/forwardFlops(batch:)`` (1x without dInput).
-public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
+///   `dWeight` like weight (nil to skip: backward-data only), `dBias` [C_out] or nil.
+/// - Memory: the same bounded `workspace` as forward (gathered output gradients and columns,
+///   the columns reused for the column gradients).
+/// - Cost: 2x ``Conv2dGeometry/forwardFlops(batch:)`` (1x without dInput or dWeight).
+public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
                            dBias: UnsafeMutablePointer<Float>?, dOutput: UnsafePointer<Float>,
                            input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            batch: Int, geometry g: Conv2dGeometry,
                            workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int) {
     let m = g.outputChannels, kk = g.columnRows, opix = g.outputPixels
     let inputStride = g.inputChannels * g.inputPixels, outputStride = m * opix
-    for n in 0..<batch {
-        let image = input + n * inputStride
-        let dOut = dOutput + n * outputStride
-        if let dBias {
+    if let dBias {
+        for n in 0..<batch {
             for c in 0..<m {
-                let plane = dOut + c * opix
+                let plane = dOutput + n * outputStride + c * opix
                 var sum: Float = 0
                 for i in 0..<opix { sum += plane[i] }
                 dBias[c] += sum
             }
         }
-        if !g.needsColumns {
-            // dW[m, kk] += dOut[m, opix] * image[kk, opix]^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(kk), Int32(opix),
-                        1, dOut, Int32(opix), image, Int32(opix), 1, dWeight, Int32(kk))
+    }
+    if !g.needsColumns {
+        for n in 0..<batch {
+            let image = input + n * inputStride
+            let dOut = dOutput + n * outputStride
+            if let dWeight {
+                // dW[m, kk] += dOut[m, opix] * image[kk, opix]^T
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(kk), Int32(opix),
+                            1, dOut, Int32(opix), image, Int32(opix), 1, dWeight, Int32(kk))
+            }
             if let dInput {
                 // dIn[kk, opix] += W[m, kk]^T * dOut[m, opix]
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(kk), Int32(opix), Int32(m),
                             1, weight, Int32(kk), dOut, Int32(opix), 1, dInput + n * inputStride, Int32(opix))
             }
-            continue
         }
-        let chunk = chunkPixels(g, workspaceCount: workspaceCount)
+    } else if dWeight != nil || dInput != nil {
+        let chunk = chunkPixels(g, workspaceCount: workspaceCount, batch: batch)
         let columns = workspace!
-        var first = 0
-        while first < opix {
-            let pixels = min(chunk, opix - first)
-            im2col(columns, image: image, geometry: g, first: first, pixels: pixels)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(kk), Int32(pixels),
-                        1, dOut + first, Int32(opix), columns, Int32(pixels), 1, dWeight, Int32(kk))
-            if let dInput {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(kk), Int32(pixels), Int32(m),
-                            1, weight, Int32(kk), dOut + first, Int32(opix), 0, columns, Int32(pixels))
-                col2imAdd(dInput + n * inputStride, columns: columns, geometry: g, first: first, pixels: pixels)
+        let gathered = columns + kk * chunk
+        var start = 0
+        let total = batch * opix
+        while start < total {
+            let count = min(chunk, total - start)
+            let wholeImage = count == opix && start % opix == 0
+            let dOutChunk: UnsafePointer<Float>
+            if wholeImage {
+                dOutChunk = dOutput + (start / opix) * outputStride
+            } else {
+                forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
+                    for c in 0..<m {
+                        (gathered + c * count + offset).update(from: dOutput + n * outputStride + c * opix + first, count: pixels)
+                    }
+                }
+                dOutChunk = UnsafePointer(gathered)
             }
-            first += pixels
+            if let dWeight {
+                forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
+                    im2col(columns + offset, rowStride: count, image: input + n * inputStride, geometry: g, first: first, pixels: pixels)
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(kk), Int32(count),
+                            1, dOutChunk, Int32(count), columns, Int32(count), 1, dWeight, Int32(kk))
+            }
+            if let dInput {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(kk), Int32(count), Int32(m),
+                            1, weight, Int32(kk), dOutChunk, Int32(count), 0, columns, Int32(count))
+                forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
+                    col2imAdd(dInput + n * inputStride, columns: columns + offset, rowStride: count, geometry: g, first: first, pixels: pixels)
+                }
+            }
+            start += count
         }
     }
-    KernelCounters.flops += g.forwardFlops(batch: batch) * (dInput == nil ? 1 : 2)
+    KernelCounters.flops += g.forwardFlops(batch: batch) * ((dInput == nil ? 0 : 1) + (dWeight == nil ? 0 : 1))
 }
 
 /// Sets the number of threads OpenBLAS uses for `sgemm`.

@@ -6,7 +6,7 @@ final class Conv2dTests: XCTestCase {
     func convolve(_ input: [Float], _ weight: [Float], _ bias: [Float]?, batch: Int, _ g: Conv2dGeometry,
                   workspace: Int? = nil) -> [Float] {
         var output = [Float](repeating: 0, count: batch * g.outputChannels * g.outputPixels)
-        let count = g.workspaceFloats(bound: workspace)
+        let count = g.workspaceFloats(bound: workspace, batch: batch)
         var space = [Float](repeating: 0, count: max(count, 1))
         output.withUnsafeMutableBufferPointer { out in
             space.withUnsafeMutableBufferPointer { ws in
@@ -22,7 +22,7 @@ final class Conv2dTests: XCTestCase {
         var dInput = [Float](repeating: 0, count: input.count)
         var dWeight = [Float](repeating: 0, count: weight.count)
         var dBias = [Float](repeating: 0, count: g.outputChannels)
-        let count = g.workspaceFloats(bound: workspace)
+        let count = g.workspaceFloats(bound: workspace, batch: batch)
         var space = [Float](repeating: 0, count: max(count, 1))
         dInput.withUnsafeMutableBufferPointer { di in
             dWeight.withUnsafeMutableBufferPointer { dw in
@@ -109,8 +109,10 @@ final class Conv2dTests: XCTestCase {
             let whole = convolve(input, weight, nil, batch: 2, g)
             let dOut = randomArray(whole.count, seed: 13)
             let wholeGrads = convolveBackward(input, weight, hasBias: false, dOutput: dOut, batch: 2, g)
-            for bound in [g.minimumWorkspace, g.columnRows * 7, g.columnRows * 13] {
-                XCTAssertLessThan(g.workspaceFloats(bound: bound), bound + 1)
+            // Chunks of 1, 7 and 13 pixels, and chunks that span image boundaries.
+            let perPixel = g.floatsPerPixel
+            for bound in [g.minimumWorkspace, perPixel * 7, perPixel * 13, perPixel * (g.outputPixels + 5), perPixel * 2 * g.outputPixels] {
+                XCTAssertLessThan(g.workspaceFloats(bound: bound, batch: 2), bound + 1)
                 XCTAssertLessThan(maxDifference(convolve(input, weight, nil, batch: 2, g, workspace: bound), whole), 1e-4)
                 let grads = convolveBackward(input, weight, hasBias: false, dOutput: dOut, batch: 2, g, workspace: bound)
                 XCTAssertLessThan(maxDifference(grads[0], wholeGrads[0]), 1e-4)
@@ -123,8 +125,9 @@ final class Conv2dTests: XCTestCase {
         let g = Conv2dGeometry(inputChannels: 16, outputChannels: 32, kernelSize: 3, stride: 2, inputHeight: 7, inputWidth: 7)
         XCTAssertEqual(g.outputHeight, 4)
         XCTAssertEqual(g.columnRows, 144)
-        XCTAssertEqual(g.fullImageWorkspace, 144 * 16)
-        XCTAssertEqual(g.workspaceFloats(bound: 1000), 144 * 6)
+        XCTAssertEqual(g.fullImageWorkspace, (144 + 32) * 16)
+        XCTAssertEqual(g.workspaceFloats(bound: 1000), 176 * 5)
+        XCTAssertEqual(g.workspaceFloats(bound: 176 * 40, batch: 2), 176 * 32, "at most the whole batch")
         XCTAssertEqual(Conv2dGeometry(inputChannels: 4, outputChannels: 4, kernelSize: 1, inputHeight: 5, inputWidth: 5).minimumWorkspace, 0)
     }
 }

@@ -8,7 +8,7 @@ final class MemoryLedgerTests: XCTestCase {
         let ledger = MemoryLedger()
         let g = Conv2dGeometry(inputChannels: 8, outputChannels: 16, kernelSize: 3, inputHeight: 10, inputWidth: 10)
         let batch = 4
-        let workspaceBound = 72 * 25  // 25 output pixels per chunk
+        let workspaceBound = (72 + 16) * 25  // 25 output pixels per chunk: columns (72) + outputs (16) each
         do {
             let weight = try Tensor(g.weightShape, category: .parameters, tag: "conv.weight", ledger: ledger)
             let bias = try Tensor([16], category: .parameters, tag: "conv.bias", ledger: ledger)
@@ -16,7 +16,7 @@ final class MemoryLedgerTests: XCTestCase {
             let dBias = try Tensor([16], category: .gradients, tag: "conv.dBias", ledger: ledger)
             let input = try Tensor([batch, 8, 10, 10], category: .ioBuffers, tag: "input", ledger: ledger)
             let output = try Tensor([batch, 16, 10, 10], category: .savedActivations, tag: "output", ledger: ledger)
-            let workspace = try Tensor([g.workspaceFloats(bound: workspaceBound)], category: .workspace, tag: "im2col", ledger: ledger)
+            let workspace = try Tensor([g.workspaceFloats(bound: workspaceBound, batch: batch)], category: .workspace, tag: "im2col", ledger: ledger)
             conv2dForward(output: output.data, input: input.data, weight: weight.data, bias: bias.data, batch: batch,
                           geometry: g, workspace: workspace.data, workspaceCount: workspace.count)
             let dOutput = try Tensor([batch, 16, 10, 10], category: .workspace, tag: "dOutput", ledger: ledger)
@@ -29,12 +29,12 @@ final class MemoryLedgerTests: XCTestCase {
             XCTAssertEqual(ledger.live[.gradients], parameters)
             XCTAssertEqual(ledger.live[.ioBuffers], 4 * 8 * 100 * 4)          // 12800
             XCTAssertEqual(ledger.live[.savedActivations], 4 * 16 * 100 * 4)  // 25600
-            XCTAssertEqual(ledger.live[.workspace], 72 * 25 * 4 + 25600 + 12800)
-            XCTAssertEqual(ledger.peak, 4672 * 2 + 12800 + 25600 + 7200 + 25600 + 12800)  // 93344
+            XCTAssertEqual(ledger.live[.workspace], 88 * 25 * 4 + 25600 + 12800)
+            XCTAssertEqual(ledger.peak, 4672 * 2 + 12800 + 25600 + 8800 + 25600 + 12800)  // 94944
             XCTAssertEqual(ledger.peakBreakdown, ledger.live)
         }
         XCTAssertEqual(ledger.liveBytes, 0, "every tensor returned its bytes")
-        XCTAssertEqual(ledger.peak, 93344)
+        XCTAssertEqual(ledger.peak, 94944)
     }
 
     func testBudgetOneByteTooSmallFailsBeforeAllocating() throws {

@@ -1,0 +1,5 @@
+import ArgumentParser
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train a ResNet module by module.")
+}
