@@ -1,5 +1,122 @@
 import ArgumentParser
+import BlockwiseData
+import BlockwiseKernels
+import BlockwiseTraining
+import Foundation
 
 struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train a ResNet module by module.")
+    static let configuration = CommandConfiguration(
+        abstract: "Train a ResNet module by module (minimizing-movement / TRGL local losses).",
+        discussion: """
+        Examples:
+          blockwise train --train-size 600 --modules 4 --width 16 --epochs 2
+          blockwise train --procedure parallel --tau off --train-size 1%
+          blockwise train --modules 8 --width 32 --train-size 6000 --epochs 3 --json result.json
+        """)
+
+    @OptionGroup var dataOptions: DataOptions
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var trainingOptions: TrainingOptions
+
+    @Option(help: "BLAS threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Write the full result (configuration, epoch logs, per-module evaluation) as JSON to this file.")
+    var json: String?
+    @Flag(help: "Print nothing but the summary.")
+    var quiet = false
+
+    func run() throws {
+        setBLASThreads(threads)
+        let (train, test) = try dataOptions.load(seed: trainingOptions.seed)
+        let model = try modelOptions.model(dataset: train)
+        let configuration = try trainingOptions.configuration(model: model)
+        let ledger = MemoryLedger()
+        let trainer = try Trainer(configuration: configuration, ledger: ledger)
+        if !quiet {
+            print("blockwise: \(model.summary); \(configuration.procedure.rawValue), tau \(configuration.tau.description)")
+            print("data: \(train.count) training / \(test.count) test samples from \(dataOptions.data); batch \(configuration.batchSize); seed \(configuration.seed)")
+        }
+        let progress = ProgressPrinter(quiet: quiet, modules: model.modules)
+        trainer.observer = progress.handle
+        let result = try trainer.run(train: train, test: test)
+        progress.finish()
+        print(summaryTable(result))
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(result).write(to: URL(fileURLWithPath: json))
+            print("wrote \(json)")
+        }
+    }
+}
+
+/// The per-module summary table.
+func summaryTable(_ result: TrainingResult) -> String {
+    var lines: [String] = []
+    lines.append(pad("module", 8) + pad("train acc", 11) + pad("test acc", 10) + pad("kinetic", 11) + pad("peak memory", 13) + pad("largest", 18) + "time")
+    for m in result.modules {
+        lines.append(pad("\(m.module + 1)", 8)
+                     + pad(m.trainAccuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "-", 11)
+                     + pad(String(format: "%.2f%%", m.testAccuracy * 100), 10)
+                     + pad(String(format: "%.4g", m.kineticEnergy), 11)
+                     + pad(formatBytes(m.peakBytes), 13)
+                     + pad(m.peakBreakdown.largest?.rawValue ?? "-", 18)
+                     + String(format: "%.1fs", m.seconds))
+    }
+    if let best = result.best, let last = result.last {
+        lines.append(String(format: "best: module %d (%.2f%%); last: module %d (%.2f%%); peak %@; %.1fs",
+                            best.module + 1, best.testAccuracy * 100, last.module + 1, last.testAccuracy * 100,
+                            formatBytes(result.peakBytes), result.seconds))
+    }
+    return lines.joined(separator: "\n")
+}
+
+/// Progress: one updating line on a terminal, a line every few seconds otherwise, nothing when quiet.
+final class ProgressPrinter {
+    let quiet: Bool
+    let modules: Int
+    let isTerminal = isatty(STDOUT_FILENO) != 0
+    var lastPrint = DispatchTime.now().uptimeNanoseconds
+    var lineOpen = false
+
+    init(quiet: Bool, modules: Int) { self.quiet = quiet; self.modules = modules }
+
+    func handle(_ event: TrainingEvent) {
+        guard !quiet else { return }
+        switch event {
+        case .moduleStarted(let module, let lap, let epochs, let plan):
+            endLine()
+            print("module \(module + 1)/\(modules)\(lap > 0 ? " lap \(lap + 1)" : ""): \(epochs) epochs, planned memory \(formatBytes(plan.totalBytes)) (\(plan.breakdown))")
+        case .batch(let module, _, let epoch, let batch, let batches, let metrics, let rate):
+            let now = DispatchTime.now().uptimeNanoseconds
+            let interval: UInt64 = isTerminal ? 100_000_000 : 5_000_000_000
+            guard now - lastPrint >= interval || batch == batches else { return }
+            lastPrint = now
+            let line = String(format: "  module %d/%d epoch %d batch %d/%d loss %.4f kinetic %.4g acc %.1f%% %.0f samples/s",
+                              module + 1, modules, epoch + 1, batch, batches, metrics.taskLoss, metrics.kineticEnergy,
+                              100 * Double(metrics.correct) / Double(max(metrics.samples, 1)), rate)
+            if isTerminal {
+                print("\r" + line + "   ", terminator: "")
+                fflush(stdout)
+                lineOpen = true
+            } else if batch != batches {
+                print(line)
+            }
+        case .epochFinished(let log):
+            endLine()
+            print(String(format: "  module %d epoch %d: loss %.4f kinetic %.4g train acc %.2f%% lr %.4g w %.4g (%.1fs)",
+                         log.module + 1, log.epoch + 1, log.taskLoss, log.kineticEnergy, log.trainAccuracy * 100,
+                         log.learningRate, log.transportWeight, log.seconds))
+        case .moduleEvaluated(let evaluation):
+            endLine()
+            print(String(format: "module %d: test accuracy %.2f%%, kinetic %.4g, peak %@",
+                         evaluation.module + 1, evaluation.testAccuracy * 100, evaluation.kineticEnergy, formatBytes(evaluation.peakBytes)))
+        }
+    }
+
+    func endLine() {
+        if lineOpen { print(""); lineOpen = false }
+    }
+
+    func finish() { if !quiet { endLine() } }
 }

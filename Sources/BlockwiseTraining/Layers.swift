@@ -1,0 +1,317 @@
+import BlockwiseKernels
+
+/// What a layer needs at run time: the module's parameters, its allocated slots, and the
+/// shared im2col workspace.
+struct LayerContext {
+    let parameters: ParameterStore
+    let arena: Arena
+    let workspace: UnsafeMutablePointer<Float>
+    let workspaceCount: Int
+
+    func value(_ name: String) -> UnsafeMutablePointer<Float> { parameters[name].value.data }
+    func gradient(_ name: String) -> UnsafeMutablePointer<Float> { parameters[name].gradient!.data }
+    func slot(_ tag: String) -> UnsafeMutablePointer<Float> { arena[tag].data }
+}
+
+/// conv3x3 (no bias) -> BatchNorm2d -> optional ReLU. The building unit of the encoder and of
+/// BasicBlocks.
+///
+/// Slots (batch N, output [C_out, H_out, W_out]): `<prefix>.conv` (conv output, kept for BN
+/// backward), `<prefix>.out` (BN output, ReLU applied in place; kept for the ReLU mask and as
+/// the next layer's input), `<prefix>.bn.mean`, `<prefix>.bn.inverseStd` [C_out].
+final class ConvBNUnit {
+    let prefix: String
+    let geometry: Conv2dGeometry
+    let relu: Bool
+    /// The input of the last forward call (a slot of the caller's), read by backward.
+    private var input: UnsafePointer<Float>?
+
+    init(prefix: String, geometry: Conv2dGeometry, relu: Bool) {
+        self.prefix = prefix; self.geometry = geometry; self.relu = relu
+    }
+
+    var outputShape: [Int] { [geometry.outputChannels, geometry.outputHeight, geometry.outputWidth] }
+    var outputCount: Int { outputShape.reduce(1, *) }
+    var outputTag: String { prefix + ".out" }
+
+    var parameterSpecs: [ParameterSpec] {
+        let c = geometry.outputChannels
+        return [ParameterSpec(name: prefix + ".conv.weight", shape: geometry.weightShape, isTrainable: true),
+                ParameterSpec(name: prefix + ".bn.weight", shape: [c], isTrainable: true),
+                ParameterSpec(name: prefix + ".bn.bias", shape: [c], isTrainable: true),
+                ParameterSpec(name: prefix + ".bn.runningMean", shape: [c], isTrainable: false),
+                ParameterSpec(name: prefix + ".bn.runningVariance", shape: [c], isTrainable: false)]
+    }
+
+    func activationSpecs(batch: Int) -> [SlotSpec] {
+        [SlotSpec(prefix + ".conv", .savedActivations, [batch] + outputShape),
+         SlotSpec(outputTag, .savedActivations, [batch] + outputShape),
+         SlotSpec(prefix + ".bn.mean", .savedActivations, [geometry.outputChannels]),
+         SlotSpec(prefix + ".bn.inverseStd", .savedActivations, [geometry.outputChannels])]
+    }
+
+    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext) {
+        input = x
+        let conv = context.slot(prefix + ".conv"), out = context.slot(outputTag)
+        conv2dForward(output: conv, input: x, weight: context.value(prefix + ".conv.weight"), bias: nil,
+                      batch: batch, geometry: geometry, workspace: context.workspace, workspaceCount: context.workspaceCount)
+        let c = geometry.outputChannels, spatial = geometry.outputPixels
+        if training {
+            batchNormForwardTraining(output: out, input: conv, weight: context.value(prefix + ".bn.weight"),
+                                     bias: context.value(prefix + ".bn.bias"),
+                                     mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
+                                     runningMean: context.value(prefix + ".bn.runningMean"),
+                                     runningVariance: context.value(prefix + ".bn.runningVariance"),
+                                     batch: batch, channels: c, spatial: spatial)
+        } else {
+            batchNormForwardInference(output: out, input: conv, weight: context.value(prefix + ".bn.weight"),
+                                      bias: context.value(prefix + ".bn.bias"),
+                                      runningMean: context.value(prefix + ".bn.runningMean"),
+                                      runningVariance: context.value(prefix + ".bn.runningVariance"),
+                                      batch: batch, channels: c, spatial: spatial)
+        }
+        if relu { reluForward(output: out, input: out, count: batch * outputCount) }
+    }
+
+    /// - dOutput: gradient w.r.t. this unit's output [N, C_out, H_out, W_out]; overwritten.
+    /// - dInput: accumulated into (nil: the input is detached or is the data).
+    /// - scratch: at least N x C_out x H_out x W_out floats.
+    func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?,
+                  scratch: UnsafeMutablePointer<Float>, batch: Int, _ context: LayerContext) {
+        let count = batch * outputCount
+        if relu { reluBackwardInPlace(gradient: dOutput, output: context.slot(outputTag), count: count) }
+        scratch.update(repeating: 0, count: count)
+        batchNormBackward(dInput: scratch, dWeight: context.gradient(prefix + ".bn.weight"),
+                          dBias: context.gradient(prefix + ".bn.bias"), dOutput: dOutput,
+                          input: context.slot(prefix + ".conv"), weight: context.value(prefix + ".bn.weight"),
+                          mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
+                          batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels)
+        conv2dBackward(dInput: dInput, dWeight: context.gradient(prefix + ".conv.weight"), dBias: nil,
+                       dOutput: scratch, input: input!, weight: context.value(prefix + ".conv.weight"),
+                       batch: batch, geometry: geometry, workspace: context.workspace, workspaceCount: context.workspaceCount)
+    }
+}
+
+/// A BasicBlock (He et al. 2016): `y = ReLU(r + shortcut(x))`, `r = BN(conv(ReLU(BN(conv(x)))))`.
+/// `r` is the residual branch whose mean square is the block's kinetic energy (Karkar et al.).
+/// A downsampling block (stride 2, width doubled) uses the option-A shortcut.
+///
+/// Slots: those of its two units (`<prefix>.unit1.*`, `<prefix>.unit2.*`; `<prefix>.unit2.out`
+/// is r) and `<prefix>.out` (y).
+final class BasicBlock {
+    let prefix: String
+    let unit1: ConvBNUnit
+    let unit2: ConvBNUnit
+    let shortcut: ShortcutGeometry?
+    let inputShape: [Int]
+    private var input: UnsafePointer<Float>?
+
+    init(prefix: String, inputShape: [Int], outputChannels: Int, stride: Int) {
+        self.prefix = prefix
+        self.inputShape = inputShape
+        let g1 = Conv2dGeometry(inputChannels: inputShape[0], outputChannels: outputChannels, kernelSize: 3, stride: stride,
+                                inputHeight: inputShape[1], inputWidth: inputShape[2])
+        unit1 = ConvBNUnit(prefix: prefix + ".unit1", geometry: g1, relu: true)
+        let g2 = Conv2dGeometry(inputChannels: outputChannels, outputChannels: outputChannels, kernelSize: 3, stride: 1,
+                                inputHeight: g1.outputHeight, inputWidth: g1.outputWidth)
+        unit2 = ConvBNUnit(prefix: prefix + ".unit2", geometry: g2, relu: false)
+        if stride != 1 || outputChannels != inputShape[0] {
+            precondition(stride == 2, "option-A shortcut halves the resolution")
+            shortcut = ShortcutGeometry(inputChannels: inputShape[0], outputChannels: outputChannels,
+                                        inputHeight: inputShape[1], inputWidth: inputShape[2])
+        } else {
+            shortcut = nil
+        }
+    }
+
+    var outputShape: [Int] { unit2.outputShape }
+    var outputCount: Int { unit2.outputCount }
+    var outputTag: String { prefix + ".out" }
+    var residualTag: String { unit2.outputTag }
+
+    var parameterSpecs: [ParameterSpec] { unit1.parameterSpecs + unit2.parameterSpecs }
+
+    func activationSpecs(batch: Int) -> [SlotSpec] {
+        unit1.activationSpecs(batch: batch) + unit2.activationSpecs(batch: batch)
+            + [SlotSpec(outputTag, .savedActivations, [batch] + outputShape)]
+    }
+
+    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext) {
+        input = x
+        unit1.forward(x, batch: batch, training: training, context)
+        unit2.forward(context.slot(unit1.outputTag), batch: batch, training: training, context)
+        let y = context.slot(outputTag), r = context.slot(residualTag)
+        let count = batch * outputCount
+        if let shortcut {
+            shortcutForward(output: y, input: x, batch: batch, geometry: shortcut)
+            addForward(output: y, y, r, count: count)
+        } else {
+            addForward(output: y, x, r, count: count)
+        }
+        reluForward(output: y, input: y, count: count)
+    }
+
+    /// Mean of r^2 over the batch tensor (after forward).
+    func kineticEnergy(batch: Int, _ context: LayerContext) -> Double {
+        meanSquare(context.slot(residualTag), count: batch * outputCount)
+    }
+
+    /// - dOutput: gradient w.r.t. y; overwritten.
+    /// - dInput: accumulated into, or nil (detached input).
+    /// - transportWeight: w in `w * mean(r^2)`; its gradient enters the residual branch only.
+    /// - scratch: three buffers of at least N x (block output) floats.
+    func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, transportWeight: Float,
+                  scratch: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>),
+                  batch: Int, _ context: LayerContext) {
+        let count = batch * outputCount
+        reluBackwardInPlace(gradient: dOutput, output: context.slot(outputTag), count: count)  // dS
+        let dResidual = scratch.0
+        dResidual.update(from: dOutput, count: count)
+        if transportWeight != 0 {
+            meanSquareBackward(dInput: dResidual, input: context.slot(residualTag), count: count, weight: transportWeight)
+        }
+        let dHidden = scratch.2
+        dHidden.update(repeating: 0, count: count)
+        unit2.backward(dOutput: dResidual, dInput: dHidden, scratch: scratch.1, batch: batch, context)
+        unit1.backward(dOutput: dHidden, dInput: dInput, scratch: scratch.1, batch: batch, context)
+        if let dInput {
+            if let shortcut {
+                shortcutBackward(dInput: dInput, dOutput: dOutput, batch: batch, geometry: shortcut)
+            } else {
+                accumulate(dInput, dOutput, count: count)
+            }
+        }
+    }
+}
+
+/// The auxiliary classifier of a module (see ``HeadKind``).
+///
+/// Slots for `1cnn` (input [N, C, H, W]): `head.conv` [N, C, H, W] (ReLU in place), `head.pool`
+/// [N, C], `head.bn` [N, C] + mean/inverseStd [C], `head.logits` [N, classes]; `linear` keeps
+/// only `head.pool` and `head.logits`. Gradient scratch: `head.grad.*` of the same shapes.
+final class Head {
+    let prefix: String
+    let kind: HeadKind
+    let inputShape: [Int]
+    let classes: Int
+    let conv: Conv2dGeometry
+
+    init(prefix: String, kind: HeadKind, inputShape: [Int], classes: Int) {
+        self.prefix = prefix; self.kind = kind; self.inputShape = inputShape; self.classes = classes
+        conv = Conv2dGeometry(inputChannels: inputShape[0], outputChannels: inputShape[0], kernelSize: 3,
+                              inputHeight: inputShape[1], inputWidth: inputShape[2])
+    }
+
+    var channels: Int { inputShape[0] }
+    var spatial: Int { inputShape[1] * inputShape[2] }
+    var logitsTag: String { prefix + ".logits" }
+
+    var parameterSpecs: [ParameterSpec] {
+        let c = channels
+        var specs: [ParameterSpec] = []
+        if kind == .oneCNN {
+            specs += [ParameterSpec(name: prefix + ".conv.weight", shape: conv.weightShape, isTrainable: true),
+                      ParameterSpec(name: prefix + ".conv.bias", shape: [c], isTrainable: true),
+                      ParameterSpec(name: prefix + ".bn.weight", shape: [c], isTrainable: true),
+                      ParameterSpec(name: prefix + ".bn.bias", shape: [c], isTrainable: true),
+                      ParameterSpec(name: prefix + ".bn.runningMean", shape: [c], isTrainable: false),
+                      ParameterSpec(name: prefix + ".bn.runningVariance", shape: [c], isTrainable: false)]
+        }
+        specs += [ParameterSpec(name: prefix + ".linear.weight", shape: [classes, c], isTrainable: true),
+                  ParameterSpec(name: prefix + ".linear.bias", shape: [classes], isTrainable: true)]
+        return specs
+    }
+
+    func activationSpecs(batch: Int) -> [SlotSpec] {
+        let c = channels
+        var specs: [SlotSpec] = []
+        if kind == .oneCNN {
+            specs += [SlotSpec(prefix + ".conv", .savedActivations, [batch] + inputShape),
+                      SlotSpec(prefix + ".bn", .savedActivations, [batch, c]),
+                      SlotSpec(prefix + ".bn.mean", .savedActivations, [c]),
+                      SlotSpec(prefix + ".bn.inverseStd", .savedActivations, [c])]
+        }
+        specs += [SlotSpec(prefix + ".pool", .savedActivations, [batch, c]),
+                  SlotSpec(logitsTag, .savedActivations, [batch, classes])]
+        return specs
+    }
+
+    func gradientSpecs(batch: Int) -> [SlotSpec] {
+        let c = channels
+        var specs = [SlotSpec(prefix + ".grad.logits", .workspace, [batch, classes]),
+                     SlotSpec(prefix + ".grad.pool", .workspace, [batch, c])]
+        if kind == .oneCNN {
+            specs += [SlotSpec(prefix + ".grad.bn", .workspace, [batch, c]),
+                      SlotSpec(prefix + ".grad.conv", .workspace, [batch] + inputShape)]
+        }
+        return specs
+    }
+
+    /// Computes the logits into `head.logits`.
+    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext) {
+        self.x = x
+        let c = channels
+        let pool = context.slot(prefix + ".pool")
+        var features = UnsafePointer(pool)
+        if kind == .oneCNN {
+            let conv = context.slot(prefix + ".conv")
+            conv2dForward(output: conv, input: x, weight: context.value(prefix + ".conv.weight"),
+                          bias: context.value(prefix + ".conv.bias"), batch: batch, geometry: self.conv,
+                          workspace: context.workspace, workspaceCount: context.workspaceCount)
+            reluForward(output: conv, input: conv, count: batch * c * spatial)
+            globalAveragePoolForward(output: pool, input: conv, batch: batch, channels: c, spatial: spatial)
+            let bn = context.slot(prefix + ".bn")
+            if training {
+                batchNormForwardTraining(output: bn, input: pool, weight: context.value(prefix + ".bn.weight"),
+                                         bias: context.value(prefix + ".bn.bias"),
+                                         mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
+                                         runningMean: context.value(prefix + ".bn.runningMean"),
+                                         runningVariance: context.value(prefix + ".bn.runningVariance"),
+                                         batch: batch, channels: c, spatial: 1)
+            } else {
+                batchNormForwardInference(output: bn, input: pool, weight: context.value(prefix + ".bn.weight"),
+                                          bias: context.value(prefix + ".bn.bias"),
+                                          runningMean: context.value(prefix + ".bn.runningMean"),
+                                          runningVariance: context.value(prefix + ".bn.runningVariance"),
+                                          batch: batch, channels: c, spatial: 1)
+            }
+            features = UnsafePointer(bn)
+        } else {
+            globalAveragePoolForward(output: pool, input: x, batch: batch, channels: c, spatial: spatial)
+        }
+        linearForward(output: context.slot(logitsTag), input: features, weight: context.value(prefix + ".linear.weight"),
+                      bias: context.value(prefix + ".linear.bias"), batch: batch, inputFeatures: c, outputFeatures: classes)
+    }
+
+    /// Backward from `head.grad.logits` (already filled by the loss); accumulates into dInput.
+    func backward(dInput: UnsafeMutablePointer<Float>, batch: Int, _ context: LayerContext) {
+        let c = channels
+        let dLogits = context.slot(prefix + ".grad.logits")
+        let dFeatures = context.slot(kind == .oneCNN ? prefix + ".grad.bn" : prefix + ".grad.pool")
+        dFeatures.update(repeating: 0, count: batch * c)
+        let features = context.slot(kind == .oneCNN ? prefix + ".bn" : prefix + ".pool")
+        linearBackward(dInput: dFeatures, dWeight: context.gradient(prefix + ".linear.weight"),
+                       dBias: context.gradient(prefix + ".linear.bias"), dOutput: dLogits, input: features,
+                       weight: context.value(prefix + ".linear.weight"), batch: batch, inputFeatures: c, outputFeatures: classes)
+        guard kind == .oneCNN else {
+            globalAveragePoolBackward(dInput: dInput, dOutput: dFeatures, batch: batch, channels: c, spatial: spatial)
+            return
+        }
+        let dPool = context.slot(prefix + ".grad.pool")
+        dPool.update(repeating: 0, count: batch * c)
+        batchNormBackward(dInput: dPool, dWeight: context.gradient(prefix + ".bn.weight"), dBias: context.gradient(prefix + ".bn.bias"),
+                          dOutput: dFeatures, input: context.slot(prefix + ".pool"), weight: context.value(prefix + ".bn.weight"),
+                          mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
+                          batch: batch, channels: c, spatial: 1)
+        let dConv = context.slot(prefix + ".grad.conv")
+        dConv.update(repeating: 0, count: batch * c * spatial)
+        globalAveragePoolBackward(dInput: dConv, dOutput: dPool, batch: batch, channels: c, spatial: spatial)
+        reluBackwardInPlace(gradient: dConv, output: context.slot(prefix + ".conv"), count: batch * c * spatial)
+        conv2dBackward(dInput: dInput, dWeight: context.gradient(prefix + ".conv.weight"), dBias: context.gradient(prefix + ".conv.bias"),
+                       dOutput: dConv, input: x!, weight: context.value(prefix + ".conv.weight"), batch: batch, geometry: conv,
+                       workspace: context.workspace, workspaceCount: context.workspaceCount)
+    }
+
+    /// The input of the last forward call, read by backward.
+    private var x: UnsafePointer<Float>?
+}

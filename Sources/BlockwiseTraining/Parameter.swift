@@ -1,0 +1,86 @@
+import BlockwiseKernels
+
+/// A named, trainable (or running-statistic) tensor of a module, with its gradient and
+/// momentum buffer once the module is being trained.
+public final class Parameter {
+    public let name: String
+    public let shape: [Int]
+    /// Running statistics are state, not trained: no gradient, no momentum, no weight decay.
+    public let isTrainable: Bool
+    public let value: Tensor
+    public internal(set) var gradient: Tensor?
+    public internal(set) var momentum: Tensor?
+
+    init(name: String, shape: [Int], isTrainable: Bool, ledger: MemoryLedger) throws {
+        self.name = name
+        self.shape = shape
+        self.isTrainable = isTrainable
+        self.value = try Tensor(shape, category: .parameters, tag: name, ledger: ledger)
+    }
+
+    public var byteCount: Int { value.byteCount }
+}
+
+/// The description of a parameter before it exists (for plans).
+public struct ParameterSpec: Equatable, Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var isTrainable: Bool
+    public var bytes: Int { Tensor.byteCount(shape: shape) }
+
+    public init(name: String, shape: [Int], isTrainable: Bool) {
+        self.name = name; self.shape = shape; self.isTrainable = isTrainable
+    }
+}
+
+/// The parameters of a module in a fixed order, with lookup by name.
+public final class ParameterStore {
+    public private(set) var all: [Parameter] = []
+    private var byName: [String: Parameter] = [:]
+    public let ledger: MemoryLedger
+
+    public init(specs: [ParameterSpec], ledger: MemoryLedger) throws {
+        self.ledger = ledger
+        for spec in specs {
+            let parameter = try Parameter(name: spec.name, shape: spec.shape, isTrainable: spec.isTrainable, ledger: ledger)
+            all.append(parameter)
+            byName[spec.name] = parameter
+        }
+    }
+
+    public subscript(name: String) -> Parameter {
+        guard let parameter = byName[name] else { preconditionFailure("no parameter \(name)") }
+        return parameter
+    }
+
+    public var trainable: [Parameter] { all.filter(\.isTrainable) }
+
+    /// Allocates gradients and momentum buffers (training state) for the trainable parameters.
+    public func allocateTrainingState() throws {
+        for parameter in trainable where parameter.gradient == nil {
+            parameter.gradient = try Tensor(parameter.shape, category: .gradients, tag: parameter.name + ".grad", ledger: ledger)
+            parameter.momentum = try Tensor(parameter.shape, category: .optimizerState, tag: parameter.name + ".momentum", ledger: ledger)
+        }
+    }
+
+    /// Frees gradients and momentum (the module is frozen).
+    public func releaseTrainingState() {
+        for parameter in all {
+            parameter.gradient = nil
+            parameter.momentum = nil
+        }
+    }
+
+    public func zeroGradients() {
+        for parameter in trainable { parameter.gradient?.zero() }
+    }
+
+    /// Values of every parameter in order (for checkpoints and determinism tests).
+    public func snapshot() -> [String: [Float]] {
+        Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0.value.toArray()) })
+    }
+
+    public func load(_ values: [String: [Float]]) {
+        for parameter in all { if let v = values[parameter.name] { parameter.value.copy(from: v) } }
+    }
+}

@@ -1,0 +1,296 @@
+import BlockwiseKernels
+
+/// What a module allocates besides its parameters.
+public struct ModuleMemoryOptions: Equatable, Sendable, Codable {
+    /// Samples per forward/backward call.
+    public var batch: Int
+    /// Training allocates gradients, momentum and gradient scratch; evaluation does not.
+    public var training: Bool
+    /// Bound on the im2col workspace in floats (nil: one whole image per chunk).
+    public var workspaceBound: Int?
+    /// Whether the module owns an input batch buffer (`input`, `labels`); false when its input
+    /// is another resident module's output (parallel, e2e).
+    public var ownsInputBuffer: Bool
+    /// Whether backward must produce the gradient of the module's input (e2e only).
+    public var needsInputGradient: Bool
+
+    public init(batch: Int, training: Bool, workspaceBound: Int? = nil, ownsInputBuffer: Bool = true,
+                needsInputGradient: Bool = false) {
+        self.batch = batch; self.training = training; self.workspaceBound = workspaceBound
+        self.ownsInputBuffer = ownsInputBuffer; self.needsInputGradient = needsInputGradient
+    }
+}
+
+/// Metrics of one training step (or of a sum of steps).
+public struct StepMetrics: Equatable, Sendable {
+    /// Cross-entropy of the head, mean over the batch.
+    public var taskLoss: Double = 0
+    /// Sum over the module's blocks of mean(r^2): the module's kinetic energy.
+    public var kineticEnergy: Double = 0
+    /// The loss that was differentiated: task loss + transport weight x kinetic energy.
+    public var totalLoss: Double = 0
+    public var correct: Int = 0
+    public var samples: Int = 0
+}
+
+/// Module k of a K-M ResNet: (the encoder, for k = 0) + M BasicBlocks + an auxiliary head.
+///
+/// Its memory is computed before it is allocated: ``memoryPlan(_:)`` lists every buffer
+/// (parameters, gradients, momentum, saved activations, workspace, I/O) with its bytes, and
+/// ``prepare(_:)`` allocates exactly that list from the ledger. Only one module needs to be
+/// in memory for sequential training.
+public final class ResNetModule {
+    public let index: Int
+    public let configuration: ModelConfiguration
+    let encoder: [ConvBNUnit]
+    let blocks: [BasicBlock]
+    let head: Head?
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    public let ledger: MemoryLedger
+    public let parameters: ParameterStore
+    public private(set) var options: ModuleMemoryOptions?
+    var arena: Arena?
+
+    /// Builds module `index` and allocates its parameters (values and running statistics only).
+    /// - Throws: ``BudgetExceededError`` if the parameters alone do not fit.
+    public init(configuration: ModelConfiguration, index: Int, hasHead: Bool = true, ledger: MemoryLedger) throws {
+        let (encoder, blocks, head) = ResNetModule.layers(configuration, index: index, hasHead: hasHead)
+        self.index = index
+        self.configuration = configuration
+        self.encoder = encoder
+        self.blocks = blocks
+        self.head = head
+        self.inputShape = configuration.moduleInputShape(index)
+        self.outputShape = configuration.moduleOutputShape(index)
+        self.ledger = ledger
+        self.parameters = try ParameterStore(specs: ResNetModule.parameterSpecs(encoder, blocks, head), ledger: ledger)
+    }
+
+    static func layers(_ c: ModelConfiguration, index: Int, hasHead: Bool) -> ([ConvBNUnit], [BasicBlock], Head?) {
+        let p = "m\(index)"
+        var encoder: [ConvBNUnit] = []
+        var shape = c.moduleInputShape(index)
+        if index == 0 {
+            let first = Conv2dGeometry(inputChannels: c.inputChannels, outputChannels: c.width, kernelSize: 3,
+                                       inputHeight: c.inputHeight, inputWidth: c.inputWidth)
+            encoder.append(ConvBNUnit(prefix: "\(p).encoder0", geometry: first, relu: true))
+            shape = encoder[0].outputShape
+            for stage in 0..<c.encoderDownsamplings {
+                let g = Conv2dGeometry(inputChannels: c.width, outputChannels: c.width, kernelSize: 3, stride: 2,
+                                       inputHeight: shape[1], inputWidth: shape[2])
+                let unit = ConvBNUnit(prefix: "\(p).encoder\(stage + 1)", geometry: g, relu: true)
+                encoder.append(unit)
+                shape = unit.outputShape
+            }
+        }
+        var blocks: [BasicBlock] = []
+        for b in 0..<c.blocksPerModule {
+            let downsample = b == 0 && c.downsampleAt.contains(index)
+            let block = BasicBlock(prefix: "\(p).block\(b)", inputShape: shape,
+                                   outputChannels: downsample ? shape[0] * 2 : shape[0], stride: downsample ? 2 : 1)
+            blocks.append(block)
+            shape = block.outputShape
+        }
+        let head = hasHead ? Head(prefix: "\(p).head", kind: c.head, inputShape: shape, classes: c.classes) : nil
+        return (encoder, blocks, head)
+    }
+
+    static func parameterSpecs(_ encoder: [ConvBNUnit], _ blocks: [BasicBlock], _ head: Head?) -> [ParameterSpec] {
+        encoder.flatMap(\.parameterSpecs) + blocks.flatMap(\.parameterSpecs) + (head?.parameterSpecs ?? [])
+    }
+
+    /// The parameter list of module `index` without building it.
+    public static func parameterSpecs(configuration: ModelConfiguration, index: Int, hasHead: Bool = true) -> [ParameterSpec] {
+        let (e, b, h) = layers(configuration, index: index, hasHead: hasHead)
+        return parameterSpecs(e, b, h)
+    }
+
+    /// Every buffer the module holds under `options`, parameters first, in allocation order.
+    /// Pure: allocates nothing. The ledger's peak while the module runs equals its total
+    /// (``plannedBytes``) plus whatever else is live.
+    public static func memoryPlan(configuration: ModelConfiguration, index: Int, hasHead: Bool = true,
+                                  _ options: ModuleMemoryOptions) -> [SlotSpec] {
+        let (e, b, h) = layers(configuration, index: index, hasHead: hasHead)
+        let specs = parameterSpecs(e, b, h)
+        var plan = specs.map { SlotSpec($0.name, .parameters, $0.shape) }
+        if options.training {
+            for spec in specs where spec.isTrainable { plan.append(SlotSpec(spec.name + ".grad", .gradients, spec.shape)) }
+            for spec in specs where spec.isTrainable { plan.append(SlotSpec(spec.name + ".momentum", .optimizerState, spec.shape)) }
+        }
+        return plan + arenaPlan(configuration.moduleInputShape(index), e, b, h, options)
+    }
+
+    public func memoryPlan(_ options: ModuleMemoryOptions) -> [SlotSpec] {
+        ResNetModule.memoryPlan(configuration: configuration, index: index, hasHead: head != nil, options)
+    }
+
+    static func arenaPlan(_ inputShape: [Int], _ encoder: [ConvBNUnit], _ blocks: [BasicBlock], _ head: Head?,
+                          _ options: ModuleMemoryOptions) -> [SlotSpec] {
+        let n = options.batch
+        var plan: [SlotSpec] = []
+        if options.ownsInputBuffer {
+            plan.append(SlotSpec("input", .ioBuffers, [n] + inputShape))
+            plan.append(SlotSpec("labels", .ioBuffers, [n]))  // Int32, same 4 bytes per entry
+        }
+        plan += encoder.flatMap { $0.activationSpecs(batch: n) }
+        plan += blocks.flatMap { $0.activationSpecs(batch: n) }
+        if let head { plan += head.activationSpecs(batch: n) }
+        var geometries = encoder.map(\.geometry) + blocks.flatMap { [$0.unit1.geometry, $0.unit2.geometry] }
+        if let head, head.kind == .oneCNN { geometries.append(head.conv) }
+        let workspace = geometries.map { $0.workspaceFloats(bound: options.workspaceBound, batch: n) }.max() ?? 0
+        plan.append(SlotSpec("workspace.im2col", .workspace, [workspace]))
+        if options.training {
+            let outputs = encoder.map(\.outputCount) + blocks.map(\.outputCount)
+            let units = encoder.map(\.outputCount) + blocks.flatMap { [$0.unit1.outputCount, $0.unit2.outputCount] }
+            let pingPong = (outputs + (options.needsInputGradient ? [inputShape.reduce(1, *)] : [])).max() ?? 0
+            let scratch = units.max() ?? 0
+            plan.append(SlotSpec("grad.output", .workspace, [n] + (blocks.last?.outputShape ?? inputShape)))
+            if blocks.count + encoder.count > 1 {
+                plan.append(SlotSpec("grad.a", .workspace, [n * pingPong]))
+                plan.append(SlotSpec("grad.b", .workspace, [n * pingPong]))
+            }
+            for i in 0..<3 { plan.append(SlotSpec("grad.scratch\(i)", .workspace, [n * scratch])) }
+            if let head { plan += head.gradientSpecs(batch: n) }
+        }
+        return plan
+    }
+
+    /// Total bytes of ``memoryPlan(_:)``.
+    public static func plannedBytes(configuration: ModelConfiguration, index: Int, hasHead: Bool = true,
+                                    _ options: ModuleMemoryOptions) -> Int {
+        memoryPlan(configuration: configuration, index: index, hasHead: hasHead, options).totalBytes
+    }
+
+    /// Allocates what `options` needs beyond the parameters (training state and the arena),
+    /// releasing a previous preparation first.
+    public func prepare(_ options: ModuleMemoryOptions) throws {
+        release()
+        if options.training { try parameters.allocateTrainingState() }
+        let specs = ResNetModule.arenaPlan(inputShape, encoder, blocks, head, options)
+        do {
+            arena = try Arena(specs, ledger: ledger)
+        } catch {
+            parameters.releaseTrainingState()
+            throw error
+        }
+        self.options = options
+    }
+
+    /// Frees the arena and the training state (the parameters stay).
+    public func release() {
+        arena = nil
+        options = nil
+        parameters.releaseTrainingState()
+    }
+
+    var context: LayerContext {
+        let arena = self.arena!
+        let workspace = arena["workspace.im2col"]
+        return LayerContext(parameters: parameters, arena: arena, workspace: workspace.data, workspaceCount: workspace.count)
+    }
+
+    public var batchCapacity: Int { options?.batch ?? 0 }
+
+    /// The module's input batch buffer [batch, C, H, W] (when it owns one).
+    public var inputBuffer: UnsafeMutablePointer<Float> { arena!["input"].data }
+    /// The labels buffer (Int32) of the input batch.
+    public var labelsBuffer: UnsafeMutablePointer<Int32> {
+        UnsafeMutableRawPointer(arena!["labels"].data).assumingMemoryBound(to: Int32.self)
+    }
+    /// The module's output [batch, C, H, W] after ``forward(_:batch:training:)``.
+    public var output: UnsafeMutablePointer<Float> { arena![blocks.last!.outputTag].data }
+    /// Gradient w.r.t. the output; filled by the head or, in e2e, by the next module.
+    public var outputGradient: UnsafeMutablePointer<Float> { arena!["grad.output"].data }
+    public var logits: UnsafeMutablePointer<Float>? { head.map { arena![$0.logitsTag].data } }
+    public var hasHead: Bool { head != nil }
+    public var blockCount: Int { blocks.count }
+    public var outputCount: Int { outputShape.reduce(1, *) }
+
+    /// Forward through the encoder (module 0), the blocks and the head.
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) {
+        precondition(batch <= batchCapacity, "batch \(batch) exceeds the prepared batch \(batchCapacity)")
+        let context = self.context
+        var current = input
+        for unit in encoder {
+            unit.forward(current, batch: batch, training: training, context)
+            current = UnsafePointer(context.slot(unit.outputTag))
+        }
+        for block in blocks {
+            block.forward(current, batch: batch, training: training, context)
+            current = UnsafePointer(context.slot(block.outputTag))
+        }
+        head?.forward(current, batch: batch, training: training, context)
+    }
+
+    /// Sum over blocks of mean(r^2) for the last forward.
+    public func kineticEnergy(batch: Int) -> Double {
+        let context = self.context
+        return blocks.reduce(0) { $0 + $1.kineticEnergy(batch: batch, context) }
+    }
+
+    /// Cross-entropy of the head's logits; writes `scale * dLoss/dLogits` into the head's gradient
+    /// and back-propagates it through the head into ``outputGradient`` (which it zeroes first).
+    public func headLossAndBackward(labels: UnsafePointer<Int32>, batch: Int, labelSmoothing: Float,
+                                    scale: Float = 1) -> CrossEntropyResult {
+        let context = self.context
+        let head = self.head!
+        let dLogits = context.slot(head.prefix + ".grad.logits")
+        dLogits.update(repeating: 0, count: batch * configuration.classes)
+        let result = softmaxCrossEntropy(logits: context.slot(head.logitsTag), labels: labels, batch: batch,
+                                         classes: configuration.classes, labelSmoothing: labelSmoothing,
+                                         dLogits: dLogits, scale: scale)
+        outputGradient.update(repeating: 0, count: batch * outputCount)
+        head.backward(dInput: outputGradient, batch: batch, context)
+        return result
+    }
+
+    /// Backward from ``outputGradient`` through the blocks (adding the transport term's gradient
+    /// `transportWeight * d mean(r^2) / dr` in each residual branch) and the encoder.
+    /// Accumulates parameter gradients; adds the input's gradient into `dInput` when given.
+    public func backward(batch: Int, transportWeight: Float, dInput: UnsafeMutablePointer<Float>?) {
+        let context = self.context
+        let scratch = (context.slot("grad.scratch0"), context.slot("grad.scratch1"), context.slot("grad.scratch2"))
+        var current = outputGradient
+        let pingPong = context.arena.contains("grad.a") ? [context.slot("grad.a"), context.slot("grad.b")] : []
+        var turn = 0
+        func nextBuffer(count: Int) -> UnsafeMutablePointer<Float> {
+            let buffer = pingPong[turn]
+            turn ^= 1
+            buffer.update(repeating: 0, count: count)
+            return buffer
+        }
+        for (j, block) in blocks.enumerated().reversed() {
+            let target: UnsafeMutablePointer<Float>?
+            if j == 0 && encoder.isEmpty {
+                target = dInput
+            } else {
+                target = nextBuffer(count: batch * block.inputShape.reduce(1, *))
+            }
+            block.backward(dOutput: current, dInput: target, transportWeight: transportWeight,
+                           scratch: scratch, batch: batch, context)
+            if let target { current = target }
+        }
+        for (i, unit) in encoder.enumerated().reversed() {
+            let target: UnsafeMutablePointer<Float>? = i == 0 ? nil : nextBuffer(count: batch * unit.geometry.inputChannels * unit.geometry.inputPixels)
+            unit.backward(dOutput: current, dInput: target, scratch: scratch.0, batch: batch, context)
+            if let target { current = target }
+        }
+    }
+
+    /// One local training step's forward and backward (no optimizer step): the loss
+    /// `CE(head(T(x)), y) + transportWeight * sum_blocks mean(r^2)`, its gradients added into
+    /// the parameters' gradient buffers (scaled by `scale`, for micro-batch accumulation).
+    /// With `transportWeight == 0` the transport term is not part of the loss (VanGL); the
+    /// kinetic energy is still measured for the logs.
+    public func trainStep(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int,
+                          transportWeight: Float, labelSmoothing: Float, scale: Float = 1) -> StepMetrics {
+        forward(input, batch: batch, training: true)
+        let kinetic = kineticEnergy(batch: batch)
+        let result = headLossAndBackward(labels: labels, batch: batch, labelSmoothing: labelSmoothing, scale: scale)
+        backward(batch: batch, transportWeight: transportWeight * scale, dInput: nil)
+        return StepMetrics(taskLoss: result.loss, kineticEnergy: kinetic,
+                           totalLoss: result.loss + (transportWeight == 0 ? 0 : Double(transportWeight) * kinetic),
+                           correct: result.correct, samples: batch)
+    }
+}

@@ -1,0 +1,381 @@
+import BlockwiseData
+import BlockwiseKernels
+import Foundation
+
+/// Metrics of one epoch of one module.
+public struct EpochLog: Codable, Sendable, Equatable {
+    public var module: Int
+    public var lap: Int
+    public var epoch: Int
+    public var taskLoss: Double
+    /// Mean over the epoch's batches of the module's kinetic energy (sum over blocks of mean r^2).
+    public var kineticEnergy: Double
+    /// Accuracy of the module's head on the training batches (train mode, while training).
+    public var trainAccuracy: Double
+    public var learningRate: Double
+    public var transportWeight: Double
+    public var samples: Int
+    public var seconds: Double
+}
+
+/// A module's head evaluated after training (BN in eval mode).
+public struct ModuleEvaluation: Codable, Sendable, Equatable {
+    public var module: Int
+    public var lap: Int
+    public var trainAccuracy: Double?
+    public var testAccuracy: Double
+    /// Mean kinetic energy (sum over blocks of mean r^2) on the test split.
+    public var kineticEnergy: Double
+    public var peakBytes: Int
+    public var peakBreakdown: MemoryBreakdown
+    public var seconds: Double
+    public var flops: Int
+}
+
+/// What a run produced.
+public struct TrainingResult: Codable, Sendable {
+    public var configuration: TrainingConfiguration
+    public var epochs: [EpochLog] = []
+    /// The final evaluation of each module (the last lap's, for multilap).
+    public var modules: [ModuleEvaluation] = []
+    public var peakBytes: Int = 0
+    public var peakBreakdown = MemoryBreakdown()
+    public var seconds: Double = 0
+
+    /// The module whose head has the best test accuracy.
+    public var best: ModuleEvaluation? { modules.max { $0.testAccuracy < $1.testAccuracy } }
+    public var last: ModuleEvaluation? { modules.last }
+}
+
+/// Progress of a run, for the CLI's progress line.
+public enum TrainingEvent {
+    case moduleStarted(module: Int, lap: Int, epochs: Int, plan: [SlotSpec])
+    case batch(module: Int, lap: Int, epoch: Int, batch: Int, batches: Int, metrics: StepMetrics, samplesPerSecond: Double)
+    case epochFinished(EpochLog)
+    case moduleEvaluated(ModuleEvaluation)
+}
+
+public enum TrainingError: Error, CustomStringConvertible {
+    case invalidConfiguration([String])
+    case ledgerNotAtBaseline(module: Int, live: MemoryBreakdown)
+
+    public var description: String {
+        switch self {
+        case .invalidConfiguration(let problems): return "invalid configuration: " + problems.joined(separator: "; ")
+        case .ledgerNotAtBaseline(let module, let live):
+            return "internal error: after module \(module) the ledger still holds \(live)"
+        }
+    }
+}
+
+/// Runs the four procedures. Pure of I/O except through ``SampleSource`` and ``FeatureCache``.
+public final class Trainer {
+    public let configuration: TrainingConfiguration
+    public let ledger: MemoryLedger
+    public let cache: FeatureCache
+    public var observer: ((TrainingEvent) -> Void)?
+    /// Parameter values of each module after its last training (for multilap and checkpoints).
+    public private(set) var snapshots: [Int: [String: [Float]]] = [:]
+
+    public init(configuration: TrainingConfiguration, ledger: MemoryLedger, cache: FeatureCache? = nil) throws {
+        let problems = configuration.problems()
+        guard problems.isEmpty else { throw TrainingError.invalidConfiguration(problems) }
+        self.configuration = configuration
+        self.ledger = ledger
+        self.cache = cache ?? InMemoryFeatureCache(ledger: ledger)
+    }
+
+    /// Trains on `train`, evaluates every head on `test`.
+    public func run(train: Dataset, test: Dataset) throws -> TrainingResult {
+        let start = DispatchTime.now().uptimeNanoseconds
+        ledger.resetPeak()
+        var result: TrainingResult
+        switch configuration.procedure {
+        case .sequential, .multilap: result = try runSequential(train: DatasetSource(train), test: DatasetSource(test))
+        case .parallel: result = try runResident(train: DatasetSource(train), test: DatasetSource(test), endToEnd: false)
+        case .e2e: result = try runResident(train: DatasetSource(train), test: DatasetSource(test), endToEnd: true)
+        }
+        result.peakBytes = ledger.peak
+        result.peakBreakdown = ledger.peakBreakdown
+        result.seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return result
+    }
+
+    var modelConfig: ModelConfiguration { configuration.model }
+
+    func trainingOptions(ownsInput: Bool = true, needsInputGradient: Bool = false) -> ModuleMemoryOptions {
+        ModuleMemoryOptions(batch: configuration.batchSize, training: true, workspaceBound: configuration.workspaceBound,
+                            ownsInputBuffer: ownsInput, needsInputGradient: needsInputGradient)
+    }
+
+    var evaluationOptions: ModuleMemoryOptions {
+        ModuleMemoryOptions(batch: configuration.batchSize, training: false, workspaceBound: configuration.workspaceBound)
+    }
+
+    /// Mini-batches of a shuffled epoch; a last batch of one sample is dropped (batch norm needs two).
+    func batches(count: Int, generator: inout SeededGenerator) -> [ArraySlice<Int>] {
+        var order = Array(0..<count)
+        order.seededShuffle(using: &generator)
+        let size = configuration.batchSize
+        return stride(from: 0, to: count, by: size).compactMap { start in
+            let slice = order[start..<min(start + size, count)]
+            return slice.count >= 2 || count == 1 ? slice : nil
+        }
+    }
+
+    // MARK: sequential and multi-lap
+
+    func runSequential(train: SampleSource, test: SampleSource) throws -> TrainingResult {
+        var result = TrainingResult(configuration: configuration)
+        let modules = modelConfig.modules
+        for lap in 0..<configuration.lapCount {
+            var trainSource: SampleSource = train, testSource: SampleSource = test
+            for k in 0..<modules {
+                let baseline = ledger.live
+                let moduleStart = DispatchTime.now().uptimeNanoseconds
+                let flopsStart = KernelCounters.flops
+                ledger.resetPeak()
+                ledger.mark("module \(k) lap \(lap) start")
+                var evaluation: ModuleEvaluation
+                do {
+                    let module = try ResNetModule(configuration: modelConfig, index: k, ledger: ledger)
+                    if let snapshot = snapshots[k] {
+                        module.parameters.load(snapshot)
+                    } else {
+                        Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
+                    }
+                    let options = trainingOptions()
+                    try module.prepare(options)
+                    observer?(.moduleStarted(module: k, lap: lap, epochs: configuration.epochsPerLap(module: k),
+                                             plan: module.memoryPlan(options)))
+                    result.epochs += try trainModule(module, source: trainSource, lap: lap)
+                    snapshots[k] = module.parameters.snapshot()
+                    try module.prepare(evaluationOptions)
+                    let level = k + 1
+                    let trainEval = try stream(module, source: trainSource, level: level, split: .train)
+                    let testEval = try stream(module, source: testSource, level: level, split: .test)
+                    evaluation = ModuleEvaluation(module: k, lap: lap, trainAccuracy: trainEval.accuracy,
+                                                  testAccuracy: testEval.accuracy, kineticEnergy: testEval.kinetic,
+                                                  peakBytes: 0, peakBreakdown: MemoryBreakdown(), seconds: 0, flops: 0)
+                    module.release()
+                }
+                // The module is gone: only the cached levels remain.
+                if k > 0 {
+                    try cache.dropLevel(k, split: .train)
+                    try cache.dropLevel(k, split: .test)
+                }
+                trainSource = try cache.source(level: k + 1, split: .train)
+                testSource = try cache.source(level: k + 1, split: .test)
+                evaluation.peakBytes = ledger.peak
+                evaluation.peakBreakdown = ledger.peakBreakdown
+                evaluation.seconds = Double(DispatchTime.now().uptimeNanoseconds - moduleStart) / 1e9
+                evaluation.flops = KernelCounters.flops - flopsStart
+                observer?(.moduleEvaluated(evaluation))
+                if lap == configuration.lapCount - 1 { result.modules.append(evaluation) }
+                // The module is released: every category but the cached levels (I/O) is back to
+                // what it was before the module was loaded.
+                for category in MemoryCategory.allCases where category != .ioBuffers && category != .storeEngine {
+                    if ledger.live[category] != baseline[category] {
+                        throw TrainingError.ledgerNotAtBaseline(module: k, live: ledger.live)
+                    }
+                }
+            }
+            try cache.dropLevel(modules, split: .train)
+            try cache.dropLevel(modules, split: .test)
+        }
+        return result
+    }
+
+    /// Trains one module for its epochs of this lap on `source`.
+    func trainModule(_ module: ResNetModule, source: SampleSource, lap: Int) throws -> [EpochLog] {
+        let k = module.index
+        let epochs = configuration.epochsPerLap(module: k)
+        let totalEpochs = configuration.procedure == .multilap ? epochs * configuration.laps : epochs
+        var generator = SeededGenerator.stream(seed: configuration.seed, "shuffle-m\(k)-lap\(lap)")
+        var transport = TransportWeight(schedule: configuration.tau, module: k, modules: modelConfig.modules)
+        var logs: [EpochLog] = []
+        for epoch in 0..<epochs {
+            let globalEpoch = lap * epochs + epoch
+            let rate = configuration.schedule.rate(base: configuration.optimizer.learningRate, epoch: globalEpoch, epochs: totalEpochs)
+            let start = DispatchTime.now().uptimeNanoseconds
+            var sum = StepMetrics()
+            var batchCount = 0
+            let plan = batches(count: source.count, generator: &generator)
+            for (b, indices) in plan.enumerated() {
+                try source.fill(indices: indices, into: module.inputBuffer, labels: module.labelsBuffer)
+                module.parameters.zeroGradients()
+                let weight = configuration.tau.isOff ? 0 : Float(transport.weight)
+                let metrics = module.trainStep(input: module.inputBuffer, labels: module.labelsBuffer, batch: indices.count,
+                                               transportWeight: weight, labelSmoothing: configuration.labelSmoothing)
+                configuration.optimizer.step(module.parameters, rate: rate)
+                transport.record(taskLoss: metrics.taskLoss)
+                sum.taskLoss += metrics.taskLoss
+                sum.kineticEnergy += metrics.kineticEnergy
+                sum.correct += metrics.correct
+                sum.samples += metrics.samples
+                batchCount += 1
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                observer?(.batch(module: k, lap: lap, epoch: epoch, batch: b + 1, batches: plan.count, metrics: metrics,
+                                 samplesPerSecond: Double(sum.samples) / max(elapsed, 1e-9)))
+            }
+            let log = EpochLog(module: k, lap: lap, epoch: epoch, taskLoss: sum.taskLoss / Double(max(batchCount, 1)),
+                               kineticEnergy: sum.kineticEnergy / Double(max(batchCount, 1)),
+                               trainAccuracy: Double(sum.correct) / Double(max(sum.samples, 1)), learningRate: rate,
+                               transportWeight: configuration.tau.isOff ? 0 : transport.weight, samples: sum.samples,
+                               seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            logs.append(log)
+            observer?(.epochFinished(log))
+        }
+        return logs
+    }
+
+    /// Streams every sample of `source` through a frozen module (eval mode), writing its
+    /// outputs as level `level` of `split`, and measures its head's accuracy and kinetic energy.
+    func stream(_ module: ResNetModule, source: SampleSource, level: Int, split: Split) throws -> (accuracy: Double, kinetic: Double) {
+        try cache.beginLevel(level, split: split, count: source.count, shape: module.outputShape)
+        var correct = 0
+        var kinetic = 0.0
+        var offset = 0
+        let size = configuration.batchSize
+        while offset < source.count {
+            let rows = min(size, source.count - offset)
+            try source.fill(indices: Array(offset..<(offset + rows))[...], into: module.inputBuffer, labels: module.labelsBuffer)
+            module.forward(module.inputBuffer, batch: rows, training: false)
+            correct += countCorrect(logits: module.logits!, labels: module.labelsBuffer, batch: rows, classes: modelConfig.classes)
+            kinetic += module.kineticEnergy(batch: rows) * Double(rows)
+            try cache.write(level: level, split: split, offset: offset, rows: rows, values: module.output, labels: module.labelsBuffer)
+            offset += rows
+        }
+        try cache.finishLevel(level, split: split)
+        return (Double(correct) / Double(max(source.count, 1)), kinetic / Double(max(source.count, 1)))
+    }
+
+    // MARK: parallel and end-to-end (all modules resident)
+
+    func runResident(train: SampleSource, test: SampleSource, endToEnd: Bool) throws -> TrainingResult {
+        var result = TrainingResult(configuration: configuration)
+        let count = modelConfig.modules
+        var modules: [ResNetModule] = []
+        for k in 0..<count {
+            let hasHead = !endToEnd || k == count - 1
+            let module = try ResNetModule(configuration: modelConfig, index: k, hasHead: hasHead, ledger: ledger)
+            Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
+            let options = trainingOptions(ownsInput: k == 0, needsInputGradient: endToEnd && k > 0)
+            try module.prepare(options)
+            observer?(.moduleStarted(module: k, lap: 0, epochs: configuration.epochsBase, plan: module.memoryPlan(options)))
+            modules.append(module)
+        }
+        let flopsStart = KernelCounters.flops
+        let start = DispatchTime.now().uptimeNanoseconds
+        let epochs = configuration.epochsBase
+        var generator = SeededGenerator.stream(seed: configuration.seed, "shuffle-resident")
+        var transports = (0..<count).map { TransportWeight(schedule: configuration.tau, module: $0, modules: count) }
+        let first = modules[0]
+        for epoch in 0..<epochs {
+            let rate = configuration.schedule.rate(base: configuration.optimizer.learningRate, epoch: epoch, epochs: epochs)
+            let epochStart = DispatchTime.now().uptimeNanoseconds
+            var sums = [StepMetrics](repeating: StepMetrics(), count: count)
+            var batchCount = 0
+            let plan = batches(count: train.count, generator: &generator)
+            for (b, indices) in plan.enumerated() {
+                let n = indices.count
+                try train.fill(indices: indices, into: first.inputBuffer, labels: first.labelsBuffer)
+                let labels = UnsafePointer(first.labelsBuffer)
+                if endToEnd {
+                    var input = UnsafePointer(first.inputBuffer)
+                    for module in modules {
+                        module.parameters.zeroGradients()
+                        module.forward(input, batch: n, training: true)
+                        input = UnsafePointer(module.output)
+                    }
+                    let last = modules[count - 1]
+                    let loss = last.headLossAndBackward(labels: labels, batch: n, labelSmoothing: configuration.labelSmoothing)
+                    for k in stride(from: count - 1, through: 0, by: -1) {
+                        let previous: UnsafeMutablePointer<Float>? = k > 0 ? modules[k - 1].outputGradient : nil
+                        previous?.update(repeating: 0, count: n * modules[k - 1].outputCount)
+                        modules[k].backward(batch: n, transportWeight: 0, dInput: previous)
+                    }
+                    for module in modules { configuration.optimizer.step(module.parameters, rate: rate) }
+                    sums[count - 1].taskLoss += loss.loss
+                    sums[count - 1].correct += loss.correct
+                    sums[count - 1].samples += n
+                    for k in 0..<count { sums[k].kineticEnergy += modules[k].kineticEnergy(batch: n) }
+                } else {
+                    var input = UnsafePointer(first.inputBuffer)
+                    for (k, module) in modules.enumerated() {
+                        module.parameters.zeroGradients()
+                        let weight = configuration.tau.isOff ? 0 : Float(transports[k].weight)
+                        let metrics = module.trainStep(input: input, labels: labels, batch: n, transportWeight: weight,
+                                                       labelSmoothing: configuration.labelSmoothing)
+                        configuration.optimizer.step(module.parameters, rate: rate)
+                        transports[k].record(taskLoss: metrics.taskLoss)
+                        sums[k].taskLoss += metrics.taskLoss
+                        sums[k].kineticEnergy += metrics.kineticEnergy
+                        sums[k].correct += metrics.correct
+                        sums[k].samples += n
+                        input = UnsafePointer(module.output)
+                    }
+                }
+                batchCount += 1
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+                var shown = sums[count - 1]
+                shown.taskLoss /= Double(batchCount)
+                shown.kineticEnergy /= Double(batchCount)
+                observer?(.batch(module: count - 1, lap: 0, epoch: epoch, batch: b + 1, batches: plan.count, metrics: shown,
+                                 samplesPerSecond: Double(batchCount * configuration.batchSize) / max(elapsed, 1e-9)))
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+            for k in 0..<count where !endToEnd || k == count - 1 {
+                let log = EpochLog(module: k, lap: 0, epoch: epoch, taskLoss: sums[k].taskLoss / Double(max(batchCount, 1)),
+                                   kineticEnergy: sums[k].kineticEnergy / Double(max(batchCount, 1)),
+                                   trainAccuracy: Double(sums[k].correct) / Double(max(sums[k].samples, 1)), learningRate: rate,
+                                   transportWeight: endToEnd || configuration.tau.isOff ? 0 : transports[k].weight,
+                                   samples: sums[k].samples, seconds: seconds)
+                result.epochs.append(log)
+                observer?(.epochFinished(log))
+            }
+        }
+        // Evaluate every head on the test split, all modules chained in eval mode.
+        var correct = [Int](repeating: 0, count: count)
+        var kinetic = [Double](repeating: 0, count: count)
+        var offset = 0
+        while offset < test.count {
+            let rows = min(configuration.batchSize, test.count - offset)
+            try test.fill(indices: Array(offset..<(offset + rows))[...], into: first.inputBuffer, labels: first.labelsBuffer)
+            var input = UnsafePointer(first.inputBuffer)
+            for (k, module) in modules.enumerated() {
+                module.forward(input, batch: rows, training: false)
+                if let logits = module.logits {
+                    correct[k] += countCorrect(logits: logits, labels: first.labelsBuffer, batch: rows, classes: modelConfig.classes)
+                }
+                kinetic[k] += module.kineticEnergy(batch: rows) * Double(rows)
+                input = UnsafePointer(module.output)
+            }
+            offset += rows
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        for k in 0..<count where modules[k].hasHead {
+            let evaluation = ModuleEvaluation(module: k, lap: 0, trainAccuracy: result.epochs.last { $0.module == k }?.trainAccuracy,
+                                              testAccuracy: Double(correct[k]) / Double(max(test.count, 1)),
+                                              kineticEnergy: kinetic[k] / Double(max(test.count, 1)),
+                                              peakBytes: ledger.peak, peakBreakdown: ledger.peakBreakdown,
+                                              seconds: seconds, flops: KernelCounters.flops - flopsStart)
+            result.modules.append(evaluation)
+            observer?(.moduleEvaluated(evaluation))
+        }
+        modules.removeAll()
+        return result
+    }
+}
+
+/// Samples whose largest logit is at their label.
+public func countCorrect(logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int, classes: Int) -> Int {
+    var correct = 0
+    for n in 0..<batch {
+        let row = logits + n * classes
+        var best = 0
+        for c in 1..<classes where row[c] > row[best] { best = c }
+        if best == Int(labels[n]) { correct += 1 }
+    }
+    return correct
+}

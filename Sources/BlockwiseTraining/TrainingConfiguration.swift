@@ -1,0 +1,61 @@
+import BlockwiseKernels
+
+/// The four training procedures (DESIGN.md).
+public enum Procedure: String, Codable, Sendable, CaseIterable {
+    /// Module k trains to completion on the frozen outputs of modules < k, then is frozen.
+    case sequential
+    /// The sequential pass repeated `laps` times with the epochs divided by `laps`.
+    case multilap
+    /// Each batch goes through every module in order, inputs detached, one step per module.
+    case parallel
+    /// End-to-end back-propagation with the last head only (the baseline).
+    case e2e
+}
+
+/// Everything that determines a training run.
+public struct TrainingConfiguration: Equatable, Codable, Sendable {
+    public var model = ModelConfiguration()
+    public var procedure: Procedure = .sequential
+    public var tau: TauSchedule = .doubled(tau: 1)
+    public var optimizer = SGD()
+    public var schedule: LearningRateSchedule = .constant
+    public var labelSmoothing: Float = 0
+    public var batchSize: Int = 128
+    /// Epochs of module k (sequential, multilap) = epochsBase + k * epochsPerModule (the paper's
+    /// E0 + k E1); parallel and e2e train for epochsBase epochs.
+    public var epochsBase: Int = 2
+    public var epochsPerModule: Int = 0
+    public var laps: Int = 5
+    public var seed: UInt64 = 0
+    /// Bound on each module's im2col workspace, floats (nil: one image per chunk).
+    public var workspaceBound: Int?
+
+    public init() {}
+
+    /// Epochs of module k in one pass (sequential) or in all laps together (multilap).
+    public func epochs(module k: Int) -> Int { epochsBase + k * epochsPerModule }
+
+    /// Epochs of module k in one lap.
+    public func epochsPerLap(module k: Int) -> Int {
+        procedure == .multilap ? max(1, (epochs(module: k) + laps - 1) / laps) : epochs(module: k)
+    }
+
+    public var lapCount: Int { procedure == .multilap ? laps : 1 }
+
+    /// Problems with the configuration, as messages naming the option.
+    public func problems() -> [String] {
+        var result = model.problems()
+        if batchSize < 1 { result.append("--batch-size must be at least 1 (got \(batchSize))") }
+        if epochsBase < 1 { result.append("--epochs must be at least 1 (got \(epochsBase))") }
+        if epochsPerModule < 0 { result.append("--epochs-per-module must be >= 0 (got \(epochsPerModule))") }
+        if laps < 1 { result.append("--laps must be at least 1 (got \(laps))") }
+        if labelSmoothing < 0 || labelSmoothing >= 1 { result.append("--label-smoothing must be in [0, 1)") }
+        switch tau {
+        case .fixed(let t), .doubled(let t): if !(t > 0) { result.append("--tau must be positive (got \(t))") }
+        case .multipliers(let l, let h, let s):
+            if !(l > 0) || h < 0 || s < 1 { result.append("multipliers need lambda0 > 0, h >= 0, s >= 1") }
+        case .off: break
+        }
+        return result
+    }
+}

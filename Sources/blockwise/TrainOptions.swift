@@ -1,0 +1,147 @@
+import ArgumentParser
+import BlockwiseData
+import BlockwiseKernels
+import BlockwiseTraining
+
+/// Model options shared by train, plan and compare.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Channels after the encoder (the model's base width).")
+    var width: Int = 16
+    @Option(help: "Number of modules K (each trained with its own head).")
+    var modules: Int = 4
+    @Option(help: "BasicBlocks per module M.")
+    var blocks: Int = 1
+    @Option(help: "Stride-2 conv stages in the encoder (1: 28x28 -> 14x14).")
+    var encoderDownsamplings: Int = 0
+    @Option(help: "Comma-separated module indices (from 0) whose first block halves the resolution and doubles the width.")
+    var downsampleAt: String = ""
+    @Option(help: "Auxiliary head: 1cnn (conv3x3, ReLU, pool, BN1d, linear) or linear (pool, linear).")
+    var head: String = "1cnn"
+    @Option(help: "Gain of the orthogonal initialisation (paper: 0.05-0.1).")
+    var initGain: Float = 0.1
+
+    func model(dataset: Dataset?) throws -> ModelConfiguration {
+        guard let headKind = HeadKind(rawValue: head) else {
+            throw ValidationError("--head must be one of: \(HeadKind.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(head)')")
+        }
+        var indices: [Int] = []
+        for part in downsampleAt.split(separator: ",") {
+            guard let value = Int(part.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--downsample-at expects comma-separated module indices like 2,4 (got '\(downsampleAt)')")
+            }
+            indices.append(value)
+        }
+        var model = ModelConfiguration(width: width, modules: modules, blocksPerModule: blocks,
+                                       encoderDownsamplings: encoderDownsamplings, downsampleAt: indices,
+                                       head: headKind, initGain: initGain)
+        if let dataset {
+            model.inputChannels = dataset.channels
+            model.inputHeight = dataset.height
+            model.inputWidth = dataset.width
+            model.classes = dataset.classes
+        }
+        let problems = model.problems()
+        if !problems.isEmpty { throw ValidationError(problems.joined(separator: "; ")) }
+        return model
+    }
+}
+
+/// Options of the training procedure.
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "sequential, multilap, parallel or e2e.")
+    var procedure: String = "sequential"
+    @Option(help: "Transport regulariser: 'off' (VanGL) or the value of tau (larger = weaker).")
+    var tau: String = "1"
+    @Option(help: "How tau varies over modules: fixed, doubled (tau/2 for the first half; the paper's default) or multipliers.")
+    var tauSchedule: String = "doubled"
+    @Option(help: "Method of multipliers: initial lambda.")
+    var lambda0: Double = 1
+    @Option(help: "Method of multipliers: step h of lambda <- lambda + h * task loss.")
+    var multiplierStep: Double = 1
+    @Option(help: "Method of multipliers: update lambda every s iterations.")
+    var multiplierInterval: Int = 50
+    @Option(name: .customLong("lr"), help: "Base learning rate.")
+    var learningRate: Double = 0.05
+    @Option(help: "Learning-rate schedule over each module's epochs: constant, step (x0.1 at 50% and 75%) or cosine.")
+    var lrSchedule: String = "constant"
+    @Option(help: "SGD momentum.")
+    var momentum: Double = 0.9
+    @Flag(help: "Use Nesterov momentum.")
+    var nesterov = false
+    @Option(help: "Weight decay.")
+    var weightDecay: Double = 1e-4
+    @Option(help: "Weight decay mode: l2 (added to the gradient, as PyTorch SGD) or decoupled.")
+    var weightDecayMode: String = "l2"
+    @Option(help: "Label smoothing of the cross-entropy (0 = none).")
+    var labelSmoothing: Float = 0
+    @Option(help: "Mini-batch size.")
+    var batchSize: Int = 128
+    @Option(name: .customLong("epochs"), help: "E0: epochs of the first module (and of parallel / e2e runs).")
+    var epochsBase: Int = 2
+    @Option(help: "E1: extra epochs per module index (module k trains E0 + k*E1 epochs).")
+    var epochsPerModule: Int = 0
+    @Option(help: "Laps of the multilap procedure.")
+    var laps: Int = 5
+    @Option(help: "Seed of the subset, the shuffles and the initialisation.")
+    var seed: UInt64 = 0
+    @Option(help: "Bound on the im2col workspace per convolution, in floats (default: one image).")
+    var workspace: Int?
+
+    func configuration(model: ModelConfiguration) throws -> TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.model = model
+        guard let procedure = Procedure(rawValue: procedure) else {
+            throw ValidationError("--procedure must be one of: \(Procedure.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(self.procedure)')")
+        }
+        c.procedure = procedure
+        if tau == "off" {
+            c.tau = .off
+        } else {
+            guard let value = Double(tau), value > 0 else {
+                throw ValidationError("--tau must be 'off' or a positive number (got '\(tau)')")
+            }
+            switch tauSchedule {
+            case "fixed": c.tau = .fixed(tau: value)
+            case "doubled": c.tau = .doubled(tau: value)
+            case "multipliers": c.tau = .multipliers(lambda0: lambda0, h: multiplierStep, s: multiplierInterval)
+            case "off": c.tau = .off
+            default: throw ValidationError("--tau-schedule must be fixed, doubled, multipliers or off (got '\(tauSchedule)')")
+            }
+        }
+        guard let schedule = LearningRateSchedule(name: lrSchedule) else {
+            throw ValidationError("--lr-schedule must be constant, step or cosine (got '\(lrSchedule)')")
+        }
+        c.schedule = schedule
+        guard let mode = WeightDecayMode(rawValue: weightDecayMode) else {
+            throw ValidationError("--weight-decay-mode must be l2 or decoupled (got '\(weightDecayMode)')")
+        }
+        c.optimizer = SGD(learningRate: learningRate, momentum: momentum, nesterov: nesterov, weightDecay: weightDecay, weightDecayMode: mode)
+        c.labelSmoothing = labelSmoothing
+        c.batchSize = batchSize
+        c.epochsBase = epochsBase
+        c.epochsPerModule = epochsPerModule
+        c.laps = laps
+        c.seed = seed
+        c.workspaceBound = workspace
+        let problems = c.problems()
+        if !problems.isEmpty { throw ValidationError(problems.joined(separator: "; ")) }
+        return c
+    }
+}
+
+/// Data options.
+struct DataOptions: ParsableArguments {
+    @Option(help: "Directory with the Fashion-MNIST IDX files (gzipped or not).")
+    var data: String = FashionMNIST.defaultDirectory
+    @Option(help: "Training samples: a count (600), a percentage (1%) or 'all'; class-balanced by --seed.")
+    var trainSize: String = "all"
+    @Option(help: "Test samples: a count, a percentage or 'all' (default: the full 10000-image test set).")
+    var testSize: String = "all"
+
+    func load(seed: UInt64) throws -> (train: Dataset, test: Dataset) {
+        let (train, test) = try FashionMNIST.load(directory: data)
+        let trainSubset = try train.balancedSubset(size: try SubsetSize(parsing: trainSize), seed: seed)
+        let testSubset = try test.balancedSubset(size: try SubsetSize(parsing: testSize), seed: seed)
+        return (trainSubset, testSubset)
+    }
+}
