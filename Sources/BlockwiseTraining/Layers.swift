@@ -7,6 +7,8 @@ struct LayerContext {
     let arena: Arena
     let workspace: UnsafeMutablePointer<Float>
     let workspaceCount: Int
+    /// Momentum of the batch-norm running statistics (PyTorch's 0.1; 1/t for a cumulative average).
+    let batchNormMomentum: Float
 
     func value(_ name: String) -> UnsafeMutablePointer<Float> { parameters[name].value.data }
     func gradient(_ name: String) -> UnsafeMutablePointer<Float> { parameters[name].gradient!.data }
@@ -62,7 +64,7 @@ final class ConvBNUnit {
                                      mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
                                      runningMean: context.value(prefix + ".bn.runningMean"),
                                      runningVariance: context.value(prefix + ".bn.runningVariance"),
-                                     batch: batch, channels: c, spatial: spatial)
+                                     batch: batch, channels: c, spatial: spatial, momentum: context.batchNormMomentum)
         } else {
             batchNormForwardInference(output: out, input: conv, weight: context.value(prefix + ".bn.weight"),
                                       bias: context.value(prefix + ".bn.bias"),
@@ -267,7 +269,7 @@ final class Head {
                                          mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
                                          runningMean: context.value(prefix + ".bn.runningMean"),
                                          runningVariance: context.value(prefix + ".bn.runningVariance"),
-                                         batch: batch, channels: c, spatial: 1)
+                                         batch: batch, channels: c, spatial: 1, momentum: context.batchNormMomentum)
             } else {
                 batchNormForwardInference(output: bn, input: pool, weight: context.value(prefix + ".bn.weight"),
                                           bias: context.value(prefix + ".bn.bias"),

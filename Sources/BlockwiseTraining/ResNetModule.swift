@@ -51,6 +51,8 @@ public final class ResNetModule {
     public let parameters: ParameterStore
     public private(set) var options: ModuleMemoryOptions?
     var arena: Arena?
+    /// Momentum of the batch-norm running statistics in training-mode forward passes.
+    public var batchNormMomentum: Float = 0.1
 
     /// Builds module `index` and allocates its parameters (values and running statistics only).
     /// - Throws: ``BudgetExceededError`` if the parameters alone do not fit.
@@ -187,7 +189,8 @@ public final class ResNetModule {
     var context: LayerContext {
         let arena = self.arena!
         let workspace = arena["workspace.im2col"]
-        return LayerContext(parameters: parameters, arena: arena, workspace: workspace.data, workspaceCount: workspace.count)
+        return LayerContext(parameters: parameters, arena: arena, workspace: workspace.data, workspaceCount: workspace.count,
+                            batchNormMomentum: batchNormMomentum)
     }
 
     public var batchCapacity: Int { options?.batch ?? 0 }
@@ -221,6 +224,13 @@ public final class ResNetModule {
             current = UnsafePointer(context.slot(block.outputTag))
         }
         head?.forward(current, batch: batch, training: training, context)
+    }
+
+    /// Sets every running mean to 0 and running variance to 1 (before a recalibration pass).
+    public func resetRunningStatistics() {
+        for parameter in parameters.all where !parameter.isTrainable {
+            parameter.value.fill(parameter.name.hasSuffix("runningVariance") ? 1 : 0)
+        }
     }
 
     /// Sum over blocks of mean(r^2) for the last forward.

@@ -149,6 +149,7 @@ public final class Trainer {
                     observer?(.moduleStarted(module: k, lap: lap, epochs: configuration.epochsPerLap(module: k),
                                              plan: module.memoryPlan(options)))
                     result.epochs += try trainModule(module, source: trainSource, lap: lap)
+                    if configuration.recalibrateBatchNorm { try recalibrate([module], source: trainSource) }
                     snapshots[k] = module.parameters.snapshot()
                     try module.prepare(evaluationOptions)
                     let level = k + 1
@@ -227,6 +228,30 @@ public final class Trainer {
             observer?(.epochFinished(log))
         }
         return logs
+    }
+
+    /// Recomputes the batch-norm running statistics of a chain of modules as the cumulative
+    /// average of their batch statistics over one pass of `source` in training mode (no
+    /// parameter changes). The first module must own its input buffer.
+    func recalibrate(_ modules: [ResNetModule], source: SampleSource) throws {
+        for module in modules { module.resetRunningStatistics() }
+        let first = modules[0]
+        let size = min(configuration.batchSize, first.batchCapacity)
+        var offset = 0
+        var step = 0
+        while offset + 2 <= source.count {
+            let rows = min(size, source.count - offset)
+            try source.fill(indices: Array(offset..<(offset + rows))[...], into: first.inputBuffer, labels: first.labelsBuffer)
+            step += 1
+            var input = UnsafePointer(first.inputBuffer)
+            for module in modules {
+                module.batchNormMomentum = 1 / Float(step)
+                module.forward(input, batch: rows, training: true)
+                input = UnsafePointer(module.output)
+            }
+            offset += rows
+        }
+        for module in modules { module.batchNormMomentum = 0.1 }
     }
 
     /// Streams every sample of `source` through a frozen module (eval mode), writing its
@@ -335,6 +360,7 @@ public final class Trainer {
                 observer?(.epochFinished(log))
             }
         }
+        if configuration.recalibrateBatchNorm { try recalibrate(modules, source: train) }
         // Evaluate every head on the test split, all modules chained in eval mode.
         var correct = [Int](repeating: 0, count: count)
         var kinetic = [Double](repeating: 0, count: count)

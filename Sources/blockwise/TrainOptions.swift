@@ -63,7 +63,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(name: .customLong("lr"), help: "Base learning rate.")
     var learningRate: Double = 0.05
     @Option(help: "Learning-rate schedule over each module's epochs: constant, step (x0.1 at 50% and 75%) or cosine.")
-    var lrSchedule: String = "constant"
+    var lrSchedule: String = "cosine"
     @Option(help: "SGD momentum.")
     var momentum: Double = 0.9
     @Flag(help: "Use Nesterov momentum.")
