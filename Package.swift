@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "BlockwiseKernels", targets: ["BlockwiseKernels"]),
         .library(name: "BlockwiseData", targets: ["BlockwiseData"]),
         .library(name: "BlockwiseTraining", targets: ["BlockwiseTraining"]),
+        .library(name: "BlockwiseStore", targets: ["BlockwiseStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -26,15 +27,18 @@ let package = Package(
         .target(name: "BlockwiseData", dependencies: ["CZlib", "BlockwiseKernels"]),
         // Models, the local (transport-regularised) loss, optimisers, procedures.
         .target(name: "BlockwiseTraining", dependencies: ["BlockwiseKernels", "BlockwiseData"]),
+        // The SQLite feature store: levels, checkpoints, metrics; resume.
+        .target(name: "BlockwiseStore", dependencies: ["CSQLite", "CZlib", "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining"]),
         // The thin command-line interface.
         .executableTarget(name: "blockwise", dependencies: [
-            "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining",
+            "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "BlockwiseKernelsTests", dependencies: ["BlockwiseKernels"]),
         .testTarget(name: "BlockwiseDataTests", dependencies: ["BlockwiseData"]),
         .testTarget(name: "BlockwiseTrainingTests", dependencies: ["BlockwiseTraining"]),
+        .testTarget(name: "BlockwiseStoreTests", dependencies: ["BlockwiseStore"]),
         .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise"]),
     ],
     swiftLanguageModes: [.v5]

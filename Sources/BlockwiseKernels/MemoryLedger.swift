@@ -80,6 +80,9 @@ public final class MemoryLedger {
     public private(set) var peak: Int = 0
     /// Live bytes per category at the moment the peak was reached.
     public private(set) var peakBreakdown = MemoryBreakdown()
+    /// The largest live total since the ledger was made (never reset) and its breakdown.
+    public private(set) var highWater: Int = 0
+    public private(set) var highWaterBreakdown = MemoryBreakdown()
     public private(set) var timeline: [LedgerEvent] = []
     /// Whether allocations and frees are appended to `timeline`.
     public var recordsTimeline: Bool
@@ -109,6 +112,10 @@ public final class MemoryLedger {
         if live.total > peak {
             peak = live.total
             peakBreakdown = live
+        }
+        if live.total > highWater {
+            highWater = live.total
+            highWaterBreakdown = live
         }
         record(tag, category, bytes)
     }

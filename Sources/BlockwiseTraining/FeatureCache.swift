@@ -41,6 +41,10 @@ public protocol FeatureCache: AnyObject {
     func source(level: Int, split: Split) throws -> SampleSource
     /// Frees a level that is no longer needed.
     func dropLevel(_ level: Int, split: Split) throws
+    /// Level 0 of both splits (the store writes the images into itself and reads them back).
+    func inputSources(train: Dataset, test: Dataset) throws -> (train: SampleSource, test: SampleSource)
+    /// Whether levels are kept after the run (a store keeps them for inspection).
+    var keepsLevels: Bool { get }
 }
 
 /// Features held in memory, one ledger-counted tensor per level and split (category I/O buffers).
@@ -92,4 +96,6 @@ public final class InMemoryFeatureCache: FeatureCache {
     public func source(level: Int, split: Split) throws -> SampleSource { levels[key(level, split)]! }
 
     public func dropLevel(_ level: Int, split: Split) throws { levels[key(level, split)] = nil }
+
+    public var keepsLevels: Bool { false }
 }

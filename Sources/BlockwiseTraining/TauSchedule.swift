@@ -37,7 +37,7 @@ public enum TauSchedule: Equatable, Codable, Sendable {
 }
 
 /// The transport weight of one module while it trains (tracks lambda for multipliers).
-public struct TransportWeight: Sendable {
+public struct TransportWeight: Codable, Sendable {
     public let schedule: TauSchedule
     public private(set) var weight: Double
     public private(set) var lambda: Double

@@ -53,6 +53,10 @@ public enum TrainingEvent {
     case batch(module: Int, lap: Int, epoch: Int, batch: Int, batches: Int, metrics: StepMetrics, samplesPerSecond: Double)
     case epochFinished(EpochLog)
     case moduleEvaluated(ModuleEvaluation)
+    /// A completed module found in the store: reused, not recomputed.
+    case moduleResumed(module: Int, lap: Int)
+    /// A module continued from its checkpoint after `epoch` epochs.
+    case moduleResumedAtEpoch(module: Int, lap: Int, epoch: Int)
 }
 
 public enum TrainingError: Error, CustomStringConvertible {
@@ -73,7 +77,9 @@ public final class Trainer {
     public let configuration: TrainingConfiguration
     public let ledger: MemoryLedger
     public let cache: FeatureCache
-    public var observer: ((TrainingEvent) -> Void)?
+    public var observer: ((TrainingEvent) throws -> Void)?
+    /// Records progress for resuming (sequential and multilap only); nil: nothing is recorded.
+    public var journal: TrainingJournal?
     /// Parameter values of each module after its last training (for multilap and checkpoints).
     public private(set) var snapshots: [Int: [String: [Float]]] = [:]
 
@@ -91,12 +97,17 @@ public final class Trainer {
         ledger.resetPeak()
         var result: TrainingResult
         switch configuration.procedure {
-        case .sequential, .multilap: result = try runSequential(train: DatasetSource(train), test: DatasetSource(test))
+        case .sequential, .multilap: result = try runSequential(train: train, test: test)
         case .parallel: result = try runResident(train: DatasetSource(train), test: DatasetSource(test), endToEnd: false)
         case .e2e: result = try runResident(train: DatasetSource(train), test: DatasetSource(test), endToEnd: true)
         }
-        result.peakBytes = ledger.peak
-        result.peakBreakdown = ledger.peakBreakdown
+        result.peakBytes = ledger.highWater
+        result.peakBreakdown = ledger.highWaterBreakdown
+        // Modules reused from a store report the peaks measured when they were trained.
+        if let top = result.modules.max(by: { $0.peakBytes < $1.peakBytes }), top.peakBytes > result.peakBytes {
+            result.peakBytes = top.peakBytes
+            result.peakBreakdown = top.peakBreakdown
+        }
         result.seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return result
     }
@@ -125,32 +136,48 @@ public final class Trainer {
 
     // MARK: sequential and multi-lap
 
-    func runSequential(train: SampleSource, test: SampleSource) throws -> TrainingResult {
+    func runSequential(train: Dataset, test: Dataset) throws -> TrainingResult {
         var result = TrainingResult(configuration: configuration)
         let modules = modelConfig.modules
+        let inputs = try cache.inputSources(train: train, test: test)
         for lap in 0..<configuration.lapCount {
-            var trainSource: SampleSource = train, testSource: SampleSource = test
+            var trainSource = inputs.train, testSource = inputs.test
             for k in 0..<modules {
+                if let done = try journal?.completedModule(k, lap: lap) {
+                    // Reused, not recomputed: its levels are complete in the store.
+                    snapshots[k] = done.parameters
+                    result.epochs += done.logs
+                    try observer?(.moduleResumed(module: k, lap: lap))
+                    try observer?(.moduleEvaluated(done.evaluation))
+                    if lap == configuration.lapCount - 1 { result.modules.append(done.evaluation) }
+                    trainSource = try cache.source(level: k + 1, split: .train)
+                    testSource = try cache.source(level: k + 1, split: .test)
+                    continue
+                }
                 let baseline = ledger.live
                 let moduleStart = DispatchTime.now().uptimeNanoseconds
                 let flopsStart = KernelCounters.flops
                 ledger.resetPeak()
-                ledger.mark("module \(k) lap \(lap) start")
+                ledger.mark("module \(k + 1) lap \(lap + 1) start")
                 var evaluation: ModuleEvaluation
+                var logs: [EpochLog]
                 do {
                     let module = try ResNetModule(configuration: modelConfig, index: k, ledger: ledger)
                     if let snapshot = snapshots[k] {
                         module.parameters.load(snapshot)
+                    } else if lap > 0, let previous = try journal?.completedModule(k, lap: lap - 1) {
+                        module.parameters.load(previous.parameters)
                     } else {
                         Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
                     }
                     let options = trainingOptions()
                     try module.prepare(options)
-                    observer?(.moduleStarted(module: k, lap: lap, epochs: configuration.epochsPerLap(module: k),
+                    try observer?(.moduleStarted(module: k, lap: lap, epochs: configuration.epochsPerLap(module: k),
                                              plan: module.memoryPlan(options)))
-                    result.epochs += try trainModule(module, source: trainSource, lap: lap)
+                    logs = try trainModule(module, source: trainSource, lap: lap)
                     if configuration.recalibrateBatchNorm { try recalibrate([module], source: trainSource) }
-                    snapshots[k] = module.parameters.snapshot()
+                    let parameters = module.parameters.snapshot()
+                    snapshots[k] = parameters
                     try module.prepare(evaluationOptions)
                     let level = k + 1
                     let trainEval = try stream(module, source: trainSource, level: level, split: .train)
@@ -160,42 +187,59 @@ public final class Trainer {
                                                   peakBytes: 0, peakBreakdown: MemoryBreakdown(), seconds: 0, flops: 0)
                     module.release()
                 }
-                // The module is gone: only the cached levels remain.
-                if k > 0 {
-                    try cache.dropLevel(k, split: .train)
-                    try cache.dropLevel(k, split: .test)
-                }
-                trainSource = try cache.source(level: k + 1, split: .train)
-                testSource = try cache.source(level: k + 1, split: .test)
-                evaluation.peakBytes = ledger.peak
-                evaluation.peakBreakdown = ledger.peakBreakdown
-                evaluation.seconds = Double(DispatchTime.now().uptimeNanoseconds - moduleStart) / 1e9
-                evaluation.flops = KernelCounters.flops - flopsStart
-                observer?(.moduleEvaluated(evaluation))
-                if lap == configuration.lapCount - 1 { result.modules.append(evaluation) }
-                // The module is released: every category but the cached levels (I/O) is back to
-                // what it was before the module was loaded.
+                // The module is gone: every category but the cached levels (I/O) and the store
+                // engine is back to what it was before the module was loaded.
                 for category in MemoryCategory.allCases where category != .ioBuffers && category != .storeEngine {
                     if ledger.live[category] != baseline[category] {
                         throw TrainingError.ledgerNotAtBaseline(module: k, live: ledger.live)
                     }
                 }
+                evaluation.peakBytes = ledger.peak
+                evaluation.peakBreakdown = ledger.peakBreakdown
+                evaluation.seconds = Double(DispatchTime.now().uptimeNanoseconds - moduleStart) / 1e9
+                evaluation.flops = KernelCounters.flops - flopsStart
+                try journal?.saveCompletedModule(CompletedModule(module: k, lap: lap, parameters: snapshots[k]!,
+                                                                 logs: logs, evaluation: evaluation))
+                if k > 0 && !cache.keepsLevels {
+                    try cache.dropLevel(k, split: .train)
+                    try cache.dropLevel(k, split: .test)
+                }
+                trainSource = try cache.source(level: k + 1, split: .train)
+                testSource = try cache.source(level: k + 1, split: .test)
+                result.epochs += logs
+                try observer?(.moduleEvaluated(evaluation))
+                if lap == configuration.lapCount - 1 { result.modules.append(evaluation) }
             }
-            try cache.dropLevel(modules, split: .train)
-            try cache.dropLevel(modules, split: .test)
+            if !cache.keepsLevels {
+                try cache.dropLevel(modules, split: .train)
+                try cache.dropLevel(modules, split: .test)
+            }
         }
         return result
     }
 
-    /// Trains one module for its epochs of this lap on `source`.
+    /// Trains one module for its epochs of this lap on `source`, continuing from the journal's
+    /// epoch checkpoint when there is one. Each epoch's shuffle has its own seeded stream, so a
+    /// resumed module sees exactly the batches an uninterrupted one would.
     func trainModule(_ module: ResNetModule, source: SampleSource, lap: Int) throws -> [EpochLog] {
         let k = module.index
         let epochs = configuration.epochsPerLap(module: k)
         let totalEpochs = configuration.procedure == .multilap ? epochs * configuration.laps : epochs
-        var generator = SeededGenerator.stream(seed: configuration.seed, "shuffle-m\(k)-lap\(lap)")
         var transport = TransportWeight(schedule: configuration.tau, module: k, modules: modelConfig.modules)
         var logs: [EpochLog] = []
-        for epoch in 0..<epochs {
+        var firstEpoch = 0
+        if let checkpoint = try journal?.epochCheckpoint(k, lap: lap) {
+            module.parameters.load(checkpoint.parameters)
+            for parameter in module.parameters.trainable {
+                if let values = checkpoint.momentum[parameter.name] { parameter.momentum?.copy(from: values) }
+            }
+            transport = checkpoint.transport
+            logs = checkpoint.logs
+            firstEpoch = checkpoint.epochsDone
+            try observer?(.moduleResumedAtEpoch(module: k, lap: lap, epoch: firstEpoch))
+        }
+        for epoch in firstEpoch..<epochs {
+            var generator = SeededGenerator.stream(seed: configuration.seed, "shuffle-m\(k)-lap\(lap)-epoch\(epoch)")
             let globalEpoch = lap * epochs + epoch
             let rate = configuration.schedule.rate(base: configuration.optimizer.learningRate, epoch: globalEpoch, epochs: totalEpochs)
             let start = DispatchTime.now().uptimeNanoseconds
@@ -216,7 +260,7 @@ public final class Trainer {
                 sum.samples += metrics.samples
                 batchCount += 1
                 let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                observer?(.batch(module: k, lap: lap, epoch: epoch, batch: b + 1, batches: plan.count, metrics: metrics,
+                try observer?(.batch(module: k, lap: lap, epoch: epoch, batch: b + 1, batches: plan.count, metrics: metrics,
                                  samplesPerSecond: Double(sum.samples) / max(elapsed, 1e-9)))
             }
             let log = EpochLog(module: k, lap: lap, epoch: epoch, taskLoss: sum.taskLoss / Double(max(batchCount, 1)),
@@ -225,7 +269,14 @@ public final class Trainer {
                                transportWeight: configuration.tau.isOff ? 0 : transport.weight, samples: sum.samples,
                                seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             logs.append(log)
-            observer?(.epochFinished(log))
+            if let journal {
+                var momentum: [String: [Float]] = [:]
+                for parameter in module.parameters.trainable { momentum[parameter.name] = parameter.momentum?.toArray() }
+                try journal.saveEpochCheckpoint(EpochCheckpoint(module: k, lap: lap, epochsDone: epoch + 1,
+                                                                parameters: module.parameters.snapshot(), momentum: momentum,
+                                                                transport: transport, logs: logs))
+            }
+            try observer?(.epochFinished(log))
         }
         return logs
     }
@@ -287,7 +338,7 @@ public final class Trainer {
             Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
             let options = trainingOptions(ownsInput: k == 0, needsInputGradient: endToEnd && k > 0)
             try module.prepare(options)
-            observer?(.moduleStarted(module: k, lap: 0, epochs: configuration.epochsBase, plan: module.memoryPlan(options)))
+            try observer?(.moduleStarted(module: k, lap: 0, epochs: configuration.epochsBase, plan: module.memoryPlan(options)))
             modules.append(module)
         }
         let flopsStart = KernelCounters.flops
@@ -346,7 +397,7 @@ public final class Trainer {
                 var shown = sums[count - 1]
                 shown.taskLoss /= Double(batchCount)
                 shown.kineticEnergy /= Double(batchCount)
-                observer?(.batch(module: count - 1, lap: 0, epoch: epoch, batch: b + 1, batches: plan.count, metrics: shown,
+                try observer?(.batch(module: count - 1, lap: 0, epoch: epoch, batch: b + 1, batches: plan.count, metrics: shown,
                                  samplesPerSecond: Double(batchCount * configuration.batchSize) / max(elapsed, 1e-9)))
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
@@ -357,7 +408,7 @@ public final class Trainer {
                                    transportWeight: endToEnd || configuration.tau.isOff ? 0 : transports[k].weight,
                                    samples: sums[k].samples, seconds: seconds)
                 result.epochs.append(log)
-                observer?(.epochFinished(log))
+                try observer?(.epochFinished(log))
             }
         }
         if configuration.recalibrateBatchNorm { try recalibrate(modules, source: train) }
@@ -387,7 +438,7 @@ public final class Trainer {
                                               peakBytes: ledger.peak, peakBreakdown: ledger.peakBreakdown,
                                               seconds: seconds, flops: KernelCounters.flops - flopsStart)
             result.modules.append(evaluation)
-            observer?(.moduleEvaluated(evaluation))
+            try observer?(.moduleEvaluated(evaluation))
         }
         modules.removeAll()
         return result

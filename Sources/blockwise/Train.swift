@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockwiseData
 import BlockwiseKernels
+import BlockwiseStore
 import BlockwiseTraining
 import Foundation
 
@@ -18,6 +19,16 @@ struct Train: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var trainingOptions: TrainingOptions
 
+    @Option(help: "The run's SQLite store (features between modules, checkpoints, metrics); sequential and multilap.")
+    var store: String = "blockwise.sqlite"
+    @Option(help: "Encoding of the stored features: fp32 (exact), fp16 or bf16 (half the bytes).")
+    var featureDtype: String = "fp32"
+    @Flag(help: "Continue the run in --store: completed modules are reused, an interrupted one continues from its last epoch. (A matching store is resumed anyway; this flag also requires that it exists.)")
+    var resume = false
+    @Flag(help: "Empty --store and start over, whatever it holds.")
+    var fresh = false
+    @Flag(help: "Keep the features between modules in memory instead of the store (no resume).")
+    var inMemory = false
     @Option(help: "BLAS threads (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Write the full result (configuration, epoch logs, per-module evaluation) as JSON to this file.")
@@ -31,7 +42,28 @@ struct Train: ParsableCommand {
         let model = try modelOptions.model(dataset: train)
         let configuration = try trainingOptions.configuration(model: model)
         let ledger = MemoryLedger()
-        let trainer = try Trainer(configuration: configuration, ledger: ledger)
+        guard let encoding = FeatureEncoding(rawValue: featureDtype) else {
+            throw ValidationError("--feature-dtype must be fp32, fp16 or bf16 (got '\(featureDtype)')")
+        }
+        if resume && fresh { throw ValidationError("--resume and --fresh contradict each other: pick one") }
+        var featureStore: FeatureStore?
+        let usesStore = !inMemory && (configuration.procedure == .sequential || configuration.procedure == .multilap)
+        if usesStore {
+            if resume && !FileManager.default.fileExists(atPath: store) {
+                throw ValidationError("--resume: no store at '\(store)'. Run without --resume to start, or pass --store PATH.")
+            }
+            let opened = try FeatureStore(path: store, encoding: encoding, ledger: ledger)
+            let identity = FeatureStore.RunIdentity(configuration: configuration, data: .init(train: train, test: test),
+                                                    encoding: encoding, formatVersion: FeatureStore.formatVersion)
+            switch try opened.begin(identity, fresh: fresh) {
+            case .created: if !quiet { print("store: \(store) (new)") }
+            case .restarted: if !quiet { print("store: \(store) emptied (--fresh)") }
+            case .resumed: if !quiet { print("store: \(store) holds this run: resuming (completed modules are reused; --fresh starts over)") }
+            }
+            featureStore = opened
+        }
+        let trainer = try Trainer(configuration: configuration, ledger: ledger, cache: featureStore)
+        trainer.journal = featureStore
         if !quiet {
             print("blockwise: \(model.summary); \(configuration.procedure.rawValue), tau \(configuration.tau.description)")
             print("data: \(train.count) training / \(test.count) test samples from \(dataOptions.data); batch \(configuration.batchSize); seed \(configuration.seed)")
@@ -107,6 +139,12 @@ final class ProgressPrinter {
             print(String(format: "  module %d epoch %d: loss %.4f kinetic %.4g train acc %.2f%% lr %.4g w %.4g (%.1fs)",
                          log.module + 1, log.epoch + 1, log.taskLoss, log.kineticEnergy, log.trainAccuracy * 100,
                          log.learningRate, log.transportWeight, log.seconds))
+        case .moduleResumed(let module, let lap):
+            endLine()
+            print("module \(module + 1)/\(modules)\(lap > 0 ? " lap \(lap + 1)" : ""): complete in the store, reused")
+        case .moduleResumedAtEpoch(let module, _, let epoch):
+            endLine()
+            print("module \(module + 1)/\(modules): resuming after epoch \(epoch) from its checkpoint")
         case .moduleEvaluated(let evaluation):
             endLine()
             print(String(format: "module %d: test accuracy %.2f%%, kinetic %.4g, peak %@",

@@ -1,0 +1,58 @@
+import CZlib
+
+/// How feature values are stored on disk.
+public enum FeatureEncoding: String, Codable, Sendable, CaseIterable {
+    /// IEEE float32, little-endian: exact.
+    case fp32
+    /// IEEE float16 (round to nearest even): ~3 decimal digits, range +-65504.
+    case fp16
+    /// bfloat16, the top half of a float32 rounded to nearest even: float32's range, ~2-3 digits.
+    case bf16
+
+    public var bytesPerValue: Int { self == .fp32 ? 4 : 2 }
+
+    /// Encodes `count` floats into `destination` (count * bytesPerValue bytes).
+    public func encode(_ values: UnsafePointer<Float>, count: Int, into destination: UnsafeMutableRawPointer) {
+        switch self {
+        case .fp32:
+            destination.copyMemory(from: values, byteCount: count * 4)
+        case .fp16:
+            let out = destination.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<count { out[i] = Float16(values[i]).bitPattern.littleEndian }
+        case .bf16:
+            let out = destination.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<count { out[i] = bfloat16Bits(values[i]).littleEndian }
+        }
+    }
+
+    /// Decodes `count` values from `source` into floats.
+    public func decode(_ source: UnsafeRawPointer, count: Int, into values: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .fp32:
+            UnsafeMutableRawPointer(values).copyMemory(from: source, byteCount: count * 4)
+        case .fp16:
+            for i in 0..<count {
+                values[i] = Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
+            }
+        case .bf16:
+            for i in 0..<count {
+                let bits = UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                values[i] = Float(bitPattern: UInt32(bits) << 16)
+            }
+        }
+    }
+}
+
+/// bfloat16 bits of a float, rounding to nearest even (NaN kept quiet).
+@inline(__always)
+func bfloat16Bits(_ value: Float) -> UInt16 {
+    let bits = value.bitPattern
+    if value.isNaN { return UInt16(bits >> 16) | 0x40 }
+    let rounding = 0x7FFF + ((bits >> 16) & 1)
+    return UInt16((bits &+ rounding) >> 16)
+}
+
+/// CRC-32 (zlib) of a byte range, seeded with `seed` to chain fields.
+public func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+    UInt32(crc32(uLong(seed), bytes.baseAddress?.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
+}

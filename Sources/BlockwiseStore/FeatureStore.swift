@@ -1,0 +1,521 @@
+import BlockwiseData
+import BlockwiseKernels
+import BlockwiseTraining
+import Foundation
+
+/// The SQLite file of one run: its configuration and fingerprint, the feature levels (level 0 =
+/// the input images, level k = the outputs of module k, train and test), module checkpoints and
+/// metrics. Readable with the stock `sqlite3` shell (see README, "The store").
+///
+/// Features are stored one row per sample (`features.id = level << 33 | split << 32 | row`), the
+/// values encoded fp32, fp16 or bf16, each row with a CRC-32 of its bytes and label, checked on
+/// every read. Writes go in one transaction per batch; the journal is WAL. SQLite's page cache
+/// is bounded (`PRAGMA cache_size`) and its memory is counted in the ledger's store-engine
+/// category after every batch of operations.
+public final class FeatureStore: FeatureCache, TrainingJournal {
+    /// Version of the schema and of the feature format (PRAGMA user_version).
+    public static let formatVersion: Int32 = 1
+
+    public let database: Database
+    public let path: String
+    public let encoding: FeatureEncoding
+    let ledger: MemoryLedger?
+    /// Encode/decode scratch for one sample (counted as I/O buffers).
+    var scratch: Tensor?
+    /// Bytes written to and read from feature rows (for the emulated device's storage time).
+    public private(set) var bytesWritten = 0
+    public private(set) var bytesRead = 0
+    public private(set) var operations = 0
+
+    /// Opens or creates a store for writing.
+    /// - cacheKiB: bound on SQLite's page cache.
+    public init(path: String, encoding: FeatureEncoding = .fp32, ledger: MemoryLedger? = nil, cacheKiB: Int = 2048) throws {
+        self.path = path
+        self.encoding = encoding
+        self.ledger = ledger
+        database = try Database(path: path)
+        do {
+            try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -\(cacheKiB);")
+        } catch StoreError.sqlite(let code, let message, _) where code & 0xFF == 26 || code & 0xFF == 11 {
+            throw StoreError.notAStore(path: path, reason: message)
+        }
+        try FeatureStore.migrate(database, path: path)
+        try accountEngineMemory()
+    }
+
+    /// Opens an existing store read-only (for `blockwise cache` and `report`).
+    public init(readingAt path: String) throws {
+        self.path = path
+        self.ledger = nil
+        database = try Database(path: path, readOnly: true)
+        let version: Int32
+        do {
+            version = try database.userVersion
+            _ = try database.integer("SELECT count(*) FROM sqlite_master")
+        } catch {
+            throw StoreError.notAStore(path: path, reason: "SQLite cannot read it: \(error)")
+        }
+        if version > FeatureStore.formatVersion {
+            throw StoreError.newerFormat(path: path, found: version, supported: FeatureStore.formatVersion)
+        }
+        guard version >= 1, try database.integer("SELECT count(*) FROM sqlite_master WHERE name = 'features'") == 1 else {
+            throw StoreError.notAStore(path: path, reason: "it has no blockwise tables")
+        }
+        encoding = try FeatureStore.readEncoding(database) ?? .fp32
+    }
+
+    static func readEncoding(_ database: Database) throws -> FeatureEncoding? {
+        let statement = try database.prepare("SELECT feature_encoding FROM run WHERE id = 1")
+        guard try statement.step() else { return nil }
+        return FeatureEncoding(rawValue: statement.string(0))
+    }
+
+    /// Creates or upgrades the schema (`PRAGMA user_version` migrations).
+    static func migrate(_ database: Database, path: String) throws {
+        let version: Int32
+        do { version = try database.userVersion } catch {
+            throw StoreError.notAStore(path: path, reason: "SQLite cannot read it: \(error)")
+        }
+        if version > formatVersion { throw StoreError.newerFormat(path: path, found: version, supported: formatVersion) }
+        if version == 0 {
+            let tables = try database.integer("SELECT count(*) FROM sqlite_master") ?? 0
+            if tables > 0 { throw StoreError.notAStore(path: path, reason: "it is a SQLite file with other tables") }
+            try database.transaction {
+                try database.execute("""
+                CREATE TABLE run (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    configuration TEXT NOT NULL,      -- TrainingConfiguration as JSON
+                    data TEXT NOT NULL,               -- data set, subsets, seed (JSON)
+                    fingerprint TEXT NOT NULL,        -- hash of everything that determines the features
+                    feature_encoding TEXT NOT NULL,   -- fp32 | fp16 | bf16
+                    created TEXT NOT NULL
+                );
+                CREATE TABLE levels (
+                    level INTEGER NOT NULL,           -- 0 = input images, k = outputs of module k
+                    split TEXT NOT NULL,              -- train | test
+                    channels INTEGER NOT NULL, height INTEGER NOT NULL, width INTEGER NOT NULL,
+                    encoding TEXT NOT NULL,
+                    row_count INTEGER NOT NULL,
+                    complete INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (level, split)
+                );
+                CREATE TABLE features (
+                    id INTEGER PRIMARY KEY,           -- level << 33 | (split = test) << 32 | row
+                    level INTEGER NOT NULL, split TEXT NOT NULL, row INTEGER NOT NULL,
+                    label INTEGER NOT NULL,
+                    checksum INTEGER NOT NULL,        -- CRC-32 of data, then of the label byte
+                    data BLOB NOT NULL                -- channels*height*width values, little-endian
+                );
+                CREATE TABLE modules (
+                    module INTEGER NOT NULL, lap INTEGER NOT NULL,
+                    status TEXT NOT NULL,             -- training | complete
+                    epochs_done INTEGER NOT NULL,
+                    state TEXT,                       -- epoch checkpoint (training) or completed module (complete), JSON
+                    evaluation TEXT,                  -- ModuleEvaluation JSON once complete
+                    PRIMARY KEY (module, lap)
+                );
+                CREATE TABLE checkpoints (
+                    module INTEGER NOT NULL, name TEXT NOT NULL,
+                    kind TEXT NOT NULL,               -- value | momentum
+                    shape TEXT NOT NULL, checksum INTEGER NOT NULL, data BLOB NOT NULL,  -- fp32 values
+                    PRIMARY KEY (module, name, kind)
+                );
+                CREATE TABLE metrics (
+                    module INTEGER NOT NULL, lap INTEGER NOT NULL, epoch INTEGER NOT NULL,
+                    task_loss REAL, kinetic_energy REAL, train_accuracy REAL, learning_rate REAL, transport_weight REAL,
+                    log TEXT NOT NULL,
+                    PRIMARY KEY (module, lap, epoch)
+                );
+                """)
+                try database.setUserVersion(formatVersion)
+            }
+        }
+    }
+
+    // MARK: the run and its fingerprint
+
+    /// What determines the features: the configuration, the data and the feature format.
+    public struct RunIdentity: Codable, Equatable {
+        public var configuration: TrainingConfiguration
+        public var data: DataIdentity
+        public var encoding: FeatureEncoding
+        public var formatVersion: Int32
+
+        public init(configuration: TrainingConfiguration, data: DataIdentity, encoding: FeatureEncoding,
+                    formatVersion: Int32 = FeatureStore.formatVersion) {
+            self.configuration = configuration; self.data = data; self.encoding = encoding; self.formatVersion = formatVersion
+        }
+    }
+
+    /// The data set and subsets a run used.
+    public struct DataIdentity: Codable, Equatable {
+        public var dataset: String
+        public var trainCount: Int
+        public var testCount: Int
+        /// CRC-32 of the training and test labels in order (identifies the subsets).
+        public var labelsChecksum: UInt32
+
+        public init(train: Dataset, test: Dataset) {
+            dataset = train.name + " / " + test.name
+            trainCount = train.count
+            testCount = test.count
+            let labels = (train.labels + test.labels).map { UInt8($0) }
+            labelsChecksum = labels.withUnsafeBytes { checksum($0) }
+        }
+    }
+
+    /// Fingerprint of an identity: FNV-1a 64 of its JSON with sorted keys.
+    public static func fingerprint(_ identity: RunIdentity) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = (try? encoder.encode(identity)) ?? Data()
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in json { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return String(format: "%016llx", hash)
+    }
+
+    /// The stored identity, if the store has a run.
+    public func storedIdentity() throws -> RunIdentity? {
+        let statement = try database.prepare("SELECT configuration, data, feature_encoding FROM run WHERE id = 1")
+        guard try statement.step() else { return nil }
+        let decoder = JSONDecoder()
+        let configuration = try decoder.decode(TrainingConfiguration.self, from: Data(statement.string(0).utf8))
+        let data = try decoder.decode(DataIdentity.self, from: Data(statement.string(1).utf8))
+        return RunIdentity(configuration: configuration, data: data,
+                           encoding: FeatureEncoding(rawValue: statement.string(2)) ?? .fp32, formatVersion: FeatureStore.formatVersion)
+    }
+
+    public enum OpenOutcome: Equatable { case created, resumed, restarted }
+
+    /// Binds the store to a run. An empty store records it; a store of the same run is resumed
+    /// (its completed modules are reused); a store of another run is refused with the
+    /// differences unless `fresh`, which empties it first.
+    public func begin(_ identity: RunIdentity, fresh: Bool) throws -> OpenOutcome {
+        if let stored = try storedIdentity() {
+            if fresh {
+                try clear()
+                try record(identity)
+                return .restarted
+            }
+            let differences = FeatureStore.differences(stored, identity)
+            guard differences.isEmpty else { throw StoreError.fingerprintMismatch(path: path, differences: differences) }
+            return .resumed
+        }
+        try record(identity)
+        return .created
+    }
+
+    func record(_ identity: RunIdentity) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let configuration = String(decoding: try encoder.encode(identity.configuration), as: UTF8.self)
+        let data = String(decoding: try encoder.encode(identity.data), as: UTF8.self)
+        try database.prepare("INSERT INTO run (id, configuration, data, fingerprint, feature_encoding, created) VALUES (1, ?, ?, ?, ?, ?)")
+            .run([configuration, data, FeatureStore.fingerprint(identity), identity.encoding.rawValue,
+                  ISO8601DateFormatter().string(from: Date())])
+    }
+
+    /// Empties every table (for --fresh).
+    public func clear() throws {
+        try database.transaction {
+            try database.execute("DELETE FROM run; DELETE FROM levels; DELETE FROM features; DELETE FROM modules; DELETE FROM checkpoints; DELETE FROM metrics;")
+        }
+    }
+
+    /// Human-readable differences between two identities ("width: 16 in the store, 32 requested").
+    public static func differences(_ stored: RunIdentity, _ requested: RunIdentity) -> [String] {
+        func flatten(_ value: Any, prefix: String, into result: inout [String: String]) {
+            if let dictionary = value as? [String: Any] {
+                for (key, inner) in dictionary { flatten(inner, prefix: prefix.isEmpty ? key : prefix + "." + key, into: &result) }
+            } else {
+                result[prefix] = "\(value)"
+            }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let a = try? JSONSerialization.jsonObject(with: encoder.encode(stored)),
+              let b = try? JSONSerialization.jsonObject(with: encoder.encode(requested)) else { return ["unreadable run record"] }
+        var left: [String: String] = [:], right: [String: String] = [:]
+        flatten(a, prefix: "", into: &left)
+        flatten(b, prefix: "", into: &right)
+        return Set(left.keys).union(right.keys).sorted().compactMap { key in
+            left[key] == right[key] ? nil : "\(key): \(left[key] ?? "absent") in the store, \(right[key] ?? "absent") requested"
+        }
+    }
+
+    // MARK: memory
+
+    /// Counts SQLite's own memory (page cache, statements) in the ledger's store-engine category.
+    func accountEngineMemory() throws {
+        guard let ledger else { return }
+        try ledger.setExternal(Database.memoryUsed().current, category: .storeEngine, tag: "sqlite")
+    }
+
+    func scratchBuffer(count: Int) throws -> UnsafeMutablePointer<Float> {
+        if let scratch, scratch.count >= count { return scratch.data }
+        scratch = nil
+        let ledger = self.ledger ?? MemoryLedger()
+        scratch = try Tensor([count], category: .ioBuffers, tag: "store.row", ledger: ledger)
+        return scratch!.data
+    }
+
+    /// Releases the row scratch buffer (when a module is done with the store for a while).
+    public func releaseBuffers() { scratch = nil }
+
+    // MARK: levels (FeatureCache)
+
+    static func rowID(level: Int, split: Split, row: Int) -> Int64 {
+        (Int64(level) << 33) | (Int64(split == .test ? 1 : 0) << 32) | Int64(row)
+    }
+
+    public var keepsLevels: Bool { true }
+
+    public func beginLevel(_ level: Int, split: Split, count: Int, shape: [Int]) throws {
+        try database.transaction {
+            try database.prepare("DELETE FROM features WHERE id >= ? AND id < ?")
+                .run([FeatureStore.rowID(level: level, split: split, row: 0), FeatureStore.rowID(level: level, split: split, row: 0) + (1 << 32)])
+            try database.prepare("INSERT OR REPLACE INTO levels (level, split, channels, height, width, encoding, row_count, complete) VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
+                .run([level, split.rawValue, shape[0], shape[1], shape[2], encoding.rawValue, count])
+        }
+        try accountEngineMemory()
+    }
+
+    public func write(level: Int, split: Split, offset: Int, rows: Int,
+                      values: UnsafePointer<Float>, labels: UnsafePointer<Int32>) throws {
+        let shape = try levelShape(level, split: split)
+        let size = shape.reduce(1, *)
+        let bytes = size * encoding.bytesPerValue
+        let buffer = UnsafeMutableRawPointer(try scratchBuffer(count: (bytes + 3) / 4))
+        try database.transaction {
+            let insert = try database.prepare("INSERT INTO features (id, level, split, row, label, checksum, data) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            for r in 0..<rows {
+                encoding.encode(values + r * size, count: size, into: buffer)
+                let label = UInt8(truncatingIfNeeded: labels[r])
+                var sum = checksum(UnsafeRawBufferPointer(start: buffer, count: bytes))
+                sum = withUnsafeBytes(of: label) { checksum($0, seed: sum) }
+                insert.reset()
+                try insert.bind([FeatureStore.rowID(level: level, split: split, row: offset + r), level, split.rawValue,
+                                 offset + r, Int(labels[r]), Int(sum)])
+                try insert.bindBlob(6, buffer, count: bytes)
+                try insert.step()
+            }
+        }
+        bytesWritten += rows * bytes
+        operations += 1
+        try accountEngineMemory()
+    }
+
+    public func finishLevel(_ level: Int, split: Split) throws {
+        try database.prepare("UPDATE levels SET complete = 1 WHERE level = ? AND split = ?").run([level, split.rawValue])
+        try accountEngineMemory()
+    }
+
+    public func dropLevel(_ level: Int, split: Split) throws {}
+
+    var shapes: [String: [Int]] = [:]
+
+    func levelShape(_ level: Int, split: Split) throws -> [Int] {
+        if let shape = shapes["\(level).\(split)"] { return shape }
+        let statement = try database.prepare("SELECT channels, height, width FROM levels WHERE level = ? AND split = ?")
+        try statement.bind([level, split.rawValue])
+        guard try statement.step() else { throw StoreError.missingLevel(path: path, level: level, split: split.rawValue) }
+        let shape = [statement.int(0), statement.int(1), statement.int(2)]
+        shapes["\(level).\(split)"] = shape
+        return shape
+    }
+
+    public func source(level: Int, split: Split) throws -> SampleSource {
+        let statement = try database.prepare("SELECT row_count, complete FROM levels WHERE level = ? AND split = ?")
+        try statement.bind([level, split.rawValue])
+        guard try statement.step(), statement.int(1) == 1 else {
+            throw StoreError.missingLevel(path: path, level: level, split: split.rawValue)
+        }
+        return try LevelReader(store: self, level: level, split: split, count: statement.int(0),
+                               shape: try levelShape(level, split: split))
+    }
+
+    /// Writes level 0 (the normalised images) unless it is already complete, and reads it back.
+    public func inputSources(train: Dataset, test: Dataset) throws -> (train: SampleSource, test: SampleSource) {
+        for (split, dataset) in [(Split.train, train), (.test, test)] {
+            if try isComplete(level: 0, split: split) { continue }
+            try beginLevel(0, split: split, count: dataset.count, shape: dataset.sampleShape)
+            let batch = 256
+            let values = UnsafeMutablePointer<Float>.allocate(capacity: batch * dataset.sampleSize)
+            let labels = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
+            defer { values.deallocate(); labels.deallocate() }
+            var offset = 0
+            while offset < dataset.count {
+                let rows = min(batch, dataset.count - offset)
+                dataset.fillBatch(indices: Array(offset..<(offset + rows))[...], images: values, labels: labels)
+                try write(level: 0, split: split, offset: offset, rows: rows, values: values, labels: labels)
+                offset += rows
+            }
+            try finishLevel(0, split: split)
+        }
+        return (try source(level: 0, split: .train), try source(level: 0, split: .test))
+    }
+
+    public func isComplete(level: Int, split: Split) throws -> Bool {
+        try database.integer("SELECT complete FROM levels WHERE level = ? AND split = ?", [level, split.rawValue]) == 1
+    }
+
+    /// Reads one row: decodes its values into `values`, returns its label; verifies its checksum.
+    func readRow(_ statement: Statement, level: Int, split: Split, row: Int, size: Int,
+                 into values: UnsafeMutablePointer<Float>) throws -> Int32 {
+        statement.reset()
+        try statement.bind([FeatureStore.rowID(level: level, split: split, row: row)])
+        guard try statement.step() else { throw StoreError.corruptRow(path: path, level: level, split: split.rawValue, row: row) }
+        let label = statement.int(0)
+        let stored = UInt32(truncatingIfNeeded: statement.int(1))
+        let blob = statement.blob(2)
+        let encoding = FeatureEncoding(rawValue: try levelEncoding(level, split: split)) ?? self.encoding
+        var sum = checksum(blob)
+        sum = withUnsafeBytes(of: UInt8(truncatingIfNeeded: label)) { checksum($0, seed: sum) }
+        guard sum == stored, blob.count == size * encoding.bytesPerValue else {
+            throw StoreError.corruptRow(path: path, level: level, split: split.rawValue, row: row)
+        }
+        encoding.decode(blob.baseAddress!, count: size, into: values)
+        bytesRead += blob.count
+        return Int32(label)
+    }
+
+    var encodings: [String: String] = [:]
+    func levelEncoding(_ level: Int, split: Split) throws -> String {
+        if let e = encodings["\(level).\(split)"] { return e }
+        let statement = try database.prepare("SELECT encoding FROM levels WHERE level = ? AND split = ?")
+        try statement.bind([level, split.rawValue])
+        let value = try statement.step() ? statement.string(0) : encoding.rawValue
+        encodings["\(level).\(split)"] = value
+        return value
+    }
+
+    /// A complete level read in batches of row indices (shuffled reads are random rowid look-ups).
+    final class LevelReader: SampleSource {
+        let store: FeatureStore
+        let level: Int
+        let split: Split
+        let count: Int
+        let sampleShape: [Int]
+        let statement: Statement
+
+        init(store: FeatureStore, level: Int, split: Split, count: Int, shape: [Int]) throws {
+            self.store = store; self.level = level; self.split = split; self.count = count; self.sampleShape = shape
+            statement = try store.database.prepare("SELECT label, checksum, data FROM features WHERE id = ?")
+        }
+
+        func fill(indices: ArraySlice<Int>, into values: UnsafeMutablePointer<Float>,
+                  labels: UnsafeMutablePointer<Int32>) throws {
+            let size = sampleShape.reduce(1, *)
+            for (offset, index) in indices.enumerated() {
+                labels[offset] = try store.readRow(statement, level: level, split: split, row: index, size: size,
+                                                   into: values + offset * size)
+            }
+            store.operations += 1
+            statement.reset()
+            try store.accountEngineMemory()
+        }
+    }
+
+    // MARK: checkpoints and metrics (TrainingJournal)
+
+    public func completedModule(_ module: Int, lap: Int) throws -> CompletedModule? {
+        let statement = try database.prepare("SELECT state FROM modules WHERE module = ? AND lap = ? AND status = 'complete'")
+        try statement.bind([module, lap])
+        guard try statement.step() else { return nil }
+        var completed = try JSONDecoder().decode(CompletedModule.self, from: Data(statement.string(0).utf8))
+        completed.parameters = try loadParameters(module: module, kind: "value")
+        return completed
+    }
+
+    public func epochCheckpoint(_ module: Int, lap: Int) throws -> EpochCheckpoint? {
+        let statement = try database.prepare("SELECT state FROM modules WHERE module = ? AND lap = ? AND status = 'training'")
+        try statement.bind([module, lap])
+        guard try statement.step() else { return nil }
+        var checkpoint = try JSONDecoder().decode(EpochCheckpoint.self, from: Data(statement.string(0).utf8))
+        checkpoint.parameters = try loadParameters(module: module, kind: "value")
+        checkpoint.momentum = try loadParameters(module: module, kind: "momentum")
+        return checkpoint
+    }
+
+    public func saveEpochCheckpoint(_ checkpoint: EpochCheckpoint) throws {
+        var light = checkpoint
+        light.parameters = [:]
+        light.momentum = [:]
+        let state = String(decoding: try JSONEncoder().encode(light), as: UTF8.self)
+        try database.transaction {
+            try saveParameters(module: checkpoint.module, kind: "value", checkpoint.parameters)
+            try saveParameters(module: checkpoint.module, kind: "momentum", checkpoint.momentum)
+            try database.prepare("INSERT OR REPLACE INTO modules (module, lap, status, epochs_done, state) VALUES (?, ?, 'training', ?, ?)")
+                .run([checkpoint.module, checkpoint.lap, checkpoint.epochsDone, state])
+            if let log = checkpoint.logs.last { try saveMetric(log) }
+        }
+        try accountEngineMemory()
+    }
+
+    public func saveCompletedModule(_ completed: CompletedModule) throws {
+        var light = completed
+        light.parameters = [:]
+        let encoder = JSONEncoder()
+        let state = String(decoding: try encoder.encode(light), as: UTF8.self)
+        let evaluation = String(decoding: try encoder.encode(completed.evaluation), as: UTF8.self)
+        try database.transaction {
+            try database.prepare("DELETE FROM checkpoints WHERE module = ? AND kind = 'momentum'").run([completed.module])
+            try saveParameters(module: completed.module, kind: "value", completed.parameters)
+            try database.prepare("INSERT OR REPLACE INTO modules (module, lap, status, epochs_done, state, evaluation) VALUES (?, ?, 'complete', ?, ?, ?)")
+                .run([completed.module, completed.lap, completed.logs.count, state, evaluation])
+            for log in completed.logs { try saveMetric(log) }
+        }
+        try accountEngineMemory()
+    }
+
+    func saveMetric(_ log: EpochLog) throws {
+        let json = String(decoding: try JSONEncoder().encode(log), as: UTF8.self)
+        try database.prepare("""
+            INSERT OR REPLACE INTO metrics (module, lap, epoch, task_loss, kinetic_energy, train_accuracy, learning_rate, transport_weight, log)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).run([log.module, log.lap, log.epoch, log.taskLoss, log.kineticEnergy, log.trainAccuracy, log.learningRate,
+                      log.transportWeight, json])
+    }
+
+    func saveParameters(module: Int, kind: String, _ values: [String: [Float]]) throws {
+        let insert = try database.prepare("INSERT OR REPLACE INTO checkpoints (module, name, kind, shape, checksum, data) VALUES (?, ?, ?, ?, ?, ?)")
+        for (name, array) in values.sorted(by: { $0.key < $1.key }) {
+            try array.withUnsafeBytes { bytes in
+                insert.reset()
+                try insert.bind([module, name, kind, "[\(array.count)]", Int(checksum(bytes))])
+                try insert.bindBlob(5, bytes.baseAddress!, count: bytes.count)
+                try insert.step()
+            }
+        }
+    }
+
+    func loadParameters(module: Int, kind: String) throws -> [String: [Float]] {
+        let statement = try database.prepare("SELECT name, checksum, data FROM checkpoints WHERE module = ? AND kind = ?")
+        try statement.bind([module, kind])
+        var result: [String: [Float]] = [:]
+        while try statement.step() {
+            let blob = statement.blob(2)
+            guard checksum(blob) == UInt32(truncatingIfNeeded: statement.int(1)) else {
+                throw StoreError.notAStore(path: path, reason: "checkpoint \(statement.string(0)) of module \(module) fails its checksum")
+            }
+            result[statement.string(0)] = Array(blob.bindMemory(to: Float.self))
+        }
+        return result
+    }
+
+    /// The evaluations of the completed modules of the last lap recorded, in module order.
+    public func evaluations() throws -> [ModuleEvaluation] {
+        let statement = try database.prepare("SELECT evaluation FROM modules WHERE status = 'complete' AND lap = (SELECT max(lap) FROM modules WHERE status = 'complete') ORDER BY module")
+        var result: [ModuleEvaluation] = []
+        while try statement.step() { result.append(try JSONDecoder().decode(ModuleEvaluation.self, from: Data(statement.string(0).utf8))) }
+        return result
+    }
+
+    /// All epoch logs in order.
+    public func epochLogs() throws -> [EpochLog] {
+        let statement = try database.prepare("SELECT log FROM metrics ORDER BY lap, module, epoch")
+        var result: [EpochLog] = []
+        while try statement.step() { result.append(try JSONDecoder().decode(EpochLog.self, from: Data(statement.string(0).utf8))) }
+        return result
+    }
+}
