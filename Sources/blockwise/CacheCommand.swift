@@ -1,0 +1,148 @@
+import ArgumentParser
+import BlockwiseKernels
+import BlockwiseStore
+import BlockwiseTraining
+import Foundation
+
+struct StoreOption: ParsableArguments {
+    @Option(help: "The run's SQLite store.")
+    var store: String = "blockwise.sqlite"
+}
+
+struct Cache: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Inspect the feature store (read-only, except vacuum).",
+        discussion: """
+        Examples:
+          blockwise cache ls --store blockwise.sqlite
+          blockwise cache stats --level 3
+          blockwise cache show --level 1 --sample 0 --png sample.png
+          blockwise cache verify
+          blockwise cache export --level 2 --format npy --output level2.npy
+          blockwise cache vacuum
+        """,
+        subcommands: [CacheList.self, CacheStats.self, CacheShow.self, CacheVerify.self, CacheExport.self, CacheVacuum.self])
+}
+
+func splitArgument(_ text: String) throws -> Split {
+    guard let split = Split(rawValue: text) else { throw ValidationError("--split must be train or test (got '\(text)')") }
+    return split
+}
+
+struct CacheList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "Levels per split (shape, encoding, rows, bytes), modules and the run's configuration.",
+                                                    aliases: ["info"])
+    @OptionGroup var options: StoreOption
+
+    func run() throws {
+        let info = try StoreInspector.info(try FeatureStore(readingAt: options.store))
+        print("store: \(info.path) (\(formatBytes(info.fileBytes)), format version \(info.formatVersion), fingerprint \(info.fingerprint ?? "-"))")
+        print(pad("level", 7) + pad("split", 7) + pad("shape", 14) + pad("encoding", 10) + pad("rows", 8) + pad("on disk", 12) + "complete")
+        for level in info.levels {
+            print(pad("\(level.level)", 7) + pad(level.split, 7) + pad(level.shape.map(String.init).joined(separator: "x"), 14)
+                  + pad(level.encoding, 10) + pad("\(level.rows)", 8) + pad(formatBytes(level.bytesOnDisk), 12) + (level.complete ? "yes" : "no"))
+        }
+        print("modules: " + (info.modules.isEmpty ? "none" : ""))
+        for module in info.modules { print("  " + module) }
+        print("checkpoints: \(formatBytes(info.checkpointBytes))")
+        if let configuration = info.configuration { print("configuration: \(configuration)") }
+        if let data = info.data { print("data: \(data)") }
+    }
+}
+
+struct CacheStats: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Per-channel mean/std/min/max and the mean squared norm of a level.")
+    @OptionGroup var options: StoreOption
+    @Option(help: "Level: 0 = input images, k = outputs of module k.")
+    var level: Int
+    @Option(help: "train or test.")
+    var split: String = "train"
+
+    func run() throws {
+        let stats = try StoreInspector.statistics(try FeatureStore(readingAt: options.store), level: level, split: try splitArgument(split))
+        print("level \(stats.level) \(stats.split): \(stats.rows) samples, mean squared norm \(String(format: "%.5g", stats.meanSquaredNorm))")
+        print(pad("channel", 9) + pad("mean", 12) + pad("std", 12) + pad("min", 12) + "max")
+        for (c, s) in stats.channels.enumerated() {
+            print(pad("\(c)", 9) + pad(String(format: "%.4g", s.mean), 12) + pad(String(format: "%.4g", s.std), 12)
+                  + pad(String(format: "%.4g", s.min), 12) + String(format: "%.4g", s.max))
+        }
+    }
+}
+
+struct CacheShow: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "A sample's values, or its channels as a grayscale PNG grid.")
+    @OptionGroup var options: StoreOption
+    @Option(help: "Level: 0 = input images, k = outputs of module k.")
+    var level: Int
+    @Option(help: "Sample index within the split.")
+    var sample: Int
+    @Option(help: "train or test.")
+    var split: String = "train"
+    @Option(help: "Write the channels as a PNG grid to this file instead of printing values.")
+    var png: String?
+
+    func run() throws {
+        let (values, shape, label) = try StoreInspector.sample(try FeatureStore(readingAt: options.store), level: level,
+                                                               split: try splitArgument(split), index: sample)
+        if let png {
+            try PNGWriter.channelGrid(values: values, shape: shape).write(to: URL(fileURLWithPath: png))
+            print("wrote \(png): level \(level) \(split) sample \(sample) (label \(label)), \(shape[0]) channels of \(shape[1])x\(shape[2])")
+            return
+        }
+        print("level \(level) \(split) sample \(sample): label \(label), shape \(shape.map(String.init).joined(separator: "x"))")
+        let plane = shape[1] * shape[2]
+        for c in 0..<shape[0] {
+            print("channel \(c):")
+            for y in 0..<shape[1] {
+                print("  " + (0..<shape[2]).map { String(format: "%7.3f", values[c * plane + y * shape[2] + $0]) }.joined(separator: " "))
+            }
+        }
+    }
+}
+
+struct CacheVerify: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "verify", abstract: "Recompute every row's checksum; list corrupt rows by level and sample.")
+    @OptionGroup var options: StoreOption
+
+    func run() throws {
+        let report = try StoreVerifier.verify(try FeatureStore(readingAt: options.store))
+        if report.corrupt.isEmpty {
+            print("verify: \(report.checkedRows) rows, all checksums match")
+        } else {
+            print("verify: \(report.checkedRows) rows, \(report.corrupt.count) corrupt:")
+            for row in report.corrupt.prefix(50) { print("  level \(row.level) \(row.split) sample \(row.row)") }
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct CacheExport: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "export", abstract: "Write a level as a NumPy .npy file (float32 [N, C, H, W]) plus its labels.")
+    @OptionGroup var options: StoreOption
+    @Option(help: "Level: 0 = input images, k = outputs of module k.")
+    var level: Int
+    @Option(help: "train or test.")
+    var split: String = "train"
+    @Option(help: "Export format (npy).")
+    var format: String = "npy"
+    @Option(help: "Output file (default: level<K>-<split>.npy).")
+    var output: String?
+
+    func run() throws {
+        guard format == "npy" else { throw ValidationError("--format: only npy is supported (got '\(format)')") }
+        let path = output ?? "level\(level)-\(split).npy"
+        let (rows, labelsPath) = try StoreInspector.exportNPY(try FeatureStore(readingAt: options.store), level: level,
+                                                              split: try splitArgument(split), path: path)
+        print("wrote \(path) (\(rows) samples) and \(labelsPath)")
+    }
+}
+
+struct CacheVacuum: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "vacuum", abstract: "Rebuild the store file to reclaim free space (writes).")
+    @OptionGroup var options: StoreOption
+
+    func run() throws {
+        let (before, after) = try StoreInspector.vacuum(path: options.store)
+        print("vacuum: \(formatBytes(before)) -> \(formatBytes(after))")
+    }
+}
