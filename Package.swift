@@ -27,11 +27,13 @@ let package = Package(
         .target(name: "BlockwiseData", dependencies: ["CZlib", "BlockwiseKernels"]),
         // Models, the local (transport-regularised) loss, optimisers, procedures.
         .target(name: "BlockwiseTraining", dependencies: ["BlockwiseKernels", "BlockwiseData"]),
+        // Device profiles, size parsing, the cost model.
+        .target(name: "BlockwiseDevice", dependencies: ["BlockwiseKernels", "BlockwiseTraining"]),
         // The SQLite feature store: levels, checkpoints, metrics; resume.
         .target(name: "BlockwiseStore", dependencies: ["CSQLite", "CZlib", "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining"]),
         // The thin command-line interface.
         .executableTarget(name: "blockwise", dependencies: [
-            "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore",
+            "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore", "BlockwiseDevice",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -39,6 +41,7 @@ let package = Package(
         .testTarget(name: "BlockwiseDataTests", dependencies: ["BlockwiseData"]),
         .testTarget(name: "BlockwiseTrainingTests", dependencies: ["BlockwiseTraining"]),
         .testTarget(name: "BlockwiseStoreTests", dependencies: ["BlockwiseStore"]),
+        .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice"]),
         .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise"]),
     ],
     swiftLanguageModes: [.v5]

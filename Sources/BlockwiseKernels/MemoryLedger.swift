@@ -22,6 +22,17 @@ public struct MemoryBreakdown: Equatable, Codable, Sendable, CustomStringConvert
 
     public init(_ bytes: [MemoryCategory: Int] = [:]) { self.bytes = bytes }
 
+    /// Encoded as a JSON object {"parameters": 1234, ...}.
+    public init(from decoder: Decoder) throws {
+        let object = try decoder.singleValueContainer().decode([String: Int].self)
+        for (key, value) in object { if let category = MemoryCategory(rawValue: key) { bytes[category] = value } }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(Dictionary(uniqueKeysWithValues: bytes.map { ($0.key.rawValue, $0.value) }))
+    }
+
     public subscript(category: MemoryCategory) -> Int {
         get { bytes[category] ?? 0 }
         set { bytes[category] = newValue == 0 ? nil : newValue }

@@ -47,6 +47,7 @@ public final class Database {
         if readOnly || !create {
             guard FileManager.default.fileExists(atPath: path) else { throw StoreError.missingFile(path: path) }
         }
+        _ = Database.configured
         var db: OpaquePointer?
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0))
         let code = sqlite3_open_v2(path, &db, flags, nil)
@@ -56,11 +57,19 @@ public final class Database {
             throw StoreError.sqlite(code: code, message: message, sql: "open \(path)")
         }
         handle = db
+        // No lookaside allocator: by default SQLite reserves 100 x 1200 bytes per connection
+        // for small allocations, which alone would exceed a microcontroller's budget.
+        configureLookaside(db)
         sqlite3_extended_result_codes(db, 1)
         sqlite3_busy_timeout(db, 5000)
     }
 
     deinit { sqlite3_close_v2(handle) }
+
+    /// One-time process set-up (see blockwise_configure_sqlite in the CSQLite shim).
+    static let configured: Bool = {
+        blockwise_configure_sqlite() == SQLITE_OK
+    }()
 
     var errorMessage: String { String(cString: sqlite3_errmsg(handle)) }
 
@@ -216,4 +225,9 @@ public final class Statement {
         return UnsafeRawBufferPointer(start: pointer, count: count)
     }
     public func data(_ column: Int) -> Data { Data(blob(column)) }
+}
+
+/// Turns off the connection's lookaside memory (variadic sqlite3_db_config, via its C shim).
+func configureLookaside(_ db: OpaquePointer) {
+    blockwise_disable_lookaside(db)
 }

@@ -259,6 +259,10 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         return scratch!.data
     }
 
+    /// Allocates the row buffer up front (sized by the run plan), so the store's I/O memory is
+    /// constant through the run.
+    public func reserveRowBuffer(floats: Int) throws { _ = try scratchBuffer(count: floats) }
+
     /// Releases the row scratch buffer (when a module is done with the store for a while).
     public func releaseBuffers() { scratch = nil }
 
@@ -410,7 +414,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                 labels[offset] = try store.readRow(statement, level: level, split: split, row: index, size: size,
                                                    into: values + offset * size)
             }
-            store.operations += 1
+            store.operations += indices.count  // each row is a random look-up
             statement.reset()
             try store.accountEngineMemory()
         }

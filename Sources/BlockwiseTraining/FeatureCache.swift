@@ -45,6 +45,11 @@ public protocol FeatureCache: AnyObject {
     func inputSources(train: Dataset, test: Dataset) throws -> (train: SampleSource, test: SampleSource)
     /// Whether levels are kept after the run (a store keeps them for inspection).
     var keepsLevels: Bool { get }
+    /// Bytes of features read from and written to storage, and storage operations (row
+    /// look-ups, write transactions), for the emulated device's storage time.
+    var bytesRead: Int { get }
+    var bytesWritten: Int { get }
+    var operations: Int { get }
 }
 
 /// Features held in memory, one ledger-counted tensor per level and split (category I/O buffers).
@@ -98,4 +103,7 @@ public final class InMemoryFeatureCache: FeatureCache {
     public func dropLevel(_ level: Int, split: Split) throws { levels[key(level, split)] = nil }
 
     public var keepsLevels: Bool { false }
+    public var bytesRead: Int { 0 }
+    public var bytesWritten: Int { 0 }
+    public var operations: Int { 0 }
 }

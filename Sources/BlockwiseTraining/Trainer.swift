@@ -30,6 +30,10 @@ public struct ModuleEvaluation: Codable, Sendable, Equatable {
     public var peakBreakdown: MemoryBreakdown
     public var seconds: Double
     public var flops: Int
+    /// Feature bytes this module read from / wrote to the store, and storage operations.
+    public var storeBytesRead: Int = 0
+    public var storeBytesWritten: Int = 0
+    public var storeOperations: Int = 0
 }
 
 /// What a run produced.
@@ -114,13 +118,15 @@ public final class Trainer {
 
     var modelConfig: ModelConfiguration { configuration.model }
 
-    func trainingOptions(ownsInput: Bool = true, needsInputGradient: Bool = false) -> ModuleMemoryOptions {
-        ModuleMemoryOptions(batch: configuration.batchSize, training: true, workspaceBound: configuration.workspaceBound,
+    func trainingOptions(module k: Int? = nil, ownsInput: Bool = true, needsInputGradient: Bool = false) -> ModuleMemoryOptions {
+        ModuleMemoryOptions(batch: k.map { configuration.microBatch(module: $0) } ?? configuration.batchSize,
+                            training: true, workspaceBound: configuration.workspaceBound,
                             ownsInputBuffer: ownsInput, needsInputGradient: needsInputGradient)
     }
 
-    var evaluationOptions: ModuleMemoryOptions {
-        ModuleMemoryOptions(batch: configuration.batchSize, training: false, workspaceBound: configuration.workspaceBound)
+    /// Streaming and evaluation run at the module's (micro-)batch, so they fit wherever training did.
+    func evaluationOptions(module k: Int) -> ModuleMemoryOptions {
+        ModuleMemoryOptions(batch: configuration.microBatch(module: k), training: false, workspaceBound: configuration.workspaceBound)
     }
 
     /// Mini-batches of a shuffled epoch; a last batch of one sample is dropped (batch norm needs two).
@@ -157,6 +163,7 @@ public final class Trainer {
                 let baseline = ledger.live
                 let moduleStart = DispatchTime.now().uptimeNanoseconds
                 let flopsStart = KernelCounters.flops
+                let io = (cache.bytesRead, cache.bytesWritten, cache.operations)
                 ledger.resetPeak()
                 ledger.mark("module \(k + 1) lap \(lap + 1) start")
                 var evaluation: ModuleEvaluation
@@ -170,7 +177,7 @@ public final class Trainer {
                     } else {
                         Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
                     }
-                    let options = trainingOptions()
+                    let options = trainingOptions(module: k)
                     try module.prepare(options)
                     try observer?(.moduleStarted(module: k, lap: lap, epochs: configuration.epochsPerLap(module: k),
                                              plan: module.memoryPlan(options)))
@@ -178,7 +185,7 @@ public final class Trainer {
                     if configuration.recalibrateBatchNorm { try recalibrate([module], source: trainSource) }
                     let parameters = module.parameters.snapshot()
                     snapshots[k] = parameters
-                    try module.prepare(evaluationOptions)
+                    try module.prepare(evaluationOptions(module: k))
                     let level = k + 1
                     let trainEval = try stream(module, source: trainSource, level: level, split: .train)
                     let testEval = try stream(module, source: testSource, level: level, split: .test)
@@ -198,6 +205,9 @@ public final class Trainer {
                 evaluation.peakBreakdown = ledger.peakBreakdown
                 evaluation.seconds = Double(DispatchTime.now().uptimeNanoseconds - moduleStart) / 1e9
                 evaluation.flops = KernelCounters.flops - flopsStart
+                evaluation.storeBytesRead = cache.bytesRead - io.0
+                evaluation.storeBytesWritten = cache.bytesWritten - io.1
+                evaluation.storeOperations = cache.operations - io.2
                 try journal?.saveCompletedModule(CompletedModule(module: k, lap: lap, parameters: snapshots[k]!,
                                                                  logs: logs, evaluation: evaluation))
                 if k > 0 && !cache.keepsLevels {
@@ -246,12 +256,27 @@ public final class Trainer {
             var sum = StepMetrics()
             var batchCount = 0
             let plan = batches(count: source.count, generator: &generator)
+            let micro = module.batchCapacity
             for (b, indices) in plan.enumerated() {
-                try source.fill(indices: indices, into: module.inputBuffer, labels: module.labelsBuffer)
                 module.parameters.zeroGradients()
                 let weight = configuration.tau.isOff ? 0 : Float(transport.weight)
-                let metrics = module.trainStep(input: module.inputBuffer, labels: module.labelsBuffer, batch: indices.count,
-                                               transportWeight: weight, labelSmoothing: configuration.labelSmoothing)
+                // Micro-batches (one when they fit): gradients accumulate, each scaled by its share
+                // of the mini-batch, so the step equals one over the whole mini-batch (but for BN).
+                var metrics = StepMetrics()
+                var first = indices.startIndex
+                while first < indices.endIndex {
+                    let chunk = indices[first..<min(first + micro, indices.endIndex)]
+                    try source.fill(indices: chunk, into: module.inputBuffer, labels: module.labelsBuffer)
+                    let share = Float(chunk.count) / Float(indices.count)
+                    let part = module.trainStep(input: module.inputBuffer, labels: module.labelsBuffer, batch: chunk.count,
+                                                transportWeight: weight, labelSmoothing: configuration.labelSmoothing, scale: share)
+                    metrics.taskLoss += part.taskLoss * Double(share)
+                    metrics.kineticEnergy += part.kineticEnergy * Double(share)
+                    metrics.totalLoss += part.totalLoss * Double(share)
+                    metrics.correct += part.correct
+                    metrics.samples += part.samples
+                    first = chunk.endIndex
+                }
                 configuration.optimizer.step(module.parameters, rate: rate)
                 transport.record(taskLoss: metrics.taskLoss)
                 sum.taskLoss += metrics.taskLoss
@@ -312,7 +337,7 @@ public final class Trainer {
         var correct = 0
         var kinetic = 0.0
         var offset = 0
-        let size = configuration.batchSize
+        let size = module.batchCapacity
         while offset < source.count {
             let rows = min(size, source.count - offset)
             try source.fill(indices: Array(offset..<(offset + rows))[...], into: module.inputBuffer, labels: module.labelsBuffer)

@@ -35,6 +35,14 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// its initial value 1 for ~40 steps and lags features that move: on short runs the heads'
     /// eval accuracy then collapses far below their train accuracy (measured: 13.8% vs 35.6%).
     public var recalibrateBatchNorm: Bool = true
+    /// Micro-batch per module index (`--fit microbatch`): the module is allocated for this many
+    /// samples and each mini-batch of `batchSize` is processed in micro-batches whose gradients
+    /// are accumulated before one optimizer step. Batch norm then normalises with the statistics
+    /// of each micro-batch, not of the whole mini-batch.
+    public var microBatches: [Int: Int] = [:]
+
+    /// Samples per forward/backward of module k.
+    public func microBatch(module k: Int) -> Int { min(batchSize, microBatches[k] ?? batchSize) }
 
     public init() {}
 

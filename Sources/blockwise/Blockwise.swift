@@ -1,16 +1,30 @@
 import ArgumentParser
 import BlockwiseKernels
+import BlockwiseStore
 import Foundation
 
 @main
 struct Blockwise: ParsableCommand {
+    /// Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 budget cannot be met.
     static func main() {
         BLASConfiguration.reexecIfNeeded()
         do {
             var command = try parseAsRoot()
             try command.run()
+        } catch let error as BudgetCannotBeMet {
+            FileHandle.standardError.write(Data(("error: " + error.description + "\n").utf8))
+            Foundation.exit(3)
         } catch {
-            exit(withError: error)
+            let code = exitCode(for: error)
+            if code == .success || code == ExitCode(1) && error is ExitCode {
+                exit(withError: error)
+            }
+            let message = fullMessage(for: error)
+            let isUsage = code == .validationFailure
+            if !message.isEmpty {
+                FileHandle.standardError.write(Data(((isUsage || message.hasPrefix("Error") || message.hasPrefix("error") ? "" : "error: ") + message + "\n").utf8))
+            }
+            Foundation.exit(isUsage ? 2 : (code == .success ? 0 : 1))
         }
     }
 
@@ -23,7 +37,7 @@ struct Blockwise: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure kernel throughput (use a release build: swift run -c release blockwise bench ...).",
-        subcommands: [BenchKernels.self])
+        subcommands: [BenchKernels.self, BenchCache.self])
 }
 
 struct BenchKernels: ParsableCommand {
@@ -69,4 +83,34 @@ struct BenchKernels: ParsableCommand {
 
 func pad(_ text: String, _ width: Int) -> String {
     text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}
+
+struct BenchCache: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cache",
+        abstract: "Feature store write and shuffled-read MB/s per encoding, beside a plain file.",
+        discussion: """
+        Writes `--rows` samples of 32x28x28 (width 32 features) through the store in one transaction
+        per batch, reads them back in shuffled mini-batches, and does the same bytes with a plain
+        file (sequential write + fsync, sequential read) in the same run.
+
+        Example:
+          swift run -c release blockwise bench cache --rows 2000
+        """)
+
+    @Option(help: "Samples to write and read.")
+    var rows: Int = 2000
+    @Option(help: "Directory for the temporary files.")
+    var directory: String = NSTemporaryDirectory()
+
+    func run() throws {
+        let rows = try StoreBenchmark.run(directory: directory, rows: self.rows)
+        let plain = rows.last!
+        print(pad("path", 34) + pad("MB", 8) + pad("write MB/s", 12) + pad("of plain", 10) + pad("read MB/s", 12) + "of plain")
+        for row in rows {
+            print(pad(row.name, 34) + pad(String(format: "%.0f", Double(row.bytes) / 1e6), 8)
+                  + pad(String(format: "%.0f", row.writeMBps), 12) + pad(String(format: "%.0f%%", 100 * row.writeMBps / plain.writeMBps), 10)
+                  + pad(String(format: "%.0f", row.readMBps), 12) + String(format: "%.0f%%", 100 * row.readMBps / plain.readMBps))
+        }
+    }
 }

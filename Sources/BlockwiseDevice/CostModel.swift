@@ -1,0 +1,34 @@
+/// The emulated device's time and energy for some work: compute at the profile's sustained
+/// rate, storage bytes at its bandwidths plus a latency per operation, energy = time x active power.
+public struct DeviceCost: Codable, Equatable, Sendable {
+    public var computeSeconds: Double
+    public var storageSeconds: Double
+    public var energyJoules: Double
+    public var seconds: Double { computeSeconds + storageSeconds }
+
+    public init(profile: DeviceProfile, flops: Int, bytesRead: Int, bytesWritten: Int, operations: Int) {
+        computeSeconds = Double(flops) / (profile.computeGflops * 1e9)
+        storageSeconds = Double(bytesRead) / (profile.storage.readMBps * 1e6)
+            + Double(bytesWritten) / (profile.storage.writeMBps * 1e6)
+            + Double(operations) * profile.storage.latencyMs / 1e3
+        energyJoules = (computeSeconds + storageSeconds) * profile.power.activeW
+    }
+}
+
+/// "1.2 s", "3 min 20 s", "2.5 h".
+public func formatDuration(_ seconds: Double) -> String {
+    if seconds < 1 { return String(format: "%.0f ms", seconds * 1000) }
+    if seconds < 120 { return String(format: "%.1f s", seconds) }
+    if seconds < 7200 { return String(format: "%.0f min %.0f s", (seconds / 60).rounded(.down), seconds.truncatingRemainder(dividingBy: 60)) }
+    if seconds < 172_800 { return String(format: "%.1f h", seconds / 3600) }
+    return String(format: "%.1f days", seconds / 86400)
+}
+
+/// "12 J", "3.4 kJ", "1.2 Wh".
+public func formatEnergy(_ joules: Double) -> String {
+    if joules < 1 { return String(format: "%.0f mJ", joules * 1000) }
+    if joules < 3600 { return String(format: "%.1f J", joules) }
+    return String(format: "%.2f Wh", joules / 3600)
+}
+
+import Foundation

@@ -1,0 +1,165 @@
+import Foundation
+
+/// An emulated device: its memory, storage, compute rate and power (`profiles/*.json`).
+public struct DeviceProfile: Codable, Equatable, Sendable {
+    public struct Storage: Codable, Equatable, Sendable {
+        public var medium: String
+        /// Sustained sequential read and write, MB/s (1 MB = 10^6 bytes).
+        public var readMBps: Double
+        public var writeMBps: Double
+        /// Latency of one storage operation, milliseconds.
+        public var latencyMs: Double
+    }
+    public struct Power: Codable, Equatable, Sendable {
+        public var activeW: Double
+        public var idleW: Double
+    }
+    public struct Source: Codable, Equatable, Sendable {
+        public var field: String
+        public var value: Double?
+        public var estimate: Bool
+        public var source: String
+    }
+
+    public var schemaVersion: Int
+    public var name: String
+    public var displayName: String
+    /// "mcu", "sbc" or "phone".
+    public var `class`: String
+    public var ramBytes: Int
+    /// RAM taken by the OS / runtime: the training budget is ramBytes - reservedBytes.
+    public var reservedBytes: Int
+    public var storage: Storage
+    /// Sustained Float32 rate for our kernels, GFLOP/s.
+    public var computeGflops: Double
+    public var power: Power
+    public var sources: [Source]
+    public var notes: String?
+
+    public static let supportedSchemaVersion = 1
+
+    /// The memory the trainer may use on this device.
+    public var budgetBytes: Int { ramBytes - reservedBytes }
+}
+
+/// A malformed or missing profile: the file, the field and what was expected.
+public enum ProfileError: Error, CustomStringConvertible, Equatable {
+    case unknownName(String, known: [String])
+    case unreadable(file: String, reason: String)
+    case invalidField(file: String, field: String, expected: String)
+
+    public var description: String {
+        switch self {
+        case .unknownName(let name, let known):
+            return "unknown profile '\(name)'. Known profiles: \(known.joined(separator: ", ")); or pass a path to a JSON file."
+        case .unreadable(let file, let reason):
+            return "cannot read profile '\(file)': \(reason)"
+        case .invalidField(let file, let field, let expected):
+            return "profile '\(file)': field '\(field)' \(expected)"
+        }
+    }
+}
+
+extension DeviceProfile {
+    /// The directory holding the bundled profiles: $BLOCKWISE_PROFILES, else `profiles/` next to
+    /// the package (found from the executable's location or the current directory).
+    public static func profilesDirectory() -> String {
+        if let override = ProcessInfo.processInfo.environment["BLOCKWISE_PROFILES"] { return override }
+        var candidates: [URL] = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath)]
+        var executable = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+        for _ in 0..<6 {
+            executable = executable.deletingLastPathComponent()
+            candidates.append(executable)
+        }
+        for candidate in candidates {
+            let path = candidate.appendingPathComponent("profiles").path
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue,
+               FileManager.default.fileExists(atPath: candidate.appendingPathComponent("Package.swift").path) {
+                return path
+            }
+        }
+        return "profiles"
+    }
+
+    /// Names of the bundled profiles, sorted.
+    public static func bundledNames(directory: String = profilesDirectory()) -> [String] {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return files.filter { $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }.sorted()
+    }
+
+    /// Loads a profile by bundled name or by path (anything containing "/" or ending in .json).
+    public static func load(_ nameOrPath: String, directory: String = profilesDirectory()) throws -> DeviceProfile {
+        if nameOrPath.contains("/") || nameOrPath.hasSuffix(".json") { return try load(file: nameOrPath) }
+        let path = (directory as NSString).appendingPathComponent(nameOrPath + ".json")
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ProfileError.unknownName(nameOrPath, known: bundledNames(directory: directory))
+        }
+        return try load(file: path)
+    }
+
+    /// Parses and validates a profile file.
+    public static func load(file: String) throws -> DeviceProfile {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw ProfileError.unreadable(file: file, reason: FileManager.default.fileExists(atPath: file) ? "permission denied" : "no such file")
+        }
+        let profile: DeviceProfile
+        do {
+            profile = try JSONDecoder().decode(DeviceProfile.self, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw ProfileError.invalidField(file: file, field: (context.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: "."),
+                                            expected: "is missing")
+        } catch let DecodingError.typeMismatch(type, context) {
+            throw ProfileError.invalidField(file: file, field: context.codingPath.map(\.stringValue).joined(separator: "."),
+                                            expected: "should be a \(type == String.self ? "string" : (type == Bool.self ? "boolean" : "number"))")
+        } catch let DecodingError.valueNotFound(_, context) {
+            throw ProfileError.invalidField(file: file, field: context.codingPath.map(\.stringValue).joined(separator: "."), expected: "is null")
+        } catch {
+            throw ProfileError.unreadable(file: file, reason: "not valid JSON (\(error.localizedDescription))")
+        }
+        try profile.validate(file: file)
+        return profile
+    }
+
+    /// Checks ranges and relations between fields.
+    public func validate(file: String) throws {
+        func fail(_ field: String, _ expected: String) -> ProfileError { .invalidField(file: file, field: field, expected: expected) }
+        guard schemaVersion == DeviceProfile.supportedSchemaVersion else {
+            throw fail("schemaVersion", "should be \(DeviceProfile.supportedSchemaVersion) (got \(schemaVersion))")
+        }
+        guard !name.isEmpty else { throw fail("name", "should be a non-empty string") }
+        guard ["mcu", "sbc", "phone"].contains(self.class) else { throw fail("class", "should be one of mcu, sbc, phone (got '\(self.class)')") }
+        guard ramBytes > 0 else { throw fail("ramBytes", "should be a positive number of bytes (got \(ramBytes))") }
+        guard reservedBytes >= 0 && reservedBytes < ramBytes else {
+            throw fail("reservedBytes", "should be >= 0 and less than ramBytes \(ramBytes) (got \(reservedBytes))")
+        }
+        for (field, value) in [("storage.readMBps", storage.readMBps), ("storage.writeMBps", storage.writeMBps), ("computeGflops", computeGflops),
+                               ("power.activeW", power.activeW)] where !(value > 0) {
+            throw fail(field, "should be a positive number (got \(value))")
+        }
+        guard storage.latencyMs >= 0 else { throw fail("storage.latencyMs", "should be >= 0 milliseconds") }
+        guard power.idleW >= 0 && power.idleW <= power.activeW else { throw fail("power.idleW", "should be between 0 and power.activeW") }
+        guard !sources.isEmpty else { throw fail("sources", "should list where the figures come from") }
+    }
+}
+
+/// Parses human sizes: "320KB", "48MiB", "1.5GB", "4096" (bytes). KB/MB/GB are decimal
+/// (10^3...), KiB/MiB/GiB binary (2^10...).
+public enum SizeParser {
+    public static func parse(_ text: String) throws -> Int {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Double)] = [("KiB", 1024), ("MiB", 1_048_576), ("GiB", 1_073_741_824),
+                                         ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("B", 1)]
+        for (suffix, factor) in units where trimmed.lowercased().hasSuffix(suffix.lowercased()) {
+            let number = trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
+            if let value = Double(number), value >= 0, value.isFinite { return Int((value * factor).rounded()) }
+        }
+        if let value = Int(trimmed), value >= 0 { return value }
+        throw SizeError(text: text)
+    }
+
+    public struct SizeError: Error, CustomStringConvertible {
+        public var text: String
+        public var description: String { "cannot read the size '\(text)': use bytes (4096) or a unit: 320KB, 256KiB, 48MiB, 1.5GB" }
+    }
+}

@@ -1,0 +1,32 @@
+import ArgumentParser
+import BlockwiseDevice
+
+/// Budget and device options shared by train and plan.
+struct DeviceOptions: ParsableArguments {
+    @Option(help: "Emulated device: a profile name (see blockwise profiles) or a path to a profile JSON file; 'none' for no device.")
+    var profile: String = "rpi-zero-2w"
+    @Option(help: "RAM budget (e.g. 320KB, 256KiB, 48MiB, 1.5GB); overrides the profile's RAM less its reserve.")
+    var budget: String?
+    @Option(help: "When a module does not fit at --batch-size: error (stop before training) or microbatch (largest micro-batch that fits, gradients accumulated).")
+    var fit: String = "error"
+
+    func fitPolicy() throws -> FitPolicy {
+        guard let policy = FitPolicy(rawValue: fit) else { throw ValidationError("--fit must be error or microbatch (got '\(fit)')") }
+        return policy
+    }
+
+    /// The profile (nil for 'none') and the budget in bytes (nil: unlimited).
+    func resolve() throws -> (DeviceProfile?, Int?) {
+        let loaded = profile == "none" ? nil : try DeviceProfile.load(profile)
+        if let budget {
+            do { return (loaded, try SizeParser.parse(budget)) } catch { throw ValidationError("--budget: \(error)") }
+        }
+        return (loaded, loaded?.budgetBytes)
+    }
+}
+
+/// The budget cannot be met: exit code 3.
+struct BudgetCannotBeMet: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
