@@ -28,13 +28,18 @@ final class ConvBNUnit {
     /// The input of the last forward call (a slot of the caller's), read by backward.
     private var input: UnsafePointer<Float>?
 
-    init(prefix: String, geometry: Conv2dGeometry, relu: Bool) {
+    /// The slot the unit writes its output into; another layer's slot when `ownsOutput` is false.
+    let outputTag: String
+    let ownsOutput: Bool
+
+    init(prefix: String, geometry: Conv2dGeometry, relu: Bool, outputTag: String? = nil) {
         self.prefix = prefix; self.geometry = geometry; self.relu = relu
+        self.outputTag = outputTag ?? prefix + ".out"
+        self.ownsOutput = outputTag == nil
     }
 
     var outputShape: [Int] { [geometry.outputChannels, geometry.outputHeight, geometry.outputWidth] }
     var outputCount: Int { outputShape.reduce(1, *) }
-    var outputTag: String { prefix + ".out" }
 
     var parameterSpecs: [ParameterSpec] {
         let c = geometry.outputChannels
@@ -46,10 +51,28 @@ final class ConvBNUnit {
     }
 
     func activationSpecs(batch: Int) -> [SlotSpec] {
-        [SlotSpec(prefix + ".conv", .savedActivations, [batch] + outputShape),
-         SlotSpec(outputTag, .savedActivations, [batch] + outputShape),
-         SlotSpec(prefix + ".bn.mean", .savedActivations, [geometry.outputChannels]),
-         SlotSpec(prefix + ".bn.inverseStd", .savedActivations, [geometry.outputChannels])]
+        [SlotSpec(prefix + ".conv", .savedActivations, [batch] + outputShape)]
+            + (ownsOutput ? [SlotSpec(outputTag, .savedActivations, [batch] + outputShape)] : [])
+            + [SlotSpec(prefix + ".bn.mean", .savedActivations, [geometry.outputChannels]),
+               SlotSpec(prefix + ".bn.inverseStd", .savedActivations, [geometry.outputChannels])]
+    }
+
+    /// Adds `weight * 2 r / count` to `gradient`, recomputing `r = BN(conv)` from the saved
+    /// convolution output and batch statistics (so r itself is not kept).
+    func addTransportGradient(_ gradient: UnsafeMutablePointer<Float>, weight: Float, batch: Int, _ context: LayerContext) {
+        let c = geometry.outputChannels, spatial = geometry.outputPixels
+        let conv = context.slot(prefix + ".conv"), mean = context.slot(prefix + ".bn.mean"), rstd = context.slot(prefix + ".bn.inverseStd")
+        let gamma = context.value(prefix + ".bn.weight"), beta = context.value(prefix + ".bn.bias")
+        let scale = 2 * weight / Float(batch * c * spatial)
+        for n in 0..<batch {
+            for channel in 0..<c {
+                let a = gamma[channel] * rstd[channel], b = beta[channel] - mean[channel] * a
+                let offset = (n * c + channel) * spatial
+                let x = conv + offset, g = gradient + offset
+                for i in 0..<spatial { g[i] += scale * (x[i] * a + b) }
+            }
+        }
+        KernelCounters.flops += 4 * batch * c * spatial
     }
 
     func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext) {
@@ -116,7 +139,9 @@ final class BasicBlock {
         unit1 = ConvBNUnit(prefix: prefix + ".unit1", geometry: g1, relu: true)
         let g2 = Conv2dGeometry(inputChannels: outputChannels, outputChannels: outputChannels, kernelSize: 3, stride: 1,
                                 inputHeight: g1.outputHeight, inputWidth: g1.outputWidth)
-        unit2 = ConvBNUnit(prefix: prefix + ".unit2", geometry: g2, relu: false)
+        // unit2's output r is written straight into the block's output slot (y = r, then y +=
+        // shortcut, then ReLU): r is not kept; backward recomputes it from unit2's saved conv.
+        unit2 = ConvBNUnit(prefix: prefix + ".unit2", geometry: g2, relu: false, outputTag: prefix + ".out")
         if stride != 1 || outputChannels != inputShape[0] {
             precondition(stride == 2, "option-A shortcut halves the resolution")
             shortcut = ShortcutGeometry(inputChannels: inputShape[0], outputChannels: outputChannels,
@@ -129,7 +154,8 @@ final class BasicBlock {
     var outputShape: [Int] { unit2.outputShape }
     var outputCount: Int { unit2.outputCount }
     var outputTag: String { prefix + ".out" }
-    var residualTag: String { unit2.outputTag }
+    /// Mean of r^2 of the last forward.
+    private(set) var lastKineticEnergy: Double = 0
 
     var parameterSpecs: [ParameterSpec] { unit1.parameterSpecs + unit2.parameterSpecs }
 
@@ -142,40 +168,36 @@ final class BasicBlock {
         input = x
         unit1.forward(x, batch: batch, training: training, context)
         unit2.forward(context.slot(unit1.outputTag), batch: batch, training: training, context)
-        let y = context.slot(outputTag), r = context.slot(residualTag)
+        let y = context.slot(outputTag)  // holds r now
         let count = batch * outputCount
+        lastKineticEnergy = meanSquare(y, count: count)
         if let shortcut {
-            shortcutForward(output: y, input: x, batch: batch, geometry: shortcut)
-            addForward(output: y, y, r, count: count)
+            // y = r + shortcut(x): the shortcut adds into y channel by channel.
+            shortcutForwardAdd(output: y, input: x, batch: batch, geometry: shortcut)
         } else {
-            addForward(output: y, x, r, count: count)
+            accumulate(y, x, count: count)
         }
         reluForward(output: y, input: y, count: count)
     }
 
-    /// Mean of r^2 over the batch tensor (after forward).
-    func kineticEnergy(batch: Int, _ context: LayerContext) -> Double {
-        meanSquare(context.slot(residualTag), count: batch * outputCount)
-    }
+    /// Mean of r^2 over the batch tensor (of the last forward).
+    func kineticEnergy(batch: Int, _ context: LayerContext) -> Double { lastKineticEnergy }
 
     /// - dOutput: gradient w.r.t. y; overwritten.
     /// - dInput: accumulated into, or nil (detached input).
     /// - transportWeight: w in `w * mean(r^2)`; its gradient enters the residual branch only.
-    /// - scratch: three buffers of at least N x (block output) floats.
+    /// - scratch: two buffers of at least N x (block output) floats.
+    /// The dOutput buffer is reused for the hidden gradient once the skip path has consumed it.
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, transportWeight: Float,
-                  scratch: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>),
+                  scratch: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>),
                   batch: Int, _ context: LayerContext) {
         let count = batch * outputCount
         reluBackwardInPlace(gradient: dOutput, output: context.slot(outputTag), count: count)  // dS
         let dResidual = scratch.0
         dResidual.update(from: dOutput, count: count)
         if transportWeight != 0 {
-            meanSquareBackward(dInput: dResidual, input: context.slot(residualTag), count: count, weight: transportWeight)
+            unit2.addTransportGradient(dResidual, weight: transportWeight, batch: batch, context)
         }
-        let dHidden = scratch.2
-        dHidden.update(repeating: 0, count: count)
-        unit2.backward(dOutput: dResidual, dInput: dHidden, scratch: scratch.1, batch: batch, context)
-        unit1.backward(dOutput: dHidden, dInput: dInput, scratch: scratch.1, batch: batch, context)
         if let dInput {
             if let shortcut {
                 shortcutBackward(dInput: dInput, dOutput: dOutput, batch: batch, geometry: shortcut)
@@ -183,6 +205,10 @@ final class BasicBlock {
                 accumulate(dInput, dOutput, count: count)
             }
         }
+        let dHidden = dOutput
+        dHidden.update(repeating: 0, count: count)
+        unit2.backward(dOutput: dResidual, dInput: dHidden, scratch: scratch.1, batch: batch, context)
+        unit1.backward(dOutput: dHidden, dInput: dInput, scratch: scratch.1, batch: batch, context)
     }
 }
 
@@ -243,8 +269,8 @@ final class Head {
         var specs = [SlotSpec(prefix + ".grad.logits", .workspace, [batch, classes]),
                      SlotSpec(prefix + ".grad.pool", .workspace, [batch, c])]
         if kind == .oneCNN {
-            specs += [SlotSpec(prefix + ".grad.bn", .workspace, [batch, c]),
-                      SlotSpec(prefix + ".grad.conv", .workspace, [batch] + inputShape)]
+            // The conv gradient [N, C, H, W] uses the module's grad.scratch0 (free at that time).
+            specs += [SlotSpec(prefix + ".grad.bn", .workspace, [batch, c])]
         }
         return specs
     }
@@ -305,7 +331,7 @@ final class Head {
                           dOutput: dFeatures, input: context.slot(prefix + ".pool"), weight: context.value(prefix + ".bn.weight"),
                           mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
                           batch: batch, channels: c, spatial: 1)
-        let dConv = context.slot(prefix + ".grad.conv")
+        let dConv = context.slot("grad.scratch0")
         dConv.update(repeating: 0, count: batch * c * spatial)
         globalAveragePoolBackward(dInput: dConv, dOutput: dPool, batch: batch, channels: c, spatial: spatial)
         reluBackwardInPlace(gradient: dConv, output: context.slot(prefix + ".conv"), count: batch * c * spatial)

@@ -145,6 +145,7 @@ public final class ResNetModule {
         if options.training {
             let outputs = encoder.map(\.outputCount) + blocks.map(\.outputCount)
             let units = encoder.map(\.outputCount) + blocks.flatMap { [$0.unit1.outputCount, $0.unit2.outputCount] }
+                + (head?.kind == .oneCNN ? [head!.inputShape.reduce(1, *)] : [])
             let pingPong = (outputs + (options.needsInputGradient ? [inputShape.reduce(1, *)] : [])).max() ?? 0
             let scratch = units.max() ?? 0
             plan.append(SlotSpec("grad.output", .workspace, [n] + (blocks.last?.outputShape ?? inputShape)))
@@ -152,7 +153,7 @@ public final class ResNetModule {
                 plan.append(SlotSpec("grad.a", .workspace, [n * pingPong]))
                 plan.append(SlotSpec("grad.b", .workspace, [n * pingPong]))
             }
-            for i in 0..<3 { plan.append(SlotSpec("grad.scratch\(i)", .workspace, [n * scratch])) }
+            for i in 0..<2 { plan.append(SlotSpec("grad.scratch\(i)", .workspace, [n * scratch])) }
             if let head { plan += head.gradientSpecs(batch: n) }
         }
         return plan
@@ -260,7 +261,7 @@ public final class ResNetModule {
     /// Accumulates parameter gradients; adds the input's gradient into `dInput` when given.
     public func backward(batch: Int, transportWeight: Float, dInput: UnsafeMutablePointer<Float>?) {
         let context = self.context
-        let scratch = (context.slot("grad.scratch0"), context.slot("grad.scratch1"), context.slot("grad.scratch2"))
+        let scratch = (context.slot("grad.scratch0"), context.slot("grad.scratch1"))
         var current = outputGradient
         let pingPong = context.arena.contains("grad.a") ? [context.slot("grad.a"), context.slot("grad.b")] : []
         var turn = 0

@@ -31,7 +31,7 @@ struct Blockwise: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blockwise",
         abstract: "Block-wise (minimizing-movement, TRGL) training of ResNets under a memory budget.",
-        subcommands: [Train.self, Cache.self, Bench.self])
+        subcommands: [Train.self, Plan.self, Profiles.self, Cache.self, Bench.self])
 }
 
 struct Bench: ParsableCommand {

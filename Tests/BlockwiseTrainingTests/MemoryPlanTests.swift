@@ -42,12 +42,13 @@ final class MemoryPlanTests: XCTestCase {
         // Gradients and momentum: trainable only (no running statistics).
         XCTAssertEqual(breakdown[.gradients], (2 * 144 + 2 * 8 + 50) * 4)
         XCTAssertEqual(breakdown[.optimizerState], (2 * 144 + 2 * 8 + 50) * 4)
-        // Saved: 2 units x (conv + out: 2x4x36 each, mean + rstd: 8) + block out 288 + pool 8 + logits 20.
-        XCTAssertEqual(breakdown[.savedActivations], (2 * (288 + 288 + 8) + 288 + 8 + 20) * 4)
+        // Saved: unit1 conv + out (2x4x36 each) + mean/rstd 8; unit2 conv + mean/rstd (its output r is
+        // written into the block output, 288); pool 8 + logits 20.
+        XCTAssertEqual(breakdown[.savedActivations], ((288 + 288 + 8) + (288 + 8) + 288 + 8 + 20) * 4)
         // I/O: input 2x4x36 + 2 labels.
         XCTAssertEqual(breakdown[.ioBuffers], (288 + 2) * 4)
-        // Workspace: im2col (36 + 4) x 36 pixels, grad.output 288, 3 scratch x 288, head grads:
+        // Workspace: im2col (36 + 4) x 36 pixels, grad.output 288, 2 scratch x 288, head grads:
         // logits 20 + pool 8. (No ping-pong pair: one block and no encoder.)
-        XCTAssertEqual(breakdown[.workspace], (40 * 36 + 288 + 3 * 288 + 28) * 4)
+        XCTAssertEqual(breakdown[.workspace], (40 * 36 + 288 + 2 * 288 + 28) * 4)
     }
 }

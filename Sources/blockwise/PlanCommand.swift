@@ -1,0 +1,132 @@
+import ArgumentParser
+import BlockwiseData
+import BlockwiseDevice
+import BlockwiseKernels
+import BlockwiseStore
+import BlockwiseTraining
+import Foundation
+
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Predict each module's peak memory, whether it fits, the largest batch that fits, the store's size and the emulated time, without allocating or training.",
+        discussion: """
+        The predicted peaks are the buffers the runtime allocates (computed from the same layouts)
+        plus the store engine's bound; a real run's ledger measures the same figures.
+
+        Examples:
+          blockwise plan --profile stm32f746-disco --width 8 --batch-size 1 --workspace 2000
+          blockwise plan --profile rpi-zero-2w --modules 8 --width 32 --train-size 6000
+          blockwise plan --profile phone-3gb --json plan.json
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var trainingOptions: TrainingOptions
+    @OptionGroup var device: DeviceOptions
+    @Option(help: "Training samples: a count or a percentage of Fashion-MNIST's 60000.")
+    var trainSize: String = "all"
+    @Option(help: "Test samples.")
+    var testSize: Int = 10000
+    @Option(help: "Encoding of the stored features: fp32, fp16 or bf16.")
+    var featureDtype: String = "fp32"
+    @Option(help: "Bound on SQLite's page cache.")
+    var storeCache: String = "2MiB"
+    @Flag(help: "Plan for features kept in memory instead of the store.")
+    var inMemory = false
+    @Option(help: "Also write the plan as JSON to this file.")
+    var json: String?
+
+    func run() throws {
+        let model = try modelOptions.model(dataset: nil)
+        let configuration = try trainingOptions.configuration(model: model)
+        guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
+        let trainCount = (try? SubsetSize(parsing: trainSize))?.resolve(total: 60000) ?? 60000
+        let (profile, budget) = try device.resolve()
+        let rowBuffer = RunPlanner.rowBufferFloats(configuration, bytesPerValue: encoding.bytesPerValue) * 4
+        let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBuffer, cacheBytes: try SizeParser.parse(storeCache))
+        let report = PlanReport(configuration: configuration, trainCount: trainCount, testCount: testSize, residence: residence,
+                                budget: budget, profile: profile, encoding: encoding.bytesPerValue)
+        print("plan: \(model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testSize) test samples; "
+              + (inMemory ? "features in memory" : "features in the store (\(encoding.rawValue), page cache \(storeCache))"))
+        if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
+        print(pad("module", 8) + pad("peak", 11) + pad("fits", 6) + pad("largest batch", 15) + pad("params", 10) + pad("grads+mom", 11)
+              + pad("saved act.", 12) + pad("workspace", 11) + pad("I/O", 10) + pad("store eng.", 12)
+              + (profile != nil ? pad("device time", 16) + "energy" : ""))
+        for module in report.modules {
+            let b = module.plan.breakdown
+            let largest: String = budget == nil ? "-" : (module.largestBatch.map { String($0) } ?? "none")
+            var line = pad("\(module.plan.module + 1)", 8) + pad(formatBytes(module.plan.peakBytes), 11)
+            line += pad(module.fits ? "yes" : "NO", 6) + pad(largest, 15)
+            line += pad(formatBytes(b[.parameters]), 10) + pad(formatBytes(b[.gradients] + b[.optimizerState]), 11)
+            line += pad(formatBytes(b[.savedActivations]), 12) + pad(formatBytes(b[.workspace]), 11)
+            line += pad(formatBytes(b[.ioBuffers]), 10) + pad(formatBytes(module.plan.storeEngineBound), 12)
+            if let cost = module.cost { line += pad(formatDuration(cost.seconds), 16) + formatEnergy(cost.energyJoules) }
+            print(line)
+        }
+        print("store size per level (train + test):")
+        for level in report.levels {
+            print("  level \(level.level) \(level.shape.map(String.init).joined(separator: "x")): fp32 \(formatBytes(level.bytes["fp32"]!)), fp16/bf16 \(formatBytes(level.bytes["fp16"]!))")
+        }
+        print("peak \(formatBytes(report.peakBytes)): " + (budget == nil ? "no budget" : (report.fits ? "fits the budget" : "does NOT fit the budget (train with --fit microbatch or a smaller --batch-size)")))
+        if let cost = report.cost, let profile {
+            print("emulated \(profile.name): \(formatDuration(cost.seconds)) (compute \(formatDuration(cost.computeSeconds)), storage \(formatDuration(cost.storageSeconds))), \(formatEnergy(cost.energyJoules))")
+        }
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(report).write(to: URL(fileURLWithPath: json))
+            print("wrote \(json)")
+        }
+    }
+}
+
+struct Profiles: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List, show and validate device profiles.",
+        discussion: """
+        Examples:
+          blockwise profiles
+          blockwise profiles show stm32f746-disco
+          blockwise profiles validate my-board.json
+        """,
+        subcommands: [ProfilesList.self, ProfilesShow.self, ProfilesValidate.self], defaultSubcommand: ProfilesList.self)
+}
+
+struct ProfilesList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "The bundled profiles with their budgets.")
+    func run() throws {
+        let directory = DeviceProfile.profilesDirectory()
+        print(pad("name", 18) + pad("class", 7) + pad("RAM", 11) + pad("budget", 11) + pad("GFLOP/s", 9) + pad("storage r/w MB/s", 18) + "device")
+        for name in DeviceProfile.bundledNames(directory: directory) {
+            let p = try DeviceProfile.load(name, directory: directory)
+            print(pad(p.name, 18) + pad(p.class, 7) + pad(formatBytes(p.ramBytes), 11) + pad(formatBytes(p.budgetBytes), 11)
+                  + pad(String(format: "%g", p.computeGflops), 9) + pad(String(format: "%g / %g", p.storage.readMBps, p.storage.writeMBps), 18) + p.displayName)
+        }
+        print("(from \(directory); pass --profile PATH for your own file)")
+    }
+}
+
+struct ProfilesShow: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "One profile's figures and their sources.")
+    @Argument(help: "Profile name or path.")
+    var name: String
+    func run() throws {
+        let p = try DeviceProfile.load(name)
+        print("\(p.name): \(p.displayName) [\(p.class)]")
+        print("  RAM \(formatBytes(p.ramBytes)), reserved \(formatBytes(p.reservedBytes)), training budget \(formatBytes(p.budgetBytes))")
+        print("  storage: \(p.storage.medium), read \(p.storage.readMBps) MB/s, write \(p.storage.writeMBps) MB/s, latency \(p.storage.latencyMs) ms")
+        print("  compute: \(p.computeGflops) GFLOP/s sustained (Float32); power: active \(p.power.activeW) W, idle \(p.power.idleW) W")
+        print("  sources:")
+        for s in p.sources { print("    \(s.field)\(s.value.map { " = \($0)" } ?? "")\(s.estimate ? " (estimate)" : ""): \(s.source)") }
+        if let notes = p.notes { print("  notes: \(notes)") }
+    }
+}
+
+struct ProfilesValidate: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "validate", abstract: "Check a profile file; errors name the field and what was expected.")
+    @Argument(help: "Path to a profile JSON file.")
+    var file: String
+    func run() throws {
+        let p = try DeviceProfile.load(file: file)
+        print("\(file): valid (\(p.name), budget \(formatBytes(p.budgetBytes)))")
+    }
+}
