@@ -41,7 +41,7 @@ let package = Package(
         .testTarget(name: "BlockwiseDataTests", dependencies: ["BlockwiseData"]),
         .testTarget(name: "BlockwiseTrainingTests", dependencies: ["BlockwiseTraining"]),
         .testTarget(name: "BlockwiseStoreTests", dependencies: ["BlockwiseStore"]),
-        .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice"]),
+        .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice", "BlockwiseStore"]),
         .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise"]),
     ],
     swiftLanguageModes: [.v5]

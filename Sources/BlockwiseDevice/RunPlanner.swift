@@ -18,6 +18,10 @@ public struct ModuleMemoryPlan: Codable, Sendable {
     public var batch: Int
     /// What the trainer allocates (everything but the SQLite engine), at the moment of the peak.
     public var breakdown: MemoryBreakdown
+    /// The two phases: training (module + optimizer + batch) and streaming the frozen module's
+    /// outputs (module in eval mode); `breakdown` is the larger.
+    public var trainingPhase: MemoryBreakdown
+    public var streamingPhase: MemoryBreakdown
     /// Upper bound of SQLite's own memory (store-engine category).
     public var storeEngineBound: Int
     public var peakBytes: Int { breakdown.total + storeEngineBound }
@@ -85,7 +89,8 @@ public enum RunPlanner {
         let steps = (trainCount + configuration.batchSize - 1) / configuration.batchSize
         let epochFlops = trainCount * flops.training + steps * 6 * parameters
         let recalibration = configuration.recalibrateBatchNorm ? trainCount * flops.forward : 0
-        return ModuleMemoryPlan(module: k, batch: batch, breakdown: breakdown, storeEngineBound: engine,
+        return ModuleMemoryPlan(module: k, batch: batch, breakdown: breakdown, trainingPhase: trainingPhase,
+                                streamingPhase: streamingPhase, storeEngineBound: engine,
                                 trainingFlopsPerEpoch: epochFlops,
                                 streamingFlops: (trainCount + testCount) * flops.forward + recalibration,
                                 epochs: configuration.epochs(module: k))

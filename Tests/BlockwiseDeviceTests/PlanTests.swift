@@ -1,0 +1,172 @@
+import BlockwiseData
+import BlockwiseDevice
+import BlockwiseKernels
+import BlockwiseStore
+import BlockwiseTraining
+import Foundation
+import XCTest
+
+/// `plan` predicts what the ledger measures.
+final class PlanTests: XCTestCase {
+    nonisolated(unsafe) static var data: (train: Dataset, test: Dataset)?
+
+    func realData() throws -> (train: Dataset, test: Dataset) {
+        if let data = Self.data { return data }
+        let (train, test) = try FashionMNIST.load()
+        let data = (try train.balancedSubset(size: .count(120), seed: 3), try test.balancedSubset(size: .count(60), seed: 3))
+        Self.data = data
+        return data
+    }
+
+    func configuration(width: Int, batch: Int, downsample: [Int] = [], head: HeadKind = .oneCNN) -> TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.model = ModelConfiguration(width: width, modules: 3, blocksPerModule: 1, encoderDownsamplings: 1, downsampleAt: downsample, head: head)
+        c.batchSize = batch
+        c.epochsBase = 1
+        c.workspaceBound = 700
+        return c
+    }
+
+    /// Features in memory: no engine, so the measured peak of every module equals the plan exactly.
+    func testPlanEqualsMeasuredPeakExactlyInMemory() throws {
+        let (train, test) = try realData()
+        for c in [configuration(width: 4, batch: 16), configuration(width: 6, batch: 10, downsample: [1], head: .linear)] {
+            let ledger = MemoryLedger()
+            let result = try Trainer(configuration: c, ledger: ledger).run(train: train, test: test)
+            for module in result.modules {
+                let plan = RunPlanner.modulePlan(c, module: module.module, batch: c.batchSize, residence: .memory,
+                                                 trainCount: train.count, testCount: test.count)
+                XCTAssertEqual(module.peakBytes, plan.peakBytes, "module \(module.module)")
+                XCTAssertEqual(module.peakBreakdown, plan.breakdown, "module \(module.module)")
+            }
+        }
+    }
+
+    /// Through the store: what the trainer allocates is exact; SQLite's engine stays under its bound.
+    func testPlanMatchesMeasuredPeakThroughTheStoreWithMicroBatches() throws {
+        let (train, test) = try realData()
+        let base = configuration(width: 4, batch: 24)
+        let cacheBytes = 32 * 1024
+        let rowBuffer = RunPlanner.rowBufferFloats(base, bytesPerValue: 2) * 4
+        let residence = FeatureResidence.store(rowBufferBytes: rowBuffer, cacheBytes: cacheBytes)
+        // A budget between the batch-1 and the batch-24 needs of module 0.
+        let needAt24 = RunPlanner.modulePlan(base, module: 0, batch: 24, residence: residence, trainCount: train.count, testCount: test.count).peakBytes
+        let needAt1 = RunPlanner.modulePlan(base, module: 0, batch: 1, residence: residence, trainCount: train.count, testCount: test.count).peakBytes
+        let budget = (needAt1 + needAt24) / 2
+        XCTAssertThrowsError(try BudgetResolver.resolve(base, budget: budget, fit: .error, residence: residence,
+                                                        trainCount: train.count, testCount: test.count)) { error in
+            guard let error = error as? ModuleDoesNotFitError else { return XCTFail("\(error)") }
+            XCTAssertEqual(error.module, 0)
+            XCTAssertEqual(error.budget, budget)
+            let largest = RunPlanner.largestBatch(base, module: 0, budget: budget, residence: residence, trainCount: train.count, testCount: test.count)!
+            XCTAssertEqual(error.largestBatch, largest)
+            XCTAssertLessThanOrEqual(RunPlanner.modulePlan(base, module: 0, batch: largest, residence: residence, trainCount: train.count, testCount: test.count).peakBytes, budget)
+            XCTAssertGreaterThan(RunPlanner.modulePlan(base, module: 0, batch: largest + 1, residence: residence, trainCount: train.count, testCount: test.count).peakBytes, budget)
+            XCTAssertTrue(error.description.contains("module 1"))
+            XCTAssertTrue(error.description.contains("savedActivations"))
+        }
+        let (c, plans) = try BudgetResolver.resolve(base, budget: budget, fit: .microbatch, residence: residence,
+                                                    trainCount: train.count, testCount: test.count)
+        XCTAssertLessThan(c.microBatch(module: 0), 24, "module 0 had to shrink its batch")
+        XCTAssertEqual(c.batchSize, 24, "the effective batch is kept")
+        let path = NSTemporaryDirectory() + "plan-\(UUID().uuidString).sqlite"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let ledger = MemoryLedger(budget: budget)
+        let store = try FeatureStore(path: path, encoding: .fp16, ledger: ledger, cacheKiB: cacheBytes / 1024)
+        try store.reserveRowBuffer(floats: rowBuffer / 4)
+        let trainer = try Trainer(configuration: c, ledger: ledger, cache: store)
+        let result = try trainer.run(train: train, test: test)
+        XCTAssertLessThanOrEqual(result.peakBytes, budget, "the budget held")
+        for (module, plan) in zip(result.modules, plans) {
+            XCTAssertLessThanOrEqual(module.peakBytes, plan.peakBytes, "module \(module.module): measured peak within the plan")
+            var trainerPart = module.peakBreakdown
+            trainerPart[.storeEngine] = 0
+            XCTAssertTrue(trainerPart == plan.trainingPhase || trainerPart == plan.streamingPhase,
+                          "module \(module.module): allocations at the peak \(trainerPart) are a planned phase (\(plan.trainingPhase))")
+            XCTAssertLessThanOrEqual(module.peakBreakdown[.storeEngine], plan.storeEngineBound)
+            print("module \(module.module + 1): micro-batch \(plan.batch), planned \(plan.peakBytes) B (engine bound \(plan.storeEngineBound)), measured \(module.peakBytes) B (engine \(module.peakBreakdown[.storeEngine]))")
+        }
+    }
+}
+
+final class ProfileTests: XCTestCase {
+    var directory: String!
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "profiles-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: directory) }
+
+    var repositoryProfiles: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("profiles").path
+    }
+
+    func testBundledProfilesAreValidAndBudgetsFollow() throws {
+        let names = DeviceProfile.bundledNames(directory: repositoryProfiles)
+        XCTAssertGreaterThanOrEqual(names.count, 8)
+        for name in names {
+            let profile = try DeviceProfile.load(name, directory: repositoryProfiles)
+            XCTAssertEqual(profile.budgetBytes, profile.ramBytes - profile.reservedBytes)
+            XCTAssertFalse(profile.sources.isEmpty)
+        }
+        XCTAssertEqual(try DeviceProfile.load("stm32f746-disco", directory: repositoryProfiles).ramBytes, 320 * 1024)
+    }
+
+    func testUnknownNameListsTheKnownOnes() {
+        XCTAssertThrowsError(try DeviceProfile.load("toaster", directory: repositoryProfiles)) { error in
+            XCTAssertTrue("\(error)".contains("rpi-zero-2w"), "\(error)")
+        }
+    }
+
+    func write(_ name: String, _ mutate: (inout [String: Any]) -> Void) throws -> String {
+        let source = try Data(contentsOf: URL(fileURLWithPath: repositoryProfiles + "/nrf52840.json"))
+        var object = try JSONSerialization.jsonObject(with: source) as! [String: Any]
+        mutate(&object)
+        let path = directory + "/" + name
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func testMalformedFilesNameTheFileTheFieldAndWhatWasExpected() throws {
+        let missing = try write("missing.json") { $0["ramBytes"] = nil }
+        XCTAssertThrowsError(try DeviceProfile.load(file: missing)) { error in
+            XCTAssertEqual(error as? ProfileError, .invalidField(file: missing, field: "ramBytes", expected: "is missing"))
+        }
+        let wrongType = try write("type.json") { $0["computeGflops"] = "fast" }
+        XCTAssertThrowsError(try DeviceProfile.load(file: wrongType)) { XCTAssertTrue("\($0)".contains("computeGflops"), "\($0)") }
+        let nested = try write("nested.json") { var storage = $0["storage"] as! [String: Any]; storage["readMBps"] = nil; $0["storage"] = storage }
+        XCTAssertThrowsError(try DeviceProfile.load(file: nested)) { XCTAssertTrue("\($0)".contains("storage.readMBps"), "\($0)") }
+        let reserve = try write("reserve.json") { $0["reservedBytes"] = 10_000_000 }
+        XCTAssertThrowsError(try DeviceProfile.load(file: reserve)) { error in
+            XCTAssertTrue("\(error)".contains("reservedBytes"), "\(error)")
+            XCTAssertTrue("\(error)".contains(reserve), "\(error)")
+        }
+        let version = try write("version.json") { $0["schemaVersion"] = 2 }
+        XCTAssertThrowsError(try DeviceProfile.load(file: version)) { XCTAssertTrue("\($0)".contains("schemaVersion"), "\($0)") }
+        let path = directory + "/broken.json"
+        try Data("{ not json".utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try DeviceProfile.load(file: path)) { XCTAssertTrue("\($0)".contains("not valid JSON"), "\($0)") }
+        XCTAssertEqual(try DeviceProfile.load(file: try write("ok.json") { $0["name"] = "mine" }).name, "mine")
+    }
+
+    func testSizeParsing() throws {
+        XCTAssertEqual(try SizeParser.parse("320KB"), 320_000)
+        XCTAssertEqual(try SizeParser.parse("256KiB"), 262_144)
+        XCTAssertEqual(try SizeParser.parse("48MiB"), 48 * 1_048_576)
+        XCTAssertEqual(try SizeParser.parse("1.5GB"), 1_500_000_000)
+        XCTAssertEqual(try SizeParser.parse("4096"), 4096)
+        XCTAssertEqual(try SizeParser.parse("2 MiB"), 2 * 1_048_576)
+        XCTAssertThrowsError(try SizeParser.parse("lots"))
+        XCTAssertThrowsError(try SizeParser.parse("-5MB"))
+    }
+
+    func testCostModel() throws {
+        let profile = try DeviceProfile.load("stm32f746-disco", directory: repositoryProfiles)
+        // 1 GFLOP at 0.1 GFLOP/s = 10 s; 4.6 MB read at 4.6 MB/s = 1 s; 4.4 MB written = 1 s; 1000 ops x 0.11 ms.
+        let cost = DeviceCost(profile: profile, flops: 1_000_000_000, bytesRead: 4_600_000, bytesWritten: 4_400_000, operations: 1000)
+        XCTAssertEqual(cost.computeSeconds, 10, accuracy: 1e-9)
+        XCTAssertEqual(cost.storageSeconds, 2.11, accuracy: 1e-9)
+        XCTAssertEqual(cost.energyJoules, 12.11 * profile.power.activeW, accuracy: 1e-9)
+    }
+}
