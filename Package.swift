@@ -29,11 +29,16 @@ let package = Package(
         .target(name: "BlockwiseTraining", dependencies: ["BlockwiseKernels", "BlockwiseData"]),
         // Device profiles, size parsing, the cost model.
         .target(name: "BlockwiseDevice", dependencies: ["BlockwiseKernels", "BlockwiseTraining"]),
+        // The run report: JSON, SVG plots, HTML.
+        .target(name: "BlockwiseReports", dependencies: ["BlockwiseKernels", "BlockwiseTraining", "BlockwiseDevice"]),
         // The SQLite feature store: levels, checkpoints, metrics; resume.
         .target(name: "BlockwiseStore", dependencies: ["CSQLite", "CZlib", "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining"]),
+        // A run as a user asks for it: budget, store, trainer, report.
+        .target(name: "BlockwiseRuntime", dependencies: ["BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore",
+                                                         "BlockwiseDevice", "BlockwiseReports"]),
         // The thin command-line interface.
         .executableTarget(name: "blockwise", dependencies: [
-            "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore", "BlockwiseDevice",
+            "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore", "BlockwiseDevice", "BlockwiseReports", "BlockwiseRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -41,7 +46,7 @@ let package = Package(
         .testTarget(name: "BlockwiseDataTests", dependencies: ["BlockwiseData"]),
         .testTarget(name: "BlockwiseTrainingTests", dependencies: ["BlockwiseTraining"]),
         .testTarget(name: "BlockwiseStoreTests", dependencies: ["BlockwiseStore"]),
-        .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice", "BlockwiseStore"]),
+        .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice", "BlockwiseStore", "BlockwiseReports"]),
         .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise"]),
     ],
     swiftLanguageModes: [.v5]

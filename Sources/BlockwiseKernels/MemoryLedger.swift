@@ -58,6 +58,8 @@ public struct LedgerEvent: Codable, Sendable, Equatable {
     public var category: MemoryCategory
     public var delta: Int
     public var total: Int
+    /// Live bytes per category after the event.
+    public var live: MemoryBreakdown
 }
 
 /// Thrown when an allocation would take the live bytes past the budget.
@@ -161,7 +163,7 @@ public final class MemoryLedger {
         sequence += 1
         guard recordsTimeline else { return }
         timeline.append(LedgerEvent(sequence: sequence, event: event, category: category,
-                                    delta: delta, total: live.total))
+                                    delta: delta, total: live.total, live: live))
         if timeline.count > timelineCapacity { compactTimeline() }
     }
 

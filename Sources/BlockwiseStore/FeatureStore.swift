@@ -120,6 +120,10 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                     shape TEXT NOT NULL, checksum INTEGER NOT NULL, data BLOB NOT NULL,  -- fp32 values
                     PRIMARY KEY (module, name, kind)
                 );
+                CREATE TABLE report (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    json TEXT NOT NULL                -- the run's report (what report.json holds)
+                );
                 CREATE TABLE metrics (
                     module INTEGER NOT NULL, lap INTEGER NOT NULL, epoch INTEGER NOT NULL,
                     task_loss REAL, kinetic_energy REAL, train_accuracy REAL, learning_rate REAL, transport_weight REAL,
@@ -218,7 +222,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     /// Empties every table (for --fresh).
     public func clear() throws {
         try database.transaction {
-            try database.execute("DELETE FROM run; DELETE FROM levels; DELETE FROM features; DELETE FROM modules; DELETE FROM checkpoints; DELETE FROM metrics;")
+            try database.execute("DELETE FROM run; DELETE FROM levels; DELETE FROM features; DELETE FROM modules; DELETE FROM checkpoints; DELETE FROM metrics; DELETE FROM report;")
         }
     }
 
@@ -513,6 +517,17 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         var result: [ModuleEvaluation] = []
         while try statement.step() { result.append(try JSONDecoder().decode(ModuleEvaluation.self, from: Data(statement.string(0).utf8))) }
         return result
+    }
+
+    /// Saves the run's report (JSON) so `blockwise report` can re-render it.
+    public func saveReport(_ json: String) throws {
+        try database.prepare("INSERT OR REPLACE INTO report (id, json) VALUES (1, ?)").run([json])
+    }
+
+    /// The saved report, if the run finished.
+    public func savedReport() throws -> String? {
+        let statement = try database.prepare("SELECT json FROM report WHERE id = 1")
+        return try statement.step() ? statement.string(0) : nil
     }
 
     /// All epoch logs in order.

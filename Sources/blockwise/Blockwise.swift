@@ -1,5 +1,6 @@
 import ArgumentParser
 import BlockwiseKernels
+import BlockwiseRuntime
 import BlockwiseStore
 import Foundation
 
@@ -31,7 +32,7 @@ struct Blockwise: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blockwise",
         abstract: "Block-wise (minimizing-movement, TRGL) training of ResNets under a memory budget.",
-        subcommands: [Train.self, Plan.self, Profiles.self, Cache.self, Bench.self])
+        subcommands: [Train.self, Compare.self, Plan.self, Profiles.self, Cache.self, Report.self, Bench.self])
 }
 
 struct Bench: ParsableCommand {

@@ -25,8 +25,3 @@ struct DeviceOptions: ParsableArguments {
     }
 }
 
-/// The budget cannot be met: exit code 3.
-struct BudgetCannotBeMet: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
-}

@@ -2,6 +2,8 @@ import ArgumentParser
 import BlockwiseData
 import BlockwiseDevice
 import BlockwiseKernels
+import BlockwiseReports
+import BlockwiseRuntime
 import BlockwiseStore
 import BlockwiseTraining
 import Foundation
@@ -40,125 +42,58 @@ struct Train: ParsableCommand {
     @Flag(help: "Print nothing but the summary.")
     var quiet = false
 
+    @Option(help: "Directory for report.json, accuracy.svg, memory.svg and report.html (default: <store>-report next to the store).")
+    var report: String?
+
     func run() throws {
         setBLASThreads(threads)
         let (train, test) = try dataOptions.load(seed: trainingOptions.seed)
         let model = try modelOptions.model(dataset: train)
-        var configuration = try trainingOptions.configuration(model: model)
-        let ledger = MemoryLedger()
+        let configuration = try trainingOptions.configuration(model: model)
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else {
             throw ValidationError("--feature-dtype must be fp32, fp16 or bf16 (got '\(featureDtype)')")
         }
         if resume && fresh { throw ValidationError("--resume and --fresh contradict each other: pick one") }
-        let usesStore = !inMemory && (configuration.procedure == .sequential || configuration.procedure == .multilap)
-        let cacheBytes = try SizeParser.parse(storeCache)
-        let rowBuffer = RunPlanner.rowBufferFloats(configuration, bytesPerValue: encoding.bytesPerValue) * 4
-        let residence: FeatureResidence = usesStore ? .store(rowBufferBytes: rowBuffer, cacheBytes: cacheBytes)
-            : (configuration.procedure == .sequential || configuration.procedure == .multilap ? .memory : .none)
-        // The budget: --budget, else the profile's RAM less its reserve; checked before training.
+        if resume && !FileManager.default.fileExists(atPath: store) {
+            throw ValidationError("--resume: no store at '\(store)'. Run without --resume to start, or pass --store PATH.")
+        }
         let (profile, budget) = try device.resolve()
-        ledger.budget = budget
-        if residence == .none {
-            let resident = BudgetResolver.residentPlan(configuration)
-            if let budget, resident.total > budget {
-                throw BudgetCannotBeMet(message: "\(configuration.procedure.rawValue) keeps all \(model.modules) modules resident: "
-                    + "\(formatBytes(resident.total)) (\(resident)) exceed the budget \(formatBytes(budget)). Use --procedure sequential, "
-                    + "or lower --batch-size / --width.")
-            }
-        } else {
-            do {
-                configuration = try BudgetResolver.resolve(configuration, budget: budget, fit: device.fitPolicy(), residence: residence,
-                                                           trainCount: train.count, testCount: test.count).configuration
-            } catch let error as ModuleDoesNotFitError {
-                throw BudgetCannotBeMet(message: error.description)
-            }
-            if !quiet {
-                for (k, micro) in configuration.microBatches.sorted(by: { $0.key < $1.key }) {
-                    print("budget: module \(k + 1) trains in micro-batches of \(micro) (gradients accumulated to batch \(configuration.batchSize))")
-                }
-            }
-        }
-        var featureStore: FeatureStore?
-        if usesStore {
-            if resume && !FileManager.default.fileExists(atPath: store) {
-                throw ValidationError("--resume: no store at '\(store)'. Run without --resume to start, or pass --store PATH.")
-            }
-            let opened = try FeatureStore(path: store, encoding: encoding, ledger: ledger, cacheKiB: max(1, cacheBytes / 1024))
-            let identity = FeatureStore.RunIdentity(configuration: configuration, data: .init(train: train, test: test),
-                                                    encoding: encoding, formatVersion: FeatureStore.formatVersion)
-            switch try opened.begin(identity, fresh: fresh) {
-            case .created: if !quiet { print("store: \(store) (new)") }
-            case .restarted: if !quiet { print("store: \(store) emptied (--fresh)") }
-            case .resumed: if !quiet { print("store: \(store) holds this run: resuming (completed modules are reused; --fresh starts over)") }
-            }
-            try opened.reserveRowBuffer(floats: rowBuffer / 4)
-            featureStore = opened
-        }
-        let trainer = try Trainer(configuration: configuration, ledger: ledger, cache: featureStore)
-        trainer.journal = featureStore
+        var session = TrainingSession(configuration: configuration, train: train, test: test)
+        session.title = "\(model.modules)-\(model.blocksPerModule) ResNet w\(model.width), \(configuration.procedure.rawValue), tau \(configuration.tau.isOff ? "off (VanGL)" : "on (TRGL)")"
+        session.storePath = inMemory ? nil : store
+        session.encoding = encoding
+        session.storeCacheBytes = try SizeParser.parse(storeCache)
+        session.fresh = fresh
+        session.profile = profile
+        session.budget = budget
+        session.fit = try device.fitPolicy()
+        session.say = { if !quiet { print($0) } }
         if !quiet {
             print("blockwise: \(model.summary); \(configuration.procedure.rawValue), tau \(configuration.tau.description)")
             print("data: \(train.count) training / \(test.count) test samples from \(dataOptions.data); batch \(configuration.batchSize); seed \(configuration.seed)")
+            if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
         }
         let progress = ProgressPrinter(quiet: quiet, modules: model.modules)
-        trainer.observer = progress.handle
-        let result = try trainer.run(train: train, test: test)
+        session.observer = progress.handle
+        let (runReport, featureStore) = try session.run()
         progress.finish()
-        print(summaryTable(result, profile: profile, budget: budget))
-        if let store = featureStore {
-            print("store: \(store.path), \(formatBytes(store.bytesWritten)) of features written, \(formatBytes(store.bytesRead)) read in this process")
+        print(runReport.summary())
+        if let featureStore {
+            print("store: \(featureStore.path), \(formatBytes(featureStore.bytesWritten)) of features written, \(formatBytes(featureStore.bytesRead)) read in this process")
         }
-        if let rss = HostMemory.peakResidentBytes() {
-            print("host peak RSS (VmHWM): \(formatBytes(rss)) -- the whole process: Swift runtime, the loaded data set, OpenBLAS buffers; the ledger counts what the emulated device would hold")
-        }
+        let directory = report ?? defaultReportDirectory(store: store)
+        try ReportWriter.write(runReport, to: directory)
+        print("report: \(directory)/report.html (report.json, accuracy.svg, memory.svg)")
         if let json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(result).write(to: URL(fileURLWithPath: json))
+            try runReport.json().write(to: URL(fileURLWithPath: json))
             print("wrote \(json)")
         }
     }
 }
 
-/// The per-module summary table.
-func summaryTable(_ result: TrainingResult, profile: DeviceProfile? = nil, budget: Int? = nil) -> String {
-    var lines: [String] = []
-    lines.append(pad("module", 8) + pad("train acc", 11) + pad("test acc", 10) + pad("kinetic", 10) + pad("peak memory", 13)
-                 + pad("largest", 18) + pad("store written", 15) + pad("host time", 11)
-                 + (profile.map { pad("\($0.name) time", 24) + "energy" } ?? ""))
-    for m in result.modules {
-        var line = pad("\(m.module + 1)", 8)
-            + pad(m.trainAccuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "-", 11)
-            + pad(String(format: "%.2f%%", m.testAccuracy * 100), 10)
-            + pad(String(format: "%.4g", m.kineticEnergy), 10)
-            + pad(formatBytes(m.peakBytes), 13)
-            + pad(m.peakBreakdown.largest?.rawValue ?? "-", 18)
-            + pad(formatBytes(m.storeBytesWritten), 15)
-            + pad(String(format: "%.1f s", m.seconds), 11)
-        if let profile {
-            let cost = DeviceCost(profile: profile, flops: m.flops, bytesRead: m.storeBytesRead, bytesWritten: m.storeBytesWritten,
-                                  operations: m.storeOperations)
-            line += pad(formatDuration(cost.seconds), 24) + formatEnergy(cost.energyJoules)
-        }
-        lines.append(line)
-    }
-    if let budget {
-        lines.append("budget: \(formatBytes(budget))\(profile.map { " (\($0.displayName))" } ?? ""): "
-                     + (result.peakBytes <= budget ? "held (peak \(formatBytes(result.peakBytes)))" : "EXCEEDED (peak \(formatBytes(result.peakBytes)))"))
-    }
-    if let profile {
-        let flops = result.modules.reduce(0) { $0 + $1.flops }
-        let cost = DeviceCost(profile: profile, flops: flops, bytesRead: result.modules.reduce(0) { $0 + $1.storeBytesRead },
-                              bytesWritten: result.modules.reduce(0) { $0 + $1.storeBytesWritten },
-                              operations: result.modules.reduce(0) { $0 + $1.storeOperations })
-        lines.append("emulated \(profile.name): \(formatDuration(cost.seconds)) (compute \(formatDuration(cost.computeSeconds)), storage \(formatDuration(cost.storageSeconds))), \(formatEnergy(cost.energyJoules)); host \(String(format: "%.1f s", result.seconds))")
-    }
-    if let best = result.best, let last = result.last {
-        lines.append(String(format: "best: module %d (%.2f%%); last: module %d (%.2f%%); peak %@; %.1fs",
-                            best.module + 1, best.testAccuracy * 100, last.module + 1, last.testAccuracy * 100,
-                            formatBytes(result.peakBytes), result.seconds))
-    }
-    return lines.joined(separator: "\n")
+/// `<store without .sqlite>-report` next to the store.
+func defaultReportDirectory(store: String) -> String {
+    (store.hasSuffix(".sqlite") ? String(store.dropLast(7)) : store) + "-report"
 }
 
 /// Progress: one updating line on a terminal, a line every few seconds otherwise, nothing when quiet.

@@ -1,0 +1,84 @@
+import BlockwiseDevice
+import BlockwiseKernels
+import Foundation
+
+/// Writes `report.json`, `accuracy.svg`, `memory.svg` and `report.html` into a directory.
+public enum ReportWriter {
+    public static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+
+    public static func accuracyChart(_ report: RunReport) -> String {
+        let modules = report.modules.map(\.evaluation)
+        var series = [SVGChart.Series(name: "test accuracy", color: palette[0],
+                                      points: modules.map { (Double($0.module + 1), $0.testAccuracy * 100) })]
+        let train = modules.compactMap { m in m.trainAccuracy.map { (Double(m.module + 1), $0 * 100) } }
+        if !train.isEmpty { series.append(.init(name: "train accuracy", color: palette[2], points: train, dashed: true)) }
+        return SVGChart.lines(title: "\(report.title): accuracy of each module's head", xLabel: "module (depth)", yLabel: "accuracy", series: series)
+    }
+
+    /// Test accuracy versus depth for several runs (VanGL vs TRGL).
+    public static func comparisonChart(title: String, _ runs: [(label: String, report: RunReport)]) -> String {
+        let series = runs.enumerated().map { index, run in
+            SVGChart.Series(name: run.label, color: palette[index % palette.count],
+                            points: run.report.modules.map { (Double($0.evaluation.module + 1), $0.evaluation.testAccuracy * 100) })
+        }
+        return SVGChart.lines(title: title, xLabel: "module (depth)", yLabel: "test accuracy", series: series)
+    }
+
+    public static func memoryChart(_ report: RunReport) -> String {
+        SVGChart.memory(title: "\(report.title): ledger bytes by category", timeline: report.timeline, budget: report.budget)
+    }
+
+    public static func html(_ report: RunReport) -> String {
+        let escape = SVGChart.escape
+        var rows = ""
+        for module in report.modules {
+            let m = module.evaluation
+            let train: String = m.trainAccuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "-"
+            let time: String = module.device.map { escape(formatDuration($0.seconds)) } ?? "-"
+            let energy: String = module.device.map { escape(formatEnergy($0.energyJoules)) } ?? "-"
+            var row = "<tr><td>\(m.module + 1)</td><td>\(train)</td>"
+            row += "<td>" + String(format: "%.2f%%", m.testAccuracy * 100) + "</td><td>" + String(format: "%.4g", m.kineticEnergy) + "</td>"
+            row += "<td>\(formatBytes(m.peakBytes))</td><td>\(m.peakBreakdown.largest?.rawValue ?? "-")</td>"
+            row += "<td>\(formatBytes(m.storeBytesWritten))</td><td>" + String(format: "%.1f s", m.seconds) + "</td>"
+            row += "<td>\(time)</td><td>\(energy)</td></tr>\n"
+            rows += row
+        }
+        return """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><title>\(escape(report.title))</title>
+        <style>body{font-family:Helvetica,Arial,sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}
+        td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}</style>
+        </head><body>
+        <h1>\(escape(report.title))</h1>
+        <p>\(escape(report.configuration.model.summary)); \(escape(report.configuration.procedure.rawValue)); tau \(escape(report.configuration.tau.description));
+        \(report.trainSamples) training / \(report.testSamples) test samples of \(escape(report.dataset)).</p>
+        <table><tr><th>module</th><th>train acc</th><th>test acc</th><th>kinetic energy</th><th>peak memory</th><th>largest category</th>
+        <th>store written</th><th>host time</th><th>device time</th><th>device energy</th></tr>
+        \(rows)</table>
+        <pre>\(escape(report.summary()))</pre>
+        <h2>Accuracy versus depth</h2><img src="accuracy.svg" alt="accuracy per module">
+        <h2>Memory</h2><img src="memory.svg" alt="ledger bytes over the run">
+        </body></html>
+
+        """
+    }
+
+    /// Writes the four files; returns their paths.
+    @discardableResult
+    public static func write(_ report: RunReport, to directory: String) throws -> [String] {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let files: [(String, Data)] = [
+            ("report.json", try report.json()),
+            ("accuracy.svg", Data(accuracyChart(report).utf8)),
+            ("memory.svg", Data(memoryChart(report).utf8)),
+            ("report.html", Data(html(report).utf8)),
+        ]
+        var paths: [String] = []
+        for (name, data) in files {
+            let path = (directory as NSString).appendingPathComponent(name)
+            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+            paths.append(path)
+        }
+        return paths
+    }
+}

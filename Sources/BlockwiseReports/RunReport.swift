@@ -1,0 +1,121 @@
+import BlockwiseDevice
+import BlockwiseKernels
+import BlockwiseTraining
+import Foundation
+
+/// Everything a run reports: `report.json`, the terminal summary, the plots and the HTML page.
+public struct RunReport: Codable, Sendable {
+    public struct Module: Codable, Sendable {
+        public var evaluation: ModuleEvaluation
+        public var device: DeviceCost?
+    }
+    public var title: String
+    public var configuration: TrainingConfiguration
+    public var dataset: String
+    public var trainSamples: Int
+    public var testSamples: Int
+    public var profile: DeviceProfile?
+    public var budget: Int?
+    public var budgetHeld: Bool?
+    public var modules: [Module]
+    public var epochs: [EpochLog]
+    public var peakBytes: Int
+    public var peakBreakdown: MemoryBreakdown
+    public var hostSeconds: Double
+    public var hostPeakResidentBytes: Int?
+    public var device: DeviceCost?
+    /// The ledger's timeline (at most ~2000 points: the peak of each stretch is kept).
+    public var timeline: [LedgerEvent]
+    public var bestModule: Int?
+    public var lastModule: Int?
+
+    public init(title: String, result: TrainingResult, dataset: String, trainSamples: Int, testSamples: Int,
+                profile: DeviceProfile?, budget: Int?, timeline: [LedgerEvent], hostPeakResidentBytes: Int?) {
+        self.title = title
+        configuration = result.configuration
+        self.dataset = dataset
+        self.trainSamples = trainSamples
+        self.testSamples = testSamples
+        self.profile = profile
+        self.budget = budget
+        budgetHeld = budget.map { result.peakBytes <= $0 }
+        modules = result.modules.map { evaluation in
+            Module(evaluation: evaluation, device: profile.map {
+                DeviceCost(profile: $0, flops: evaluation.flops, bytesRead: evaluation.storeBytesRead,
+                           bytesWritten: evaluation.storeBytesWritten, operations: evaluation.storeOperations)
+            })
+        }
+        epochs = result.epochs
+        peakBytes = result.peakBytes
+        peakBreakdown = result.peakBreakdown
+        hostSeconds = result.seconds
+        self.hostPeakResidentBytes = hostPeakResidentBytes
+        device = profile.map { profile in
+            DeviceCost(profile: profile, flops: result.modules.reduce(0) { $0 + $1.flops },
+                       bytesRead: result.modules.reduce(0) { $0 + $1.storeBytesRead },
+                       bytesWritten: result.modules.reduce(0) { $0 + $1.storeBytesWritten },
+                       operations: result.modules.reduce(0) { $0 + $1.storeOperations })
+        }
+        self.timeline = RunReport.downsample(timeline, to: 2000)
+        bestModule = result.best?.module
+        lastModule = result.last?.module
+    }
+
+    /// Keeps at most `limit` events: each stretch is represented by its highest point.
+    static func downsample(_ events: [LedgerEvent], to limit: Int) -> [LedgerEvent] {
+        guard events.count > limit else { return events }
+        let stretch = (events.count + limit - 1) / limit
+        return stride(from: 0, to: events.count, by: stretch).map { start in
+            events[start..<min(start + stretch, events.count)].max { $0.total < $1.total }!
+        }
+    }
+
+    public var best: ModuleEvaluation? { modules.map(\.evaluation).max { $0.testAccuracy < $1.testAccuracy } }
+    public var last: ModuleEvaluation? { modules.last?.evaluation }
+
+    public func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+
+    public static func decode(_ data: Data) throws -> RunReport { try JSONDecoder().decode(RunReport.self, from: data) }
+
+    /// The per-module table and the closing lines, as printed at the end of a run.
+    public func summary() -> String {
+        func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count) }
+        var lines: [String] = []
+        lines.append(pad("module", 8) + pad("train acc", 11) + pad("test acc", 10) + pad("kinetic", 10) + pad("peak memory", 13)
+                     + pad("largest", 18) + pad("store written", 15) + pad("host time", 11)
+                     + (profile.map { pad("\($0.name) time", 24) + "energy" } ?? ""))
+        for module in modules {
+            let m = module.evaluation
+            var line = pad("\(m.module + 1)", 8)
+                + pad(m.trainAccuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "-", 11)
+                + pad(String(format: "%.2f%%", m.testAccuracy * 100), 10)
+                + pad(String(format: "%.4g", m.kineticEnergy), 10)
+                + pad(formatBytes(m.peakBytes), 13)
+                + pad(m.peakBreakdown.largest?.rawValue ?? "-", 18)
+                + pad(formatBytes(m.storeBytesWritten), 15)
+                + pad(String(format: "%.1f s", m.seconds), 11)
+            if let cost = module.device { line += pad(formatDuration(cost.seconds), 24) + formatEnergy(cost.energyJoules) }
+            lines.append(line)
+        }
+        if let best, let last {
+            lines.append(String(format: "best: module %d (%.2f%%); last: module %d (%.2f%%)", best.module + 1, best.testAccuracy * 100,
+                                last.module + 1, last.testAccuracy * 100))
+        }
+        var memory = "peak memory \(formatBytes(peakBytes)) (\(peakBreakdown))"
+        if let budget { memory += "; budget \(formatBytes(budget)) " + (budgetHeld == true ? "held" : "EXCEEDED") }
+        lines.append(memory)
+        var time = String(format: "host time %.1f s", hostSeconds)
+        if let device, let profile {
+            time += "; emulated \(profile.name): \(formatDuration(device.seconds)) (compute \(formatDuration(device.computeSeconds)), storage \(formatDuration(device.storageSeconds))), \(formatEnergy(device.energyJoules))"
+        }
+        lines.append(time)
+        if let rss = hostPeakResidentBytes {
+            lines.append("host peak RSS (VmHWM) \(formatBytes(rss)): the whole host process (Swift runtime, the loaded data set, OpenBLAS's buffers); the ledger counts what the emulated device holds")
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,132 @@
+import BlockwiseKernels
+import Foundation
+
+/// Plots written as plain SVG 1.1 (no scripts, no external resources): readable in any browser.
+public enum SVGChart {
+    public struct Series {
+        public var name: String
+        public var color: String
+        public var points: [(x: Double, y: Double)]
+        public var dashed: Bool
+        public init(name: String, color: String, points: [(x: Double, y: Double)], dashed: Bool = false) {
+            self.name = name; self.color = color; self.points = points; self.dashed = dashed
+        }
+    }
+
+    static let width = 720.0, height = 420.0
+    static let left = 70.0, right = 180.0, top = 40.0, bottom = 50.0
+
+    static func escape(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+
+    static func number(_ value: Double) -> String { String(format: "%.1f", value) }
+
+    /// "Nice" tick values covering [low, high].
+    static func ticks(_ low: Double, _ high: Double, count: Int = 5) -> [Double] {
+        let span = max(high - low, 1e-12)
+        let raw = span / Double(count)
+        let magnitude = pow(10, floor(log10(raw)))
+        let step = [1.0, 2, 2.5, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? raw
+        let first = ceil(low / step) * step
+        return stride(from: first, through: high + step * 1e-9, by: step).map { $0 }
+    }
+
+    static func frame(title: String, xLabel: String, yLabel: String, xRange: (Double, Double), yRange: (Double, Double),
+                      integerX: Bool = false,
+                      xFormat: (Double) -> String, yFormat: (Double) -> String, body: ((Double) -> Double, (Double) -> Double) -> String,
+                      legend: [(String, String, Bool)]) -> String {
+        let plotW = width - left - right, plotH = height - top - bottom
+        let sx = { (x: Double) in left + (x - xRange.0) / max(xRange.1 - xRange.0, 1e-12) * plotW }
+        let sy = { (y: Double) in top + plotH - (y - yRange.0) / max(yRange.1 - yRange.0, 1e-12) * plotH }
+        var svg = """
+        <?xml version="1.0" encoding="UTF-8"?>
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+        <rect x="0" y="0" width="\(Int(width))" height="\(Int(height))" fill="white"/>
+        <text x="\(number(left))" y="22" font-size="15" font-weight="bold">\(escape(title))</text>
+
+        """
+        for tick in ticks(yRange.0, yRange.1) {
+            svg += "<line x1=\"\(number(left))\" y1=\"\(number(sy(tick)))\" x2=\"\(number(left + plotW))\" y2=\"\(number(sy(tick)))\" stroke=\"#e5e5e5\"/>\n"
+            svg += "<text x=\"\(number(left - 6))\" y=\"\(number(sy(tick) + 4))\" text-anchor=\"end\">\(escape(yFormat(tick)))</text>\n"
+        }
+        let xTicks = integerX ? ticks(xRange.0, xRange.1, count: 8).filter { $0 == $0.rounded() } : ticks(xRange.0, xRange.1, count: 8)
+        for tick in xTicks {
+            svg += "<line x1=\"\(number(sx(tick)))\" y1=\"\(number(top + plotH))\" x2=\"\(number(sx(tick)))\" y2=\"\(number(top + plotH + 4))\" stroke=\"#333\"/>\n"
+            svg += "<text x=\"\(number(sx(tick)))\" y=\"\(number(top + plotH + 18))\" text-anchor=\"middle\">\(escape(xFormat(tick)))</text>\n"
+        }
+        svg += "<rect x=\"\(number(left))\" y=\"\(number(top))\" width=\"\(number(plotW))\" height=\"\(number(plotH))\" fill=\"none\" stroke=\"#333\"/>\n"
+        svg += "<text x=\"\(number(left + plotW / 2))\" y=\"\(number(height - 10))\" text-anchor=\"middle\">\(escape(xLabel))</text>\n"
+        svg += "<text transform=\"translate(16 \(number(top + plotH / 2))) rotate(-90)\" text-anchor=\"middle\">\(escape(yLabel))</text>\n"
+        svg += body(sx, sy)
+        for (index, item) in legend.enumerated() {
+            let y = top + 10 + Double(index) * 20
+            let x = left + plotW + 16
+            svg += "<line x1=\"\(number(x))\" y1=\"\(number(y))\" x2=\"\(number(x + 22))\" y2=\"\(number(y))\" stroke=\"\(item.1)\" stroke-width=\"\(item.2 ? 2 : 8)\"\(item.2 ? "" : "")/>\n"
+            svg += "<text x=\"\(number(x + 28))\" y=\"\(number(y + 4))\">\(escape(item.0))</text>\n"
+        }
+        return svg + "</svg>\n"
+    }
+
+    /// Lines with markers (accuracy versus module depth).
+    public static func lines(title: String, xLabel: String, yLabel: String, series: [Series],
+                             yFormat: @escaping (Double) -> String = { String(format: "%.0f%%", $0) },
+                             xFormat: @escaping (Double) -> String = { String(format: "%.0f", $0) }) -> String {
+        let xs = series.flatMap { $0.points.map(\.x) }, ys = series.flatMap { $0.points.map(\.y) }
+        let xRange = (xs.min() ?? 0, max(xs.max() ?? 1, (xs.min() ?? 0) + 1))
+        let yLow = ys.min() ?? 0, yHigh = ys.max() ?? 1
+        let margin = max((yHigh - yLow) * 0.1, 0.5)
+        let yRange = (yLow - margin, yHigh + margin)
+        return frame(title: title, xLabel: xLabel, yLabel: yLabel, xRange: xRange, yRange: yRange, integerX: true,
+                     xFormat: xFormat, yFormat: yFormat, body: { sx, sy in
+            var body = ""
+            for s in series where !s.points.isEmpty {
+                let path = s.points.map { "\(number(sx($0.x))),\(number(sy($0.y)))" }.joined(separator: " ")
+                body += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"2\"\(s.dashed ? " stroke-dasharray=\"6 4\"" : "")/>\n"
+                for p in s.points {
+                    body += "<circle cx=\"\(number(sx(p.x)))\" cy=\"\(number(sy(p.y)))\" r=\"3.5\" fill=\"\(s.color)\"><title>\(escape(s.name)): \(escape(yFormat(p.y)))</title></circle>\n"
+                }
+            }
+            return body
+        }, legend: series.map { ($0.name, $0.color, true) })
+    }
+
+    static let categoryColors: [MemoryCategory: String] = [
+        .parameters: "#4e79a7", .gradients: "#f28e2b", .optimizerState: "#e15759", .savedActivations: "#76b7b2",
+        .workspace: "#59a14f", .ioBuffers: "#edc948", .storeEngine: "#b07aa1",
+    ]
+
+    /// The ledger's live bytes over the run, stacked by category, with the budget as a line.
+    public static func memory(title: String, timeline: [LedgerEvent], budget: Int?) -> String {
+        let points = timeline.enumerated().map { (Double($0.offset), $0.element) }
+        let peak = timeline.map(\.total).max() ?? 1
+        // The budget line is drawn when it is on the same scale as the data; far above, it is noted.
+        let budgetOnScale = budget.map { $0 <= 3 * peak } ?? false
+        let top = Double(max(peak, budgetOnScale ? budget! : 0)) * 1.08
+        let unit: (Double, String) = top >= 1_073_741_824 ? (1_073_741_824, "GiB") : top >= 1_048_576 ? (1_048_576, "MiB") : (1024, "KiB")
+        let categories = MemoryCategory.allCases.filter { c in timeline.contains { $0.live[c] > 0 } }
+        return frame(title: title, xLabel: "ledger events (allocations and frees, in order)", yLabel: "live bytes (\(unit.1))",
+                     xRange: (0, Double(max(timeline.count - 1, 1))), yRange: (0, top / unit.0),
+                     xFormat: { String(format: "%.0f", $0) }, yFormat: { String(format: "%g", $0) }, body: { sx, sy in
+            var body = ""
+            var lower = [Double](repeating: 0, count: points.count)
+            for category in categories {
+                let upper = zip(lower, points).map { $0 + Double($1.1.live[category]) / unit.0 }
+                var path = "M \(number(sx(0))) \(number(sy(lower.first ?? 0)))"
+                for (i, p) in points.enumerated() { path += " L \(number(sx(p.0))) \(number(sy(upper[i])))" }
+                for (i, p) in points.enumerated().reversed() { path += " L \(number(sx(p.0))) \(number(sy(lower[i])))" }
+                body += "<path d=\"\(path) Z\" fill=\"\(categoryColors[category]!)\" fill-opacity=\"0.85\" stroke=\"none\"><title>\(category.rawValue)</title></path>\n"
+                lower = upper
+            }
+            if let budget, !budgetOnScale {
+                body += "<text x=\"\(number(sx(0) + 6))\" y=\"\(number(sy(top / unit.0) + 16))\" fill=\"#d62728\">budget \(escape(formatBytes(budget))) (above this scale: peak \(escape(formatBytes(peak))))</text>\n"
+            }
+            if let budget, budgetOnScale {
+                let y = sy(Double(budget) / unit.0)
+                body += "<line x1=\"\(number(sx(0)))\" y1=\"\(number(y))\" x2=\"\(number(sx(Double(max(points.count - 1, 1)))))\" y2=\"\(number(y))\" stroke=\"#d62728\" stroke-width=\"2\" stroke-dasharray=\"8 4\"/>\n"
+                body += "<text x=\"\(number(sx(0) + 6))\" y=\"\(number(y - 6))\" fill=\"#d62728\">budget \(escape(formatBytes(budget)))</text>\n"
+            }
+            return body
+        }, legend: categories.map { ($0.rawValue, categoryColors[$0]!, false) } + (budget != nil ? [("budget", "#d62728", true)] : []))
+    }
+}

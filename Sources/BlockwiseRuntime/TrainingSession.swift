@@ -1,0 +1,98 @@
+import BlockwiseData
+import BlockwiseDevice
+import BlockwiseKernels
+import BlockwiseReports
+import BlockwiseStore
+import BlockwiseTraining
+import Foundation
+
+/// The budget cannot be met (the CLI exits with code 3).
+public struct BudgetCannotBeMet: Error, CustomStringConvertible {
+    public var message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One training run as a user asks for it: budget checks, the store (or memory), the trainer,
+/// the report. The CLI's `train` and `compare` are thin wrappers around it.
+public struct TrainingSession {
+    public var configuration: TrainingConfiguration
+    public var train: Dataset
+    public var test: Dataset
+    public var title = "blockwise run"
+    /// The SQLite store (sequential, multilap); nil keeps features in memory.
+    public var storePath: String? = "blockwise.sqlite"
+    public var encoding: FeatureEncoding = .fp32
+    public var storeCacheBytes = 2 * 1_048_576
+    public var fresh = false
+    public var profile: DeviceProfile?
+    public var budget: Int?
+    public var fit: FitPolicy = .error
+    /// Progress events from the trainer.
+    public var observer: ((TrainingEvent) throws -> Void)?
+    /// Messages for the user (store resumed, micro-batches chosen...).
+    public var say: (String) -> Void = { _ in }
+
+    public init(configuration: TrainingConfiguration, train: Dataset, test: Dataset) {
+        self.configuration = configuration; self.train = train; self.test = test
+    }
+
+    var usesStore: Bool {
+        storePath != nil && (configuration.procedure == .sequential || configuration.procedure == .multilap)
+    }
+
+    /// Where features live, for the planner.
+    public var residence: FeatureResidence {
+        if usesStore {
+            return .store(rowBufferBytes: RunPlanner.rowBufferFloats(configuration, bytesPerValue: encoding.bytesPerValue) * 4,
+                          cacheBytes: storeCacheBytes)
+        }
+        return configuration.procedure == .sequential || configuration.procedure == .multilap ? .memory : .none
+    }
+
+    /// Checks the budget, trains, and returns the report (also saved in the store).
+    public func run() throws -> (report: RunReport, store: FeatureStore?) {
+        var configuration = self.configuration
+        let ledger = MemoryLedger(budget: budget)
+        let residence = self.residence
+        if residence == .none {
+            let resident = BudgetResolver.residentPlan(configuration)
+            if let budget, resident.total > budget {
+                throw BudgetCannotBeMet(message: "\(configuration.procedure.rawValue) keeps all \(configuration.model.modules) modules resident: "
+                    + "\(formatBytes(resident.total)) (\(resident)) exceed the budget \(formatBytes(budget)). Use --procedure sequential, "
+                    + "or lower --batch-size / --width.")
+            }
+        } else {
+            do {
+                configuration = try BudgetResolver.resolve(configuration, budget: budget, fit: fit, residence: residence,
+                                                           trainCount: train.count, testCount: test.count).configuration
+            } catch let error as ModuleDoesNotFitError {
+                throw BudgetCannotBeMet(message: error.description)
+            }
+            for (k, micro) in configuration.microBatches.sorted(by: { $0.key < $1.key }) {
+                say("budget: module \(k + 1) trains in micro-batches of \(micro) (gradients accumulated to batch \(configuration.batchSize))")
+            }
+        }
+        var store: FeatureStore?
+        if usesStore, let storePath, case .store(let rowBuffer, let cacheBytes) = residence {
+            let opened = try FeatureStore(path: storePath, encoding: encoding, ledger: ledger, cacheKiB: max(1, cacheBytes / 1024))
+            let identity = FeatureStore.RunIdentity(configuration: configuration, data: .init(train: train, test: test), encoding: encoding)
+            switch try opened.begin(identity, fresh: fresh) {
+            case .created: say("store: \(storePath) (new)")
+            case .restarted: say("store: \(storePath) emptied (--fresh)")
+            case .resumed: say("store: \(storePath) holds this run: resuming (completed modules are reused; --fresh starts over)")
+            }
+            try opened.reserveRowBuffer(floats: rowBuffer / 4)
+            store = opened
+        }
+        let trainer = try Trainer(configuration: configuration, ledger: ledger, cache: store)
+        trainer.journal = store
+        trainer.observer = observer
+        let result = try trainer.run(train: train, test: test)
+        let report = RunReport(title: title, result: result, dataset: train.name + " / " + test.name, trainSamples: train.count,
+                               testSamples: test.count, profile: profile, budget: budget, timeline: ledger.timeline,
+                               hostPeakResidentBytes: HostMemory.peakResidentBytes())
+        if let store { try store.saveReport(String(decoding: try report.json(), as: UTF8.self)) }
+        return (report, store)
+    }
+}
