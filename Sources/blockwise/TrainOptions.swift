@@ -8,11 +8,11 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Channels after the encoder (the model's base width).")
     var width: Int = 16
     @Option(help: "Number of modules K (each trained with its own head).")
-    var modules: Int = 4
+    var modules: Int = 6
     @Option(help: "BasicBlocks per module M.")
     var blocks: Int = 1
-    @Option(help: "Stride-2 conv stages in the encoder (1: 28x28 -> 14x14).")
-    var encoderDownsamplings: Int = 0
+    @Option(help: "Stride-2 conv stages in the encoder (1: 28x28 -> 14x14, 0: keep 28x28).")
+    var encoderDownsamplings: Int = 1
     @Option(help: "Comma-separated module indices (from 0) whose first block halves the resolution and doubles the width.")
     var downsampleAt: String = ""
     @Option(help: "Auxiliary head: 1cnn (conv3x3, ReLU, pool, BN1d, linear) or linear (pool, linear).")
@@ -77,7 +77,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Mini-batch size.")
     var batchSize: Int = 128
     @Option(name: .customLong("epochs"), help: "E0: epochs of the first module (and of parallel / e2e runs).")
-    var epochsBase: Int = 2
+    var epochsBase: Int = 4
     @Option(help: "E1: extra epochs per module index (module k trains E0 + k*E1 epochs).")
     var epochsPerModule: Int = 0
     @Option(help: "Laps of the multilap procedure.")
@@ -134,7 +134,7 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Directory with the Fashion-MNIST IDX files (gzipped or not).")
     var data: String = FashionMNIST.defaultDirectory
     @Option(help: "Training samples: a count (600), a percentage (1%) or 'all'; class-balanced by --seed.")
-    var trainSize: String = "all"
+    var trainSize: String = "10%"
     @Option(help: "Test samples: a count, a percentage or 'all' (default: the full 10000-image test set).")
     var testSize: String = "all"
 

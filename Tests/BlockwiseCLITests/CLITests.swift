@@ -1,0 +1,99 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import XCTest
+
+/// End-to-end: runs the built `blockwise` binary.
+final class CLITests: XCTestCase {
+    var binary: URL { Bundle.main.bundleURL.appendingPathComponent("blockwise") }
+    var directory: String!
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "blockwise-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: directory) }
+
+    var repository: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    /// Runs the binary; returns (exit code, stdout, stderr).
+    @discardableResult
+    func run(_ arguments: [String]) throws -> (code: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: repository)
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+
+    func testHelpOnEveryCommand() throws {
+        for command in [[], ["train"], ["compare"], ["plan"], ["profiles"], ["profiles", "show"], ["profiles", "validate"], ["cache"],
+                        ["cache", "ls"], ["cache", "stats"], ["cache", "show"], ["cache", "verify"], ["cache", "export"], ["cache", "vacuum"],
+                        ["report"], ["bench"], ["bench", "kernels"], ["bench", "cache"]] {
+            let result = try run(command + ["--help"])
+            XCTAssertEqual(result.code, 0, "\(command) --help")
+            XCTAssertTrue(result.out.contains("USAGE"), "\(command): \(result.out)")
+        }
+        XCTAssertTrue(try run(["train", "--help"]).out.contains("Examples"))
+    }
+
+    func testUsageErrorExitsTwoWithAMessage() throws {
+        let bad = try run(["train", "--procedure", "sideways"])
+        XCTAssertEqual(bad.code, 2)
+        XCTAssertTrue(bad.err.contains("--procedure must be one of"), bad.err)
+        let badNumber = try run(["train", "--width", "wide"])
+        XCTAssertEqual(badNumber.code, 2)
+        let budget = try run(["train", "--budget", "1KB", "--store", directory + "/b.sqlite"])
+        XCTAssertEqual(budget.code, 3, "a budget that cannot be met exits 3: \(budget.err)")
+        XCTAssertTrue(budget.err.contains("does not fit"), budget.err)
+    }
+
+    func testTinyTrainingRunWritesReportsAndAStore() throws {
+        let store = directory + "/run.sqlite"
+        let report = directory + "/report"
+        let arguments = ["train", "--store", store, "--report", report, "--train-size", "200", "--test-size", "200", "--modules", "2",
+                         "--width", "4", "--epochs", "1", "--batch-size", "50", "--profile", "stm32f746-disco", "--fit", "microbatch",
+                         "--store-cache", "32KiB", "--feature-dtype", "fp16"]
+        let first = try run(arguments)
+        XCTAssertEqual(first.code, 0, first.err)
+        XCTAssertTrue(first.out.contains("best: module"), first.out)
+        XCTAssertTrue(first.out.contains("budget 288 KiB held"), first.out)
+        for name in ["report.json", "accuracy.svg", "memory.svg", "report.html"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: report + "/" + name), name)
+        }
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report + "/report.json"))) as? [String: Any]
+        XCTAssertEqual((json?["modules"] as? [Any])?.count, 2)
+        XCTAssertNotNil(json?["timeline"])
+        let svg = try String(contentsOfFile: report + "/accuracy.svg", encoding: .utf8)
+        XCTAssertTrue(svg.hasPrefix("<?xml") && svg.contains("</svg>"))
+        _ = try XMLDocument(data: Data(svg.utf8))  // well-formed XML
+        // Running it again resumes the matching store, saying so.
+        let second = try run(arguments)
+        XCTAssertEqual(second.code, 0, second.err)
+        XCTAssertTrue(second.out.contains("resuming"), second.out)
+        XCTAssertTrue(second.out.contains("reused"), second.out)
+        // A different configuration is refused with what differs and how to start fresh.
+        var changed = arguments
+        changed[changed.firstIndex(of: "--epochs")! + 1] = "2"
+        let refused = try run(changed)
+        XCTAssertEqual(refused.code, 1)
+        XCTAssertTrue(refused.err.contains("epochsBase: 1 in the store, 2 requested") && refused.err.contains("--fresh"), refused.err)
+        // The cache commands read it.
+        let ls = try run(["cache", "ls", "--store", store])
+        XCTAssertEqual(ls.code, 0, ls.err)
+        XCTAssertTrue(ls.out.contains("fp16"), ls.out)
+        XCTAssertEqual(try run(["cache", "verify", "--store", store]).code, 0)
+        XCTAssertEqual(try run(["report", "--store", store, "--report", directory + "/again"]).code, 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/again/memory.svg"))
+    }
+}
