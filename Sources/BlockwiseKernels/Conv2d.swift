@@ -1,4 +1,5 @@
 import CBLAS
+import Dispatch
 
 /// The geometry of a 2-D convolution over N C H W tensors (square kernel, zero padding).
 public struct Conv2dGeometry: Equatable, Hashable, Codable, Sendable {
@@ -91,9 +92,29 @@ private func forEachSegment(start: Int, count: Int, pixelsPerImage: Int,
 @inline(__always)
 func im2col(_ columns: UnsafeMutablePointer<Float>, rowStride: Int, image: UnsafePointer<Float>,
             geometry g: Conv2dGeometry, first: Int, pixels: Int) {
+    forEachChannelRange(g.inputChannels, work: g.columnRows * pixels) { channels in
+        im2colChannels(columns, rowStride: rowStride, image: image, geometry: g, first: first, pixels: pixels, channels: channels)
+    }
+}
+
+/// Splits input channels over the kernel threads when the work is large enough to pay for it
+/// (each thread writes distinct rows of the column matrix, or distinct input planes).
+@inline(__always)
+func forEachChannelRange(_ channels: Int, work: Int, _ body: (Range<Int>) -> Void) {
+    let threads = KernelThreads.count
+    guard threads > 1, channels > 1, work >= 32_768 else { body(0..<channels); return }
+    let parts = min(threads, channels)
+    DispatchQueue.concurrentPerform(iterations: parts) { part in
+        body((part * channels / parts)..<((part + 1) * channels / parts))
+    }
+}
+
+@inline(__always)
+func im2colChannels(_ columns: UnsafeMutablePointer<Float>, rowStride: Int, image: UnsafePointer<Float>,
+                    geometry g: Conv2dGeometry, first: Int, pixels: Int, channels: Range<Int>) {
     let k = g.kernelSize, s = g.stride, p = g.padding
     let h = g.inputHeight, w = g.inputWidth, ow = g.outputWidth
-    for channel in 0..<g.inputChannels {
+    for channel in channels {
         let plane = image + channel * h * w
         for ky in 0..<k {
             for kx in 0..<k {
@@ -141,9 +162,17 @@ func im2col(_ columns: UnsafeMutablePointer<Float>, rowStride: Int, image: Unsaf
 @inline(__always)
 func col2imAdd(_ image: UnsafeMutablePointer<Float>, columns: UnsafePointer<Float>, rowStride: Int,
                geometry g: Conv2dGeometry, first: Int, pixels: Int) {
+    forEachChannelRange(g.inputChannels, work: g.columnRows * pixels) { channels in
+        col2imAddChannels(image, columns: columns, rowStride: rowStride, geometry: g, first: first, pixels: pixels, channels: channels)
+    }
+}
+
+@inline(__always)
+func col2imAddChannels(_ image: UnsafeMutablePointer<Float>, columns: UnsafePointer<Float>, rowStride: Int,
+                       geometry g: Conv2dGeometry, first: Int, pixels: Int, channels: Range<Int>) {
     let k = g.kernelSize, s = g.stride, p = g.padding
     let h = g.inputHeight, w = g.inputWidth, ow = g.outputWidth
-    for channel in 0..<g.inputChannels {
+    for channel in channels {
         let plane = image + channel * h * w
         for ky in 0..<k {
             for kx in 0..<k {
@@ -324,6 +353,13 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
 /// Sets the number of threads OpenBLAS uses for `sgemm`.
 public func setBLASThreads(_ count: Int) {
     openblas_set_num_threads(Int32(max(1, count)))
+    KernelThreads.count = max(1, count)
+}
+
+/// Threads the kernels' own loops (im2col, col2im) may use; set with ``setBLASThreads(_:)``.
+/// The split is by input channel, so results do not depend on it.
+public enum KernelThreads {
+    nonisolated(unsafe) public static var count = 1
 }
 
 public func blasThreads() -> Int { Int(openblas_get_num_threads()) }

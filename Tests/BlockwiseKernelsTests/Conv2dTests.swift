@@ -121,6 +121,22 @@ final class Conv2dTests: XCTestCase {
         }
     }
 
+    /// im2col / col2im split input channels over threads: identical results to one thread.
+    func testThreadedColumnsMatchSingleThread() {
+        let g = Conv2dGeometry(inputChannels: 8, outputChannels: 6, kernelSize: 3, stride: 1, inputHeight: 28, inputWidth: 28)
+        let input = randomArray(2 * g.inputChannels * g.inputPixels, seed: 21)
+        let weight = randomArray(g.outputChannels * g.columnRows, seed: 22)
+        let dOut = randomArray(2 * g.outputChannels * g.outputPixels, seed: 23)
+        KernelThreads.count = 1
+        let one = (convolve(input, weight, nil, batch: 2, g), convolveBackward(input, weight, hasBias: false, dOutput: dOut, batch: 2, g))
+        KernelThreads.count = 2
+        defer { KernelThreads.count = 1 }
+        let two = (convolve(input, weight, nil, batch: 2, g), convolveBackward(input, weight, hasBias: false, dOutput: dOut, batch: 2, g))
+        XCTAssertEqual(one.0, two.0)
+        XCTAssertEqual(one.1[0], two.1[0])
+        XCTAssertEqual(one.1[1], two.1[1])
+    }
+
     func testGeometry() {
         let g = Conv2dGeometry(inputChannels: 16, outputChannels: 32, kernelSize: 3, stride: 2, inputHeight: 7, inputWidth: 7)
         XCTAssertEqual(g.outputHeight, 4)
