@@ -9,6 +9,7 @@ struct Blockwise: ParsableCommand {
     /// Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 budget cannot be met.
     static func main() {
         BLASConfiguration.reexecIfNeeded()
+        setvbuf(stdout, nil, _IOLBF, 0)  // progress lines reach CI logs as they happen
         do {
             var command = try parseAsRoot()
             try command.run()

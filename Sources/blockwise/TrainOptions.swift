@@ -77,7 +77,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Mini-batch size.")
     var batchSize: Int = 128
     @Option(name: .customLong("epochs"), help: "E0: epochs of the first module (and of parallel / e2e runs).")
-    var epochsBase: Int = 4
+    var epochsBase: Int = 5
     @Option(help: "E1: extra epochs per module index (module k trains E0 + k*E1 epochs).")
     var epochsPerModule: Int = 0
     @Option(help: "Laps of the multilap procedure.")
@@ -134,8 +134,8 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Directory with the Fashion-MNIST IDX files (gzipped or not).")
     var data: String = FashionMNIST.defaultDirectory
     @Option(help: "Training samples: a count (600), a percentage (1%) or 'all'; class-balanced by --seed.")
-    var trainSize: String = "10%"
-    @Option(help: "Test samples: a count, a percentage or 'all' (default: the full 10000-image test set).")
+    var trainSize: String = "20%"
+    @Option(help: "Test samples: a count, a percentage or 'all' (the full 10000-image test set).")
     var testSize: String = "all"
 
     func load(seed: UInt64) throws -> (train: Dataset, test: Dataset) {
