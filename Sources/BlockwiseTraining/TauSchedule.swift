@@ -47,7 +47,8 @@ public struct TransportWeight: Codable, Sendable {
     public init(schedule: TauSchedule, module: Int, modules: Int) {
         self.schedule = schedule
         weight = schedule.initialWeight(module: module, modules: modules)
-        if case .multipliers(let lambda0, _, _) = schedule { lambda = lambda0 } else { lambda = weight > 0 ? 1 / weight : .infinity }
+        // lambda is 1 / weight; 0 stands for "no transport term" (tau off) so that it stays finite in JSON.
+        if case .multipliers(let lambda0, _, _) = schedule { lambda = lambda0 } else { lambda = weight > 0 ? 1 / weight : 0 }
     }
 
     /// Records one iteration's task loss; for multipliers, updates lambda every s iterations.
