@@ -31,8 +31,9 @@ public enum FeatureEncoding: String, Codable, Sendable, CaseIterable {
         case .fp32:
             UnsafeMutableRawPointer(values).copyMemory(from: source, byteCount: count * 4)
         case .fp16:
+            let out = UnsafeMutableRawPointer(values).assumingMemoryBound(to: UInt32.self)
             for i in 0..<count {
-                values[i] = Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
+                out[i] = float32Bits(half: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
             }
         case .bf16:
             for i in 0..<count {
@@ -41,6 +42,20 @@ public enum FeatureEncoding: String, Codable, Sendable, CaseIterable {
             }
         }
     }
+}
+
+/// float32 bits of an IEEE half, by bit manipulation (Swift's Float16 conversion is a library call
+/// on x86-64 without F16C): normal numbers shift the exponent and significand into place; zero,
+/// subnormals, infinities and NaNs take the slow branch.
+@inline(__always)
+func float32Bits(half: UInt16) -> UInt32 {
+    let sign = UInt32(half & 0x8000) << 16
+    let exponent = UInt32(half & 0x7C00)
+    let significand = UInt32(half & 0x03FF)
+    if exponent != 0 && exponent != 0x7C00 {
+        return sign | ((exponent + 0x1_C000) << 13) | (significand << 13)  // rebias 15 -> 127
+    }
+    return Float(Float16(bitPattern: half)).bitPattern
 }
 
 /// bfloat16 bits of a float, rounding to nearest even (NaN kept quiet).

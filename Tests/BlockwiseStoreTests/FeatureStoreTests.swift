@@ -57,6 +57,13 @@ final class FeatureStoreTests: XCTestCase {
         let bf16 = try roundTrip(.bf16)
         for (a, b) in zip(bf16.read, bf16.written) { XCTAssertEqual(a, b, accuracy: abs(b) * 4e-3 + 1e-30, "bf16: 8-bit significand") }
         XCTAssertEqual(Float16(1.5).bitPattern, 0x3E00)
+        // The fast half -> float decode agrees with Swift's Float16 on every one of the 65536 patterns.
+        for bits in 0...UInt16.max {
+            var decoded: Float = 0
+            withUnsafeBytes(of: bits.littleEndian) { FeatureEncoding.fp16.decode($0.baseAddress!, count: 1, into: &decoded) }
+            let expected = Float(Float16(bitPattern: bits))
+            XCTAssertTrue(decoded.bitPattern == expected.bitPattern || (decoded.isNaN && expected.isNaN), "half \(bits)")
+        }
     }
 
     func testChecksumMismatchIsDetectedAndReported() throws {
