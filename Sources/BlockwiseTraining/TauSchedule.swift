@@ -1,3 +1,5 @@
+import Foundation
+
 /// How strongly each module's transport (kinetic-energy) term is weighted.
 ///
 /// The local loss of module k is `CE + w_k * sum_blocks mean(r^2)` with `w_k = 1 / (2 tau_k)`
@@ -25,6 +27,16 @@ public enum TauSchedule: Equatable, Codable, Sendable {
     }
 
     public var isOff: Bool { self == .off }
+
+    /// "off", "fixed 2", "doubled 1", "multipliers": for legends.
+    public var shortDescription: String {
+        switch self {
+        case .off: return "off"
+        case .fixed(let tau): return "fixed \(tau.formatted())"
+        case .doubled(let tau): return "doubled \(tau.formatted())"
+        case .multipliers: return "multipliers"
+        }
+    }
 
     public var description: String {
         switch self {

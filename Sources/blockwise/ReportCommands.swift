@@ -70,7 +70,7 @@ struct Compare: ParsableCommand {
         let (profile, budget) = try device.resolve()
         let base = store.hasSuffix(".sqlite") ? String(store.dropLast(7)) : store
         var reports: [(label: String, report: RunReport)] = []
-        for (label, suffix, configuration) in [("VanGL (tau off)", "vangl", vangl), ("TRGL (\(trgl.tau.description))", "trgl", trgl)] {
+        for (label, suffix, configuration) in [("VanGL (tau off)", "vangl", vangl), ("TRGL (tau \(trgl.tau.shortDescription))", "trgl", trgl)] {
             if !quiet { print("== \(label)") }
             var session = TrainingSession(configuration: configuration, train: train, test: test)
             session.title = label
