@@ -36,9 +36,9 @@ public struct ModuleMemoryPlan: Codable, Sendable {
 /// budget, the store's size per level and encoding, and the emulated device's time and energy.
 public enum RunPlanner {
     /// Fixed SQLite overhead beyond the page cache (schema, prepared statements, connection),
-    /// measured with `sqlite3_status64` on this schema at 25-40 KiB (lookaside and the initial
-    /// bulk page allocation are turned off); bounded at 64 KiB.
-    public static let storeEngineOverhead = 64 * 1024
+    /// measured with `sqlite3_status64` on this schema at 24-30 KiB with 16-64 KiB caches
+    /// (lookaside and the initial bulk page allocation are turned off); bounded at 40 KiB.
+    public static let storeEngineOverhead = 40 * 1024
 
     /// Upper bound of SQLite's memory for a page cache of `cacheBytes`: pages carry ~5% of
     /// headers (bounded at 8%) plus the fixed overhead.
@@ -46,10 +46,10 @@ public enum RunPlanner {
         cacheBytes + (cacheBytes * 8 + 99) / 100 + storeEngineOverhead
     }
 
-    /// Bytes of one encoded row of a level [C, H, W] (rounded up to whole floats, as the
-    /// store's row buffer is a float tensor).
+    /// Floats of the store's row buffer for a level [C, H, W]: one encoded row (rounded up to
+    /// whole floats); none for fp32, whose rows are bound straight from the batch.
     public static func rowBufferFloats(shape: [Int], bytesPerValue: Int) -> Int {
-        (shape.reduce(1, *) * bytesPerValue + 3) / 4
+        bytesPerValue == 4 ? 0 : (shape.reduce(1, *) * bytesPerValue + 3) / 4
     }
 
     /// The store's row buffer for a run: the largest encoded row of any level.

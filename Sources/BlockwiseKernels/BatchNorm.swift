@@ -72,16 +72,19 @@ public func batchNormForwardInference(output: UnsafeMutablePointer<Float>, input
     KernelCounters.flops += 2 * batch * channels * spatial
 }
 
-/// Training-mode backward. Accumulates: `dInput +=`, `dWeight += sum(dy * xhat)`, `dBias += sum(dy)`,
-/// with `dx = gamma * rstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))`, M = N*S.
+/// Training-mode backward. Accumulates `dWeight += sum(dy * xhat)`, `dBias += sum(dy)`, and
+/// `dInput +=` (or `dInput =` when `accumulate` is false) with
+/// `dx = gamma * rstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))`, M = N*S.
 ///
 /// Recomputes `xhat` from `input` and the saved `mean`, `inverseStd` (no saved xhat tensor).
-/// `dInput` may be nil (detached input). Memory: none beyond its arguments.
+/// `dInput` may be nil (detached input). With `accumulate: false`, `dInput` may be the same
+/// buffer as `dOutput` (in place): each channel's sums are taken before its gradients are written.
+/// Memory: none beyond its arguments.
 public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
                               dBias: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                               input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                               mean: UnsafePointer<Float>, inverseStd: UnsafePointer<Float>,
-                              batch: Int, channels: Int, spatial: Int) {
+                              batch: Int, channels: Int, spatial: Int, accumulate: Bool = true) {
     let count = batch * spatial
     let imageStride = channels * spatial
     for c in 0..<channels {
@@ -108,9 +111,16 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
             let x = input + n * imageStride + c * spatial
             let dy = dOutput + n * imageStride + c * spatial
             let dx = dInput + n * imageStride + c * spatial
-            for i in 0..<spatial {
-                let xhat = (x[i] - mu) * rstd
-                dx[i] += scale * (m * dy[i] - meanDy - xhat * meanDyXhat)
+            if accumulate {
+                for i in 0..<spatial {
+                    let xhat = (x[i] - mu) * rstd
+                    dx[i] += scale * (m * dy[i] - meanDy - xhat * meanDyXhat)
+                }
+            } else {
+                for i in 0..<spatial {
+                    let xhat = (x[i] - mu) * rstd
+                    dx[i] = scale * (m * dy[i] - meanDy - xhat * meanDyXhat)
+                }
             }
         }
     }

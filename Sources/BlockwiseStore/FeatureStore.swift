@@ -265,7 +265,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
 
     /// Allocates the row buffer up front (sized by the run plan), so the store's I/O memory is
     /// constant through the run.
-    public func reserveRowBuffer(floats: Int) throws { _ = try scratchBuffer(count: floats) }
+    public func reserveRowBuffer(floats: Int) throws { if floats > 0 { _ = try scratchBuffer(count: floats) } }
 
     /// Releases the row scratch buffer (when a module is done with the store for a while).
     public func releaseBuffers() { scratch = nil }
@@ -293,18 +293,26 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let shape = try levelShape(level, split: split)
         let size = shape.reduce(1, *)
         let bytes = size * encoding.bytesPerValue
-        let buffer = UnsafeMutableRawPointer(try scratchBuffer(count: (bytes + 3) / 4))
+        // fp32 rows are bound straight from the batch (SQLite copies them); the others are
+        // encoded into the row buffer first.
+        let buffer: UnsafeMutableRawPointer? = encoding == .fp32 ? nil : UnsafeMutableRawPointer(try scratchBuffer(count: (bytes + 3) / 4))
         try database.transaction {
             let insert = try database.prepare("INSERT INTO features (id, level, split, row, label, checksum, data) VALUES (?, ?, ?, ?, ?, ?, ?)")
             for r in 0..<rows {
-                encoding.encode(values + r * size, count: size, into: buffer)
+                let row: UnsafeRawPointer
+                if let buffer {
+                    encoding.encode(values + r * size, count: size, into: buffer)
+                    row = UnsafeRawPointer(buffer)
+                } else {
+                    row = UnsafeRawPointer(values + r * size)
+                }
                 let label = UInt8(truncatingIfNeeded: labels[r])
-                var sum = checksum(UnsafeRawBufferPointer(start: buffer, count: bytes))
+                var sum = checksum(UnsafeRawBufferPointer(start: row, count: bytes))
                 sum = withUnsafeBytes(of: label) { checksum($0, seed: sum) }
                 insert.reset()
                 try insert.bind([FeatureStore.rowID(level: level, split: split, row: offset + r), level, split.rawValue,
                                  offset + r, Int(labels[r]), Int(sum)])
-                try insert.bindBlob(6, buffer, count: bytes)
+                try insert.bindBlob(6, row, count: bytes)
                 try insert.step()
             }
         }

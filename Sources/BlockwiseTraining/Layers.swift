@@ -98,21 +98,20 @@ final class ConvBNUnit {
         if relu { reluForward(output: out, input: out, count: batch * outputCount) }
     }
 
-    /// - dOutput: gradient w.r.t. this unit's output [N, C_out, H_out, W_out]; overwritten.
+    /// - dOutput: gradient w.r.t. this unit's output [N, C_out, H_out, W_out]; overwritten in
+    ///   place by the ReLU mask and then by the batch-norm gradient (no scratch buffer).
     /// - dInput: accumulated into (nil: the input is detached or is the data).
-    /// - scratch: at least N x C_out x H_out x W_out floats.
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?,
-                  scratch: UnsafeMutablePointer<Float>, batch: Int, _ context: LayerContext) {
+                  batch: Int, _ context: LayerContext) {
         let count = batch * outputCount
         if relu { reluBackwardInPlace(gradient: dOutput, output: context.slot(outputTag), count: count) }
-        scratch.update(repeating: 0, count: count)
-        batchNormBackward(dInput: scratch, dWeight: context.gradient(prefix + ".bn.weight"),
+        batchNormBackward(dInput: dOutput, dWeight: context.gradient(prefix + ".bn.weight"),
                           dBias: context.gradient(prefix + ".bn.bias"), dOutput: dOutput,
                           input: context.slot(prefix + ".conv"), weight: context.value(prefix + ".bn.weight"),
                           mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
-                          batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels)
+                          batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels, accumulate: false)
         conv2dBackward(dInput: dInput, dWeight: context.gradient(prefix + ".conv.weight"), dBias: nil,
-                       dOutput: scratch, input: input!, weight: context.value(prefix + ".conv.weight"),
+                       dOutput: dOutput, input: input!, weight: context.value(prefix + ".conv.weight"),
                        batch: batch, geometry: geometry, workspace: context.workspace, workspaceCount: context.workspaceCount)
     }
 }
@@ -186,14 +185,13 @@ final class BasicBlock {
     /// - dOutput: gradient w.r.t. y; overwritten.
     /// - dInput: accumulated into, or nil (detached input).
     /// - transportWeight: w in `w * mean(r^2)`; its gradient enters the residual branch only.
-    /// - scratch: two buffers of at least N x (block output) floats.
+    /// - scratch: one buffer of at least N x (block output) floats.
     /// The dOutput buffer is reused for the hidden gradient once the skip path has consumed it.
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, transportWeight: Float,
-                  scratch: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>),
-                  batch: Int, _ context: LayerContext) {
+                  scratch: UnsafeMutablePointer<Float>, batch: Int, _ context: LayerContext) {
         let count = batch * outputCount
         reluBackwardInPlace(gradient: dOutput, output: context.slot(outputTag), count: count)  // dS
-        let dResidual = scratch.0
+        let dResidual = scratch
         dResidual.update(from: dOutput, count: count)
         if transportWeight != 0 {
             unit2.addTransportGradient(dResidual, weight: transportWeight, batch: batch, context)
@@ -207,8 +205,8 @@ final class BasicBlock {
         }
         let dHidden = dOutput
         dHidden.update(repeating: 0, count: count)
-        unit2.backward(dOutput: dResidual, dInput: dHidden, scratch: scratch.1, batch: batch, context)
-        unit1.backward(dOutput: dHidden, dInput: dInput, scratch: scratch.1, batch: batch, context)
+        unit2.backward(dOutput: dResidual, dInput: dHidden, batch: batch, context)
+        unit1.backward(dOutput: dHidden, dInput: dInput, batch: batch, context)
     }
 }
 
@@ -250,12 +248,14 @@ final class Head {
         return specs
     }
 
-    func activationSpecs(batch: Int) -> [SlotSpec] {
+    /// In training, the conv output lives in the module's `grad.scratch0` (free from the head's
+    /// forward until its backward, which follows at once), so it costs no slot of its own.
+    func activationSpecs(batch: Int, training: Bool) -> [SlotSpec] {
         let c = channels
         var specs: [SlotSpec] = []
         if kind == .oneCNN {
-            specs += [SlotSpec(prefix + ".conv", .savedActivations, [batch] + inputShape),
-                      SlotSpec(prefix + ".bn", .savedActivations, [batch, c]),
+            if !training { specs.append(SlotSpec(prefix + ".conv", .savedActivations, [batch] + inputShape)) }
+            specs += [SlotSpec(prefix + ".bn", .savedActivations, [batch, c]),
                       SlotSpec(prefix + ".bn.mean", .savedActivations, [c]),
                       SlotSpec(prefix + ".bn.inverseStd", .savedActivations, [c])]
         }
@@ -269,7 +269,7 @@ final class Head {
         var specs = [SlotSpec(prefix + ".grad.logits", .workspace, [batch, classes]),
                      SlotSpec(prefix + ".grad.pool", .workspace, [batch, c])]
         if kind == .oneCNN {
-            // The conv gradient [N, C, H, W] uses the module's grad.scratch0 (free at that time).
+            // The conv gradient [N, C, H, W] overwrites the conv output (grad.scratch0 in training).
             specs += [SlotSpec(prefix + ".grad.bn", .workspace, [batch, c])]
         }
         return specs
@@ -282,7 +282,7 @@ final class Head {
         let pool = context.slot(prefix + ".pool")
         var features = UnsafePointer(pool)
         if kind == .oneCNN {
-            let conv = context.slot(prefix + ".conv")
+            let conv = context.slot(convTag(context))
             conv2dForward(output: conv, input: x, weight: context.value(prefix + ".conv.weight"),
                           bias: context.value(prefix + ".conv.bias"), batch: batch, geometry: self.conv,
                           workspace: context.workspace, workspaceCount: context.workspaceCount)
@@ -331,10 +331,15 @@ final class Head {
                           dOutput: dFeatures, input: context.slot(prefix + ".pool"), weight: context.value(prefix + ".bn.weight"),
                           mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
                           batch: batch, channels: c, spatial: 1)
-        let dConv = context.slot("grad.scratch0")
-        dConv.update(repeating: 0, count: batch * c * spatial)
-        globalAveragePoolBackward(dInput: dConv, dOutput: dPool, batch: batch, channels: c, spatial: spatial)
-        reluBackwardInPlace(gradient: dConv, output: context.slot(prefix + ".conv"), count: batch * c * spatial)
+        // dConv = ReLU'(conv) * dPool / S, written over the conv output itself (each element
+        // depends only on its own activation), so the head needs no gradient buffer of its own.
+        let dConv = context.slot(convTag(context))
+        let scale = 1 / Float(spatial)
+        for plane in 0..<(batch * c) {
+            let g = dPool[plane] * scale
+            let values = dConv + plane * spatial
+            for i in 0..<spatial { values[i] = values[i] > 0 ? g : 0 }
+        }
         conv2dBackward(dInput: dInput, dWeight: context.gradient(prefix + ".conv.weight"), dBias: context.gradient(prefix + ".conv.bias"),
                        dOutput: dConv, input: x!, weight: context.value(prefix + ".conv.weight"), batch: batch, geometry: conv,
                        workspace: context.workspace, workspaceCount: context.workspaceCount)
@@ -342,4 +347,8 @@ final class Head {
 
     /// The input of the last forward call, read by backward.
     private var x: UnsafePointer<Float>?
+
+    func convTag(_ context: LayerContext) -> String {
+        context.arena.contains(prefix + ".conv") ? prefix + ".conv" : "grad.scratch0"
+    }
 }

@@ -137,7 +137,7 @@ public final class ResNetModule {
         }
         plan += encoder.flatMap { $0.activationSpecs(batch: n) }
         plan += blocks.flatMap { $0.activationSpecs(batch: n) }
-        if let head { plan += head.activationSpecs(batch: n) }
+        if let head { plan += head.activationSpecs(batch: n, training: options.training) }
         var geometries = encoder.map(\.geometry) + blocks.flatMap { [$0.unit1.geometry, $0.unit2.geometry] }
         if let head, head.kind == .oneCNN { geometries.append(head.conv) }
         let workspace = geometries.map { $0.workspaceFloats(bound: options.workspaceBound, batch: n) }.max() ?? 0
@@ -153,7 +153,7 @@ public final class ResNetModule {
                 plan.append(SlotSpec("grad.a", .workspace, [n * pingPong]))
                 plan.append(SlotSpec("grad.b", .workspace, [n * pingPong]))
             }
-            for i in 0..<2 { plan.append(SlotSpec("grad.scratch\(i)", .workspace, [n * scratch])) }
+            plan.append(SlotSpec("grad.scratch0", .workspace, [n * scratch]))
             if let head { plan += head.gradientSpecs(batch: n) }
         }
         return plan
@@ -261,7 +261,7 @@ public final class ResNetModule {
     /// Accumulates parameter gradients; adds the input's gradient into `dInput` when given.
     public func backward(batch: Int, transportWeight: Float, dInput: UnsafeMutablePointer<Float>?) {
         let context = self.context
-        let scratch = (context.slot("grad.scratch0"), context.slot("grad.scratch1"))
+        let scratch = context.slot("grad.scratch0")
         var current = outputGradient
         let pingPong = context.arena.contains("grad.a") ? [context.slot("grad.a"), context.slot("grad.b")] : []
         var turn = 0
@@ -284,7 +284,7 @@ public final class ResNetModule {
         }
         for (i, unit) in encoder.enumerated().reversed() {
             let target: UnsafeMutablePointer<Float>? = i == 0 ? nil : nextBuffer(count: batch * unit.geometry.inputChannels * unit.geometry.inputPixels)
-            unit.backward(dOutput: current, dInput: target, scratch: scratch.0, batch: batch, context)
+            unit.backward(dOutput: current, dInput: target, batch: batch, context)
             if let target { current = target }
         }
     }

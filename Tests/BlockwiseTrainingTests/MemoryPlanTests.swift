@@ -47,8 +47,8 @@ final class MemoryPlanTests: XCTestCase {
         XCTAssertEqual(breakdown[.savedActivations], ((288 + 288 + 8) + (288 + 8) + 288 + 8 + 20) * 4)
         // I/O: input 2x4x36 + 2 labels.
         XCTAssertEqual(breakdown[.ioBuffers], (288 + 2) * 4)
-        // Workspace: im2col (36 + 4) x 36 pixels, grad.output 288, 2 scratch x 288, head grads:
+        // Workspace: im2col (36 + 4) x 36 pixels, grad.output 288, one scratch 288, head grads:
         // logits 20 + pool 8. (No ping-pong pair: one block and no encoder.)
-        XCTAssertEqual(breakdown[.workspace], (40 * 36 + 288 + 2 * 288 + 28) * 4)
+        XCTAssertEqual(breakdown[.workspace], (40 * 36 + 288 + 288 + 28) * 4)
     }
 }
