@@ -89,24 +89,8 @@ public struct ShortcutGeometry: Equatable, Sendable {
 /// Option-A shortcut forward: input [N, C_in, H, W] -> output [N, C_out, ceil(H/2), ceil(W/2)].
 public func shortcutForward(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
                             batch: Int, geometry g: ShortcutGeometry) {
-    let oh = g.outputHeight, ow = g.outputWidth, h = g.inputHeight, w = g.inputWidth
-    output.update(repeating: 0, count: batch * g.outputChannels * oh * ow)
-    for n in 0..<batch {
-        for c in 0..<g.inputChannels {
-            let source = input + (n * g.inputChannels + c) * h * w
-            let destination = output + (n * g.outputChannels + c + g.channelOffset) * oh * ow
-            for oy in 0..<oh {
-                let y1 = min(2 * oy + 1, h - 1)
-                for ox in 0..<ow {
-                    let x1 = min(2 * ox + 1, w - 1)
-                    var sum: Float = 0
-                    var count = 0
-                    for y in (2 * oy)...y1 { for x in (2 * ox)...x1 { sum += source[y * w + x]; count += 1 } }
-                    destination[oy * ow + ox] = sum / Float(count)
-                }
-            }
-        }
-    }
+    output.update(repeating: 0, count: batch * g.outputChannels * g.outputHeight * g.outputWidth)
+    shortcutForwardAdd(output: output, input: input, batch: batch, geometry: g)
 }
 
 /// Option-A shortcut forward that adds into `output` (y += shortcut(x)); the padded channels get nothing.
