@@ -91,8 +91,8 @@ private func forEachSegment(start: Int, count: Int, pixelsPerImage: Int,
 /// a [C_in*k*k, pixels] matrix whose rows are `rowStride` apart (zero where the kernel reads padding).
 @inline(__always)
 func im2col(_ columns: UnsafeMutablePointer<Float>, rowStride: Int, image: UnsafePointer<Float>,
-            geometry g: Conv2dGeometry, first: Int, pixels: Int) {
-    forEachChannelRange(g.inputChannels, work: g.columnRows * pixels) { channels in
+            geometry g: Conv2dGeometry, first: Int, pixels: Int, threaded: Bool) {
+    forEachChannelRange(g.inputChannels, work: threaded ? g.columnRows * pixels : 0) { channels in
         im2colChannels(columns, rowStride: rowStride, image: image, geometry: g, first: first, pixels: pixels, channels: channels)
     }
 }
@@ -161,8 +161,8 @@ func im2colChannels(_ columns: UnsafeMutablePointer<Float>, rowStride: Int, imag
 /// (the adjoint of ``im2col``).
 @inline(__always)
 func col2imAdd(_ image: UnsafeMutablePointer<Float>, columns: UnsafePointer<Float>, rowStride: Int,
-               geometry g: Conv2dGeometry, first: Int, pixels: Int) {
-    forEachChannelRange(g.inputChannels, work: g.columnRows * pixels) { channels in
+               geometry g: Conv2dGeometry, first: Int, pixels: Int, threaded: Bool) {
+    forEachChannelRange(g.inputChannels, work: threaded ? g.columnRows * pixels : 0) { channels in
         col2imAddChannels(image, columns: columns, rowStride: rowStride, geometry: g, first: first, pixels: pixels, channels: channels)
     }
 }
@@ -223,6 +223,28 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           batch: Int, geometry g: Conv2dGeometry,
                           workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int) {
+    let half = workspaceCount / 2
+    if KernelThreads.count > 1 && batch >= 2 && (!g.needsColumns || half >= g.minimumWorkspace) {
+        // Two halves of the batch at once, each with half the workspace and single-threaded sgemm.
+        let split = batch / 2
+        let inputStride = g.inputChannels * g.inputPixels, outputStride = g.outputChannels * g.outputPixels
+        DispatchQueue.concurrentPerform(iterations: 2) { part in
+            let start = part == 0 ? 0 : split
+            conv2dForwardSerial(output: output + start * outputStride, input: input + start * inputStride, weight: weight, bias: bias,
+                                batch: part == 0 ? split : batch - split, geometry: g,
+                                workspace: workspace.map { $0 + part * half }, workspaceCount: half, threaded: false)
+        }
+    } else {
+        conv2dForwardSerial(output: output, input: input, weight: weight, bias: bias, batch: batch, geometry: g,
+                            workspace: workspace, workspaceCount: workspaceCount, threaded: KernelThreads.count > 1)
+    }
+    KernelCounters.flops += g.forwardFlops(batch: batch)
+}
+
+func conv2dForwardSerial(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                         batch: Int, geometry g: Conv2dGeometry,
+                         workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int, threaded: Bool) {
     let m = g.outputChannels, kk = g.columnRows, opix = g.outputPixels
     let inputStride = g.inputChannels * g.inputPixels, outputStride = m * opix
     if !g.needsColumns {
@@ -239,7 +261,7 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
         while start < total {
             let count = min(chunk, total - start)
             forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
-                im2col(columns + offset, rowStride: count, image: input + n * inputStride, geometry: g, first: first, pixels: pixels)
+                im2col(columns + offset, rowStride: count, image: input + n * inputStride, geometry: g, first: first, pixels: pixels, threaded: threaded)
             }
             if count == opix && start % opix == 0 {
                 // One whole image: write straight into the output.
@@ -266,7 +288,6 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
             }
         }
     }
-    KernelCounters.flops += g.forwardFlops(batch: batch)
 }
 
 /// Convolution backward. Accumulates (adds into) every gradient it is given:
@@ -295,6 +316,39 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
             }
         }
     }
+    // The second half of the batch accumulates its weight gradient into a partial buffer carved
+    // from the end of the workspace, added to dWeight afterwards.
+    let partialCount = dWeight == nil ? 0 : m * kk
+    let available = workspaceCount - partialCount
+    let half = available / 2
+    let canSplit = KernelThreads.count > 1 && batch >= 2 && available >= 0
+        && (!g.needsColumns || half >= g.minimumWorkspace) && (partialCount == 0 || workspace != nil)
+    if canSplit {
+        let split = batch / 2
+        let partial = workspace.map { $0 + 2 * half }
+        if partialCount > 0 { partial!.update(repeating: 0, count: partialCount) }
+        DispatchQueue.concurrentPerform(iterations: 2) { part in
+            let start = part == 0 ? 0 : split
+            conv2dBackwardSerial(dInput: dInput.map { $0 + start * inputStride },
+                                 dWeight: part == 0 ? dWeight : (dWeight == nil ? nil : partial),
+                                 dOutput: dOutput + start * outputStride, input: input + start * inputStride, weight: weight,
+                                 batch: part == 0 ? split : batch - split, geometry: g,
+                                 workspace: workspace.map { $0 + part * half }, workspaceCount: half, threaded: false)
+        }
+        if let dWeight, let partial { accumulate(dWeight, partial, count: partialCount) }
+    } else {
+        conv2dBackwardSerial(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, batch: batch,
+                             geometry: g, workspace: workspace, workspaceCount: workspaceCount, threaded: KernelThreads.count > 1)
+    }
+    KernelCounters.flops += g.forwardFlops(batch: batch) * ((dInput == nil ? 0 : 1) + (dWeight == nil ? 0 : 1))
+}
+
+func conv2dBackwardSerial(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+                          dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                          batch: Int, geometry g: Conv2dGeometry,
+                          workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int, threaded: Bool) {
+    let m = g.outputChannels, kk = g.columnRows, opix = g.outputPixels
+    let inputStride = g.inputChannels * g.inputPixels, outputStride = m * opix
     if !g.needsColumns {
         for n in 0..<batch {
             let image = input + n * inputStride
@@ -332,7 +386,7 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
             }
             if let dWeight {
                 forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
-                    im2col(columns + offset, rowStride: count, image: input + n * inputStride, geometry: g, first: first, pixels: pixels)
+                    im2col(columns + offset, rowStride: count, image: input + n * inputStride, geometry: g, first: first, pixels: pixels, threaded: threaded)
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(kk), Int32(count),
                             1, dOutChunk, Int32(count), columns, Int32(count), 1, dWeight, Int32(kk))
@@ -341,19 +395,21 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(kk), Int32(count), Int32(m),
                             1, weight, Int32(kk), dOutChunk, Int32(count), 0, columns, Int32(count))
                 forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
-                    col2imAdd(dInput + n * inputStride, columns: columns + offset, rowStride: count, geometry: g, first: first, pixels: pixels)
+                    col2imAdd(dInput + n * inputStride, columns: columns + offset, rowStride: count, geometry: g, first: first, pixels: pixels, threaded: threaded)
                 }
             }
             start += count
         }
     }
-    KernelCounters.flops += g.forwardFlops(batch: batch) * ((dInput == nil ? 0 : 1) + (dWeight == nil ? 0 : 1))
 }
 
 /// Sets the number of threads OpenBLAS uses for `sgemm`.
+/// With several threads, convolutions split the batch over them, each calling a
+/// single-threaded sgemm (measured faster than OpenBLAS's own threading on these small GEMMs,
+/// where its threads mostly wait in sched_yield); OpenBLAS itself is set to one thread.
 public func setBLASThreads(_ count: Int) {
-    openblas_set_num_threads(Int32(max(1, count)))
     KernelThreads.count = max(1, count)
+    openblas_set_num_threads(1)
 }
 
 /// Threads the kernels' own loops (im2col, col2im) may use; set with ``setBLASThreads(_:)``.

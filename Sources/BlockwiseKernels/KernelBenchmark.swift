@@ -32,6 +32,9 @@ public enum KernelBenchmark {
         let c = try Tensor([size, size], category: .workspace, tag: "C", ledger: ledger)
         a.fill(0.5); b.fill(0.25)
         let n = Int32(size)
+        // The roofline uses OpenBLAS's own threads (the convolutions split the batch instead).
+        openblas_set_num_threads(Int32(KernelThreads.count))
+        defer { openblas_set_num_threads(1) }
         let seconds = bestTime(repetitions: repetitions) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a.data, n, b.data, n, 0, c.data, n)
         }
