@@ -152,7 +152,7 @@ public enum SizeParser {
                                          ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("B", 1)]
         for (suffix, factor) in units where trimmed.lowercased().hasSuffix(suffix.lowercased()) {
             let number = trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
-            if let value = Double(number), value >= 0, value.isFinite { return Int((value * factor).rounded()) }
+            if let value = Double(number), value >= 0, value.isFinite, value * factor < 1e15 { return Int((value * factor).rounded()) }
         }
         if let value = Int(trimmed), value >= 0 { return value }
         throw SizeError(text: text)

@@ -96,14 +96,20 @@ public enum RunPlanner {
                                 epochs: configuration.epochs(module: k))
     }
 
-    /// The largest batch (<= requested) whose module plan fits `budget`, or nil if even 1 does not.
+    /// The smallest (micro-)batch we train with: batch norm needs at least two samples to have
+    /// a variance (at one, the 1cnn head's BatchNorm1d outputs a constant and passes no gradient).
+    public static let minimumBatch = 2
+
+    /// The largest batch (<= requested, >= ``minimumBatch`` unless the requested batch is smaller)
+    /// whose module plan fits `budget`, or nil if none does.
     public static func largestBatch(_ configuration: TrainingConfiguration, module k: Int, budget: Int,
                                     residence: FeatureResidence, trainCount: Int, testCount: Int) -> Int? {
         func fits(_ batch: Int) -> Bool {
             modulePlan(configuration, module: k, batch: batch, residence: residence, trainCount: trainCount, testCount: testCount).peakBytes <= budget
         }
-        guard fits(1) else { return nil }
-        var low = 1, high = configuration.batchSize
+        let smallest = min(minimumBatch, configuration.batchSize)
+        guard fits(smallest) else { return nil }
+        var low = smallest, high = configuration.batchSize
         if fits(high) { return high }
         while high - low > 1 {
             let middle = (low + high) / 2
@@ -184,7 +190,7 @@ public struct ModuleDoesNotFitError: Error, CustomStringConvertible {
         if let largestBatch {
             text += "The largest batch that fits is \(largestBatch): pass --batch-size \(largestBatch), or --fit microbatch to keep batch \(batch) by accumulating micro-batches of \(largestBatch)."
         } else {
-            text += "Not even batch 1 fits: lower --width, pass --workspace to bound the im2col workspace, use --encoder-downsamplings, or raise --budget."
+            text += "Not even a batch of \(min(RunPlanner.minimumBatch, batch)) fits: lower --width, pass --workspace to bound the im2col workspace, use --encoder-downsamplings, or raise --budget."
         }
         return text
     }

@@ -34,12 +34,14 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         self.encoding = encoding
         self.ledger = ledger
         database = try Database(path: path)
+        // Check (and create) the schema before any pragma changes the file: a foreign database
+        // is refused untouched.
         do {
+            try FeatureStore.migrate(database, path: path)
             try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -\(cacheKiB);")
         } catch StoreError.sqlite(let code, let message, _) where code & 0xFF == 26 || code & 0xFF == 11 {
             throw StoreError.notAStore(path: path, reason: message)
         }
-        try FeatureStore.migrate(database, path: path)
         try accountEngineMemory()
     }
 
@@ -103,7 +105,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                     id INTEGER PRIMARY KEY,           -- level << 33 | (split = test) << 32 | row
                     level INTEGER NOT NULL, split TEXT NOT NULL, row INTEGER NOT NULL,
                     label INTEGER NOT NULL,
-                    checksum INTEGER NOT NULL,        -- CRC-32 of data, then of the label byte
+                    checksum INTEGER NOT NULL,        -- CRC-32 of data, then of the label (int32 LE)
                     data BLOB NOT NULL                -- channels*height*width values, little-endian
                 );
                 CREATE TABLE modules (
@@ -134,6 +136,21 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                 try database.setUserVersion(formatVersion)
             }
         }
+    }
+
+    // MARK: JSON (NaN and infinities are stored as strings: a diverged run must not crash the store)
+
+    static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return encoder
+    }
+
+    static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return decoder
     }
 
     // MARK: the run and its fingerprint
@@ -182,7 +199,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     public func storedIdentity() throws -> RunIdentity? {
         let statement = try database.prepare("SELECT configuration, data, feature_encoding FROM run WHERE id = 1")
         guard try statement.step() else { return nil }
-        let decoder = JSONDecoder()
+        let decoder = FeatureStore.decoder()
         let configuration = try decoder.decode(TrainingConfiguration.self, from: Data(statement.string(0).utf8))
         let data = try decoder.decode(DataIdentity.self, from: Data(statement.string(1).utf8))
         return RunIdentity(configuration: configuration, data: data,
@@ -195,12 +212,17 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     /// (its completed modules are reused); a store of another run is refused with the
     /// differences unless `fresh`, which empties it first.
     public func begin(_ identity: RunIdentity, fresh: Bool) throws -> OpenOutcome {
-        if let stored = try storedIdentity() {
-            if fresh {
-                try clear()
-                try record(identity)
-                return .restarted
-            }
+        if fresh, try database.integer("SELECT count(*) FROM run") ?? 0 > 0 {
+            // Cleared without reading the old record: --fresh works even when it cannot be decoded.
+            try clear()
+            try record(identity)
+            return .restarted
+        }
+        let stored: RunIdentity?
+        do { stored = try storedIdentity() } catch is DecodingError {
+            throw StoreError.notAStore(path: path, reason: "its run record cannot be read by this version; start over with --fresh")
+        }
+        if let stored {
             let differences = FeatureStore.differences(stored, identity)
             guard differences.isEmpty else { throw StoreError.fingerprintMismatch(path: path, differences: differences) }
             return .resumed
@@ -221,6 +243,8 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
 
     /// Empties every table (for --fresh).
     public func clear() throws {
+        shapes = [:]
+        encodings = [:]
         try database.transaction {
             try database.execute("DELETE FROM run; DELETE FROM levels; DELETE FROM features; DELETE FROM modules; DELETE FROM checkpoints; DELETE FROM metrics; DELETE FROM report;")
         }
@@ -279,6 +303,8 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     public var keepsLevels: Bool { true }
 
     public func beginLevel(_ level: Int, split: Split, count: Int, shape: [Int]) throws {
+        shapes["\(level).\(split)"] = nil
+        encodings["\(level).\(split)"] = nil
         try database.transaction {
             try database.prepare("DELETE FROM features WHERE id >= ? AND id < ?")
                 .run([FeatureStore.rowID(level: level, split: split, row: 0), FeatureStore.rowID(level: level, split: split, row: 0) + (1 << 32)])
@@ -306,9 +332,8 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                 } else {
                     row = UnsafeRawPointer(values + r * size)
                 }
-                let label = UInt8(truncatingIfNeeded: labels[r])
                 var sum = checksum(UnsafeRawBufferPointer(start: row, count: bytes))
-                sum = withUnsafeBytes(of: label) { checksum($0, seed: sum) }
+                sum = withUnsafeBytes(of: labels[r].littleEndian) { checksum($0, seed: sum) }
                 insert.reset()
                 try insert.bind([FeatureStore.rowID(level: level, split: split, row: offset + r), level, split.rawValue,
                                  offset + r, Int(labels[r]), Int(sum)])
@@ -355,7 +380,9 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         for (split, dataset) in [(Split.train, train), (.test, test)] {
             if try isComplete(level: 0, split: split) { continue }
             try beginLevel(0, split: split, count: dataset.count, shape: dataset.sampleShape)
-            let batch = 256
+            // Staging for level 0, outside the ledger (the images come from the host's data set,
+            // which the device would read from storage): kept to 16 samples.
+            let batch = 16
             let values = UnsafeMutablePointer<Float>.allocate(capacity: batch * dataset.sampleSize)
             let labels = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
             defer { values.deallocate(); labels.deallocate() }
@@ -381,18 +408,18 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         statement.reset()
         try statement.bind([FeatureStore.rowID(level: level, split: split, row: row)])
         guard try statement.step() else { throw StoreError.corruptRow(path: path, level: level, split: split.rawValue, row: row) }
-        let label = statement.int(0)
+        let label = Int32(truncatingIfNeeded: statement.int(0))
         let stored = UInt32(truncatingIfNeeded: statement.int(1))
         let blob = statement.blob(2)
         let encoding = FeatureEncoding(rawValue: try levelEncoding(level, split: split)) ?? self.encoding
         var sum = checksum(blob)
-        sum = withUnsafeBytes(of: UInt8(truncatingIfNeeded: label)) { checksum($0, seed: sum) }
-        guard sum == stored, blob.count == size * encoding.bytesPerValue else {
+        sum = withUnsafeBytes(of: label.littleEndian) { checksum($0, seed: sum) }
+        guard sum == stored, blob.count == size * encoding.bytesPerValue, label >= 0, label < 65536 else {
             throw StoreError.corruptRow(path: path, level: level, split: split.rawValue, row: row)
         }
         encoding.decode(blob.baseAddress!, count: size, into: values)
         bytesRead += blob.count
-        return Int32(label)
+        return label
     }
 
     var encodings: [String: String] = [:]
@@ -438,7 +465,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let statement = try database.prepare("SELECT state FROM modules WHERE module = ? AND lap = ? AND status = 'complete'")
         try statement.bind([module, lap])
         guard try statement.step() else { return nil }
-        var completed = try JSONDecoder().decode(CompletedModule.self, from: Data(statement.string(0).utf8))
+        var completed = try FeatureStore.decoder().decode(CompletedModule.self, from: Data(statement.string(0).utf8))
         completed.parameters = try loadParameters(module: module, kind: "value")
         return completed
     }
@@ -447,7 +474,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let statement = try database.prepare("SELECT state FROM modules WHERE module = ? AND lap = ? AND status = 'training'")
         try statement.bind([module, lap])
         guard try statement.step() else { return nil }
-        var checkpoint = try JSONDecoder().decode(EpochCheckpoint.self, from: Data(statement.string(0).utf8))
+        var checkpoint = try FeatureStore.decoder().decode(EpochCheckpoint.self, from: Data(statement.string(0).utf8))
         checkpoint.parameters = try loadParameters(module: module, kind: "value")
         checkpoint.momentum = try loadParameters(module: module, kind: "momentum")
         return checkpoint
@@ -457,7 +484,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         var light = checkpoint
         light.parameters = [:]
         light.momentum = [:]
-        let state = String(decoding: try JSONEncoder().encode(light), as: UTF8.self)
+        let state = String(decoding: try FeatureStore.encoder().encode(light), as: UTF8.self)
         try database.transaction {
             try saveParameters(module: checkpoint.module, kind: "value", checkpoint.parameters)
             try saveParameters(module: checkpoint.module, kind: "momentum", checkpoint.momentum)
@@ -471,7 +498,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     public func saveCompletedModule(_ completed: CompletedModule) throws {
         var light = completed
         light.parameters = [:]
-        let encoder = JSONEncoder()
+        let encoder = FeatureStore.encoder()
         let state = String(decoding: try encoder.encode(light), as: UTF8.self)
         let evaluation = String(decoding: try encoder.encode(completed.evaluation), as: UTF8.self)
         try database.transaction {
@@ -485,7 +512,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     }
 
     func saveMetric(_ log: EpochLog) throws {
-        let json = String(decoding: try JSONEncoder().encode(log), as: UTF8.self)
+        let json = String(decoding: try FeatureStore.encoder().encode(log), as: UTF8.self)
         try database.prepare("""
             INSERT OR REPLACE INTO metrics (module, lap, epoch, task_loss, kinetic_energy, train_accuracy, learning_rate, transport_weight, log)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -514,7 +541,13 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
             guard checksum(blob) == UInt32(truncatingIfNeeded: statement.int(1)) else {
                 throw StoreError.notAStore(path: path, reason: "checkpoint \(statement.string(0)) of module \(module) fails its checksum")
             }
-            result[statement.string(0)] = Array(blob.bindMemory(to: Float.self))
+            // SQLite's page memory need not be aligned for Float: copy the bytes.
+            guard blob.count % 4 == 0 else {
+                throw StoreError.notAStore(path: path, reason: "checkpoint \(statement.string(0)) of module \(module) has \(blob.count) bytes, not whole floats")
+            }
+            var values = [Float](repeating: 0, count: blob.count / 4)
+            values.withUnsafeMutableBytes { $0.copyMemory(from: blob) }
+            result[statement.string(0)] = values
         }
         return result
     }
@@ -523,7 +556,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     public func evaluations() throws -> [ModuleEvaluation] {
         let statement = try database.prepare("SELECT evaluation FROM modules WHERE status = 'complete' AND lap = (SELECT max(lap) FROM modules WHERE status = 'complete') ORDER BY module")
         var result: [ModuleEvaluation] = []
-        while try statement.step() { result.append(try JSONDecoder().decode(ModuleEvaluation.self, from: Data(statement.string(0).utf8))) }
+        while try statement.step() { result.append(try FeatureStore.decoder().decode(ModuleEvaluation.self, from: Data(statement.string(0).utf8))) }
         return result
     }
 
@@ -542,7 +575,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     public func epochLogs() throws -> [EpochLog] {
         let statement = try database.prepare("SELECT log FROM metrics ORDER BY lap, module, epoch")
         var result: [EpochLog] = []
-        while try statement.step() { result.append(try JSONDecoder().decode(EpochLog.self, from: Data(statement.string(0).utf8))) }
+        while try statement.step() { result.append(try FeatureStore.decoder().decode(EpochLog.self, from: Data(statement.string(0).utf8))) }
         return result
     }
 }

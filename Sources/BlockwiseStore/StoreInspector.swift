@@ -168,7 +168,7 @@ public enum StoreVerifier {
             report.checkedRows += 1
             let blob = statement.blob(5)
             var sum = checksum(blob)
-            sum = withUnsafeBytes(of: UInt8(truncatingIfNeeded: statement.int(3))) { checksum($0, seed: sum) }
+            sum = withUnsafeBytes(of: Int32(truncatingIfNeeded: statement.int(3)).littleEndian) { checksum($0, seed: sum) }
             if sum != UInt32(truncatingIfNeeded: statement.int(4)) {
                 report.corrupt.append(CorruptRow(level: statement.int(0), split: statement.string(1), row: statement.int(2)))
             }

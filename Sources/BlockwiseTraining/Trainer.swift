@@ -147,7 +147,6 @@ public final class Trainer {
         let modules = modelConfig.modules
         let inputs = try cache.inputSources(train: train, test: test)
         for lap in 0..<configuration.lapCount {
-            var trainSource = inputs.train, testSource = inputs.test
             for k in 0..<modules {
                 if let done = try journal?.completedModule(k, lap: lap) {
                     // Reused, not recomputed: its levels are complete in the store.
@@ -156,10 +155,12 @@ public final class Trainer {
                     try observer?(.moduleResumed(module: k, lap: lap))
                     try observer?(.moduleEvaluated(done.evaluation))
                     if lap == configuration.lapCount - 1 { result.modules.append(done.evaluation) }
-                    trainSource = try cache.source(level: k + 1, split: .train)
-                    testSource = try cache.source(level: k + 1, split: .test)
                     continue
                 }
+                // The input level is opened only when the module trains: on resume, a later lap
+                // may have left a reused module's output level half rewritten.
+                let trainSource = k == 0 ? inputs.train : try cache.source(level: k, split: .train)
+                let testSource = k == 0 ? inputs.test : try cache.source(level: k, split: .test)
                 let baseline = ledger.live
                 let moduleStart = DispatchTime.now().uptimeNanoseconds
                 let flopsStart = KernelCounters.flops
@@ -214,8 +215,6 @@ public final class Trainer {
                     try cache.dropLevel(k, split: .train)
                     try cache.dropLevel(k, split: .test)
                 }
-                trainSource = try cache.source(level: k + 1, split: .train)
-                testSource = try cache.source(level: k + 1, split: .test)
                 result.epochs += logs
                 try observer?(.moduleEvaluated(evaluation))
                 if lap == configuration.lapCount - 1 { result.modules.append(evaluation) }
@@ -263,9 +262,13 @@ public final class Trainer {
                 // Micro-batches (one when they fit): gradients accumulate, each scaled by its share
                 // of the mini-batch, so the step equals one over the whole mini-batch (but for BN).
                 var metrics = StepMetrics()
+                // Near-equal chunks of at most `micro` samples (never a lone sample while a split
+                // into chunks of two or more exists: batch norm needs two).
+                let chunks = (indices.count + micro - 1) / micro
                 var first = indices.startIndex
-                while first < indices.endIndex {
-                    let chunk = indices[first..<min(first + micro, indices.endIndex)]
+                for c in 0..<chunks {
+                    let size = indices.count / chunks + (c < indices.count % chunks ? 1 : 0)
+                    let chunk = indices[first..<(first + size)]
                     try source.fill(indices: chunk, into: module.inputBuffer, labels: module.labelsBuffer)
                     let share = Float(chunk.count) / Float(indices.count)
                     let part = module.trainStep(input: module.inputBuffer, labels: module.labelsBuffer, batch: chunk.count,
@@ -277,6 +280,7 @@ public final class Trainer {
                     metrics.samples += part.samples
                     first = chunk.endIndex
                 }
+                _ = micro
                 configuration.optimizer.step(module.parameters, rate: rate)
                 transport.record(taskLoss: metrics.taskLoss)
                 sum.taskLoss += metrics.taskLoss

@@ -63,7 +63,7 @@ final class CLITests: XCTestCase {
         let report = directory + "/report"
         let arguments = ["train", "--store", store, "--report", report, "--train-size", "200", "--test-size", "200", "--modules", "2",
                          "--width", "4", "--epochs", "1", "--batch-size", "50", "--profile", "stm32f746-disco", "--fit", "microbatch",
-                         "--store-cache", "32KiB", "--feature-dtype", "fp16"]
+                         "--store-cache", "32KiB", "--feature-dtype", "fp16", "--workspace", "200"]
         let first = try run(arguments)
         XCTAssertEqual(first.code, 0, first.err)
         XCTAssertTrue(first.out.contains("best: module"), first.out)

@@ -77,6 +77,20 @@ final class ResumeTests: XCTestCase {
         try interruptAndResume(.sequential, stops: [4, 9, 20])
     }
 
+    /// Killed in lap 2 while module 2 was rewriting its output level (marked incomplete): the
+    /// resumed run must not need that level before module 2 has rewritten it.
+    func testMultilapResumeWithAHalfRewrittenLevel() throws {
+        let c = configuration(.multilap)
+        let reference = try run(NSTemporaryDirectory() + "ref-\(UUID().uuidString).sqlite", c)
+        let path = NSTemporaryDirectory() + "resume-\(UUID().uuidString).sqlite"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // 6 batches per epoch, 2 epochs per lap: lap 2's module 2 starts after 3 x 12 + 12 batches.
+        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 52))
+        try Database(path: path).execute("UPDATE levels SET complete = 0 WHERE level = 2")
+        let resumed = try run(path, c)
+        XCTAssertEqual(resumed.modules.map(\.testAccuracy), reference.modules.map(\.testAccuracy))
+    }
+
     func testMultilapResumeReproducesTheUninterruptedRun() throws {
         try interruptAndResume(.multilap, tau: .off, stops: [5, 17])
     }
