@@ -16,7 +16,8 @@ public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input:
                                      momentum: Float = 0.1, epsilon: Float = 1e-5) {
     let count = batch * spatial
     let channelStride = spatial, imageStride = channels * spatial
-    for c in 0..<channels {
+    parallelRanges(channels, costPerItem: count) { range in
+    for c in range {
         var sum: Double = 0
         for n in 0..<batch {
             let plane = input + n * imageStride + c * channelStride
@@ -50,6 +51,7 @@ public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input:
             for i in 0..<spatial { destination[i] = source[i] * scale + shift }
         }
     }
+    }
     KernelCounters.flops += 8 * count * channels
 }
 
@@ -60,7 +62,8 @@ public func batchNormForwardInference(output: UnsafeMutablePointer<Float>, input
                                       runningMean: UnsafePointer<Float>, runningVariance: UnsafePointer<Float>,
                                       batch: Int, channels: Int, spatial: Int, epsilon: Float = 1e-5) {
     let imageStride = channels * spatial
-    for c in 0..<channels {
+    parallelRanges(channels, costPerItem: batch * spatial) { range in
+    for c in range {
         let scale = weight[c] / (runningVariance[c] + epsilon).squareRoot()
         let shift = bias[c] - runningMean[c] * scale
         for n in 0..<batch {
@@ -68,6 +71,7 @@ public func batchNormForwardInference(output: UnsafeMutablePointer<Float>, input
             let destination = output + n * imageStride + c * spatial
             for i in 0..<spatial { destination[i] = source[i] * scale + shift }
         }
+    }
     }
     KernelCounters.flops += 2 * batch * channels * spatial
 }
@@ -87,7 +91,8 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
                               batch: Int, channels: Int, spatial: Int, accumulate: Bool = true) {
     let count = batch * spatial
     let imageStride = channels * spatial
-    for c in 0..<channels {
+    parallelRanges(channels, costPerItem: count) { range in
+    for c in range {
         let mu = mean[c], rstd = inverseStd[c]
         var sumDy: Double = 0, sumDyXhat: Double = 0
         for n in 0..<batch {
@@ -103,7 +108,7 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
         }
         dBias[c] += Float(sumDy)
         dWeight[c] += Float(sumDyXhat)
-        guard let dInput else { continue }
+        guard let dInput = dInput else { continue }
         let scale = weight[c] * rstd / Float(count)
         let meanDy = Float(sumDy), meanDyXhat = Float(sumDyXhat)
         let m = Float(count)
@@ -123,6 +128,7 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
                 }
             }
         }
+    }
     }
     KernelCounters.flops += 10 * count * channels
 }

@@ -3,7 +3,7 @@
 
 /// `output = max(input, 0)`; output may be the same buffer as input (in place).
 public func reluForward(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, count: Int) {
-    for i in 0..<count { output[i] = max(input[i], 0) }
+    parallelRanges(count) { range in for i in range { output[i] = max(input[i], 0) } }
 }
 
 /// Accumulates `dInput += dOutput * (output > 0)`; reads the forward *output* (so the input
@@ -16,7 +16,7 @@ public func reluBackward(dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePoi
 
 /// `gradient *= (output > 0)` in place.
 public func reluBackwardInPlace(gradient: UnsafeMutablePointer<Float>, output: UnsafePointer<Float>, count: Int) {
-    for i in 0..<count where !(output[i] > 0) { gradient[i] = 0 }
+    parallelRanges(count) { range in for i in range { gradient[i] = output[i] > 0 ? gradient[i] : 0 } }
 }
 
 /// `output = a + b` (the residual add); output may alias a or b.
@@ -26,10 +26,12 @@ public func addForward(output: UnsafeMutablePointer<Float>, _ a: UnsafePointer<F
 
 /// `target += scale * source`.
 public func accumulate(_ target: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, count: Int, scale: Float = 1) {
-    if scale == 1 {
-        for i in 0..<count { target[i] += source[i] }
-    } else {
-        for i in 0..<count { target[i] += scale * source[i] }
+    parallelRanges(count) { range in
+        if scale == 1 {
+            for i in range { target[i] += source[i] }
+        } else {
+            for i in range { target[i] += scale * source[i] }
+        }
     }
 }
 

@@ -116,3 +116,32 @@ final class LocalLossTests: XCTestCase {
         return (0..<count).map { _ in Float(generator.nextNormal()) }
     }
 }
+
+/// With two kernel threads (batch-split convolutions, channel-split batch norm, range-split
+/// element-wise layers) a training step gives the one-thread result up to the order of sums.
+final class ThreadedStepTests: XCTestCase {
+    func gradients(threads: Int) throws -> (loss: Double, gradients: [[Float]]) {
+        KernelThreads.count = threads
+        defer { KernelThreads.count = 1 }
+        let config = ModelConfiguration(inputChannels: 8, inputHeight: 28, inputWidth: 28, classes: 10, width: 8, modules: 2,
+                                        blocksPerModule: 2, downsampleAt: [1], head: .oneCNN)
+        let module = try ResNetModule(configuration: config, index: 1, ledger: MemoryLedger())
+        Initialization.initialize(module.parameters, gain: 0.5, seed: 4, module: 1)
+        try module.prepare(ModuleMemoryOptions(batch: 16, training: true))
+        var generator = SeededGenerator(seed: 9)
+        for i in 0..<(16 * 8 * 28 * 28) { module.inputBuffer[i] = Float(generator.nextNormal()) }
+        for i in 0..<16 { module.labelsBuffer[i] = Int32(i % 10) }
+        module.parameters.zeroGradients()
+        let metrics = module.trainStep(input: module.inputBuffer, labels: module.labelsBuffer, batch: 16, transportWeight: 0.3, labelSmoothing: 0.1)
+        return (metrics.totalLoss, module.parameters.trainable.map { $0.gradient!.toArray() })
+    }
+
+    func testTwoThreadsMatchOne() throws {
+        let one = try gradients(threads: 1), two = try gradients(threads: 2)
+        XCTAssertEqual(one.loss, two.loss, accuracy: 1e-5)
+        for (a, b) in zip(one.gradients, two.gradients) {
+            let scale = max(a.map(abs).max() ?? 0, 1e-3)
+            for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 2e-3 * scale) }
+        }
+    }
+}
