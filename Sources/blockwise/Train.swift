@@ -70,7 +70,7 @@ struct Train: ParsableCommand {
         session.say = { if !quiet { print($0) } }
         if !quiet {
             print("blockwise: \(model.summary); \(configuration.procedure.rawValue), tau \(configuration.tau.description)")
-            print("data: \(train.count) training / \(test.count) test samples from \(dataOptions.data); batch \(configuration.batchSize); seed \(configuration.seed)")
+            print("data: \(train.count) training / \(test.count) \(dataOptions.validationSize == nil ? "test" : "validation") samples from \(dataOptions.dataDescription); batch \(configuration.batchSize); seed \(configuration.seed)")
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
         }
         let progress = ProgressPrinter(quiet: quiet, modules: model.modules)

