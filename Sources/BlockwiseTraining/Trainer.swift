@@ -367,12 +367,12 @@ public final class Trainer {
             Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
             let options = trainingOptions(ownsInput: k == 0, needsInputGradient: endToEnd && k > 0)
             try module.prepare(options)
-            try observer?(.moduleStarted(module: k, lap: 0, epochs: configuration.epochsBase, plan: module.memoryPlan(options)))
+            try observer?(.moduleStarted(module: k, lap: 0, epochs: configuration.residentEpochs, plan: module.memoryPlan(options)))
             modules.append(module)
         }
         let flopsStart = KernelCounters.flops
         let start = DispatchTime.now().uptimeNanoseconds
-        let epochs = configuration.epochsBase
+        let epochs = configuration.residentEpochs
         var generator = SeededGenerator.stream(seed: configuration.seed, "shuffle-resident")
         var transports = (0..<count).map { TransportWeight(schedule: configuration.tau, module: $0, modules: count) }
         let first = modules[0]

@@ -22,7 +22,8 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     public var labelSmoothing: Float = 0
     public var batchSize: Int = 128
     /// Epochs of module k (sequential, multilap) = epochsBase + k * epochsPerModule (the paper's
-    /// E0 + k E1); parallel and e2e train for epochsBase epochs.
+    /// E0 + k E1); parallel and e2e train every module for E0 + (K-1) E1 epochs, the budget of
+    /// the last module in sequential training.
     public var epochsBase: Int = 2
     public var epochsPerModule: Int = 0
     public var laps: Int = 5
@@ -48,6 +49,9 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
 
     /// Epochs of module k in one pass (sequential) or in all laps together (multilap).
     public func epochs(module k: Int) -> Int { epochsBase + k * epochsPerModule }
+
+    /// Epochs of the resident procedures (parallel, e2e).
+    public var residentEpochs: Int { epochs(module: model.modules - 1) }
 
     /// Epochs of module k in one lap.
     public func epochsPerLap(module k: Int) -> Int {

@@ -76,7 +76,7 @@ struct TrainingOptions: ParsableArguments {
     var labelSmoothing: Float = 0
     @Option(help: "Mini-batch size.")
     var batchSize: Int = 128
-    @Option(name: .customLong("epochs"), help: "E0: epochs of the first module (and of parallel / e2e runs).")
+    @Option(name: .customLong("epochs"), help: "E0: epochs of the first module (parallel and e2e train E0 + (K-1)*E1 epochs).")
     var epochsBase: Int = 5
     @Option(help: "E1: extra epochs per module index (module k trains E0 + k*E1 epochs).")
     var epochsPerModule: Int = 0
