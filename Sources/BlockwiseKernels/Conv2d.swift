@@ -71,6 +71,14 @@ extension Conv2dGeometry {
     public var floatsPerPixel: Int { columnRows + outputChannels }
 }
 
+/// Pixels of the chunk starting at `start`: chunks smaller than an image never cross an image's
+/// end (so their GEMM reads and writes the N C H W tensors in place); larger ones are whole images.
+@inline(__always)
+private func chunkCount(start: Int, chunk: Int, total: Int, pixelsPerImage: Int) -> Int {
+    if chunk < pixelsPerImage { return min(chunk, pixelsPerImage - start % pixelsPerImage) }
+    return min((chunk / pixelsPerImage) * pixelsPerImage, total - start)
+}
+
 /// Calls `body(image, firstPixel, pixels, offsetInChunk)` for each image segment of the
 /// chunk of flattened output pixels [start, start + count).
 @inline(__always)
@@ -259,14 +267,15 @@ func conv2dForwardSerial(output: UnsafeMutablePointer<Float>, input: UnsafePoint
         var start = 0
         let total = batch * opix
         while start < total {
-            let count = min(chunk, total - start)
+            let count = chunkCount(start: start, chunk: chunk, total: total, pixelsPerImage: opix)
             forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
                 im2col(columns + offset, rowStride: count, image: input + n * inputStride, geometry: g, first: first, pixels: pixels, threaded: threaded)
             }
-            if count == opix && start % opix == 0 {
-                // One whole image: write straight into the output.
+            if count <= opix {
+                // Within one image: the output rows are `opix` apart, write straight into them.
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(count), Int32(kk),
-                            1, weight, Int32(kk), columns, Int32(count), 0, output + (start / opix) * outputStride, Int32(opix))
+                            1, weight, Int32(kk), columns, Int32(count), 0,
+                            output + (start / opix) * outputStride + start % opix, Int32(opix))
             } else {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(count), Int32(kk),
                             1, weight, Int32(kk), columns, Int32(count), 0, gathered, Int32(count))
@@ -371,11 +380,12 @@ func conv2dBackwardSerial(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeM
         var start = 0
         let total = batch * opix
         while start < total {
-            let count = min(chunk, total - start)
-            let wholeImage = count == opix && start % opix == 0
+            let count = chunkCount(start: start, chunk: chunk, total: total, pixelsPerImage: opix)
+            let withinImage = count <= opix
             let dOutChunk: UnsafePointer<Float>
-            if wholeImage {
-                dOutChunk = dOutput + (start / opix) * outputStride
+            let leading = withinImage ? opix : count  // row stride of dOutChunk
+            if withinImage {
+                dOutChunk = dOutput + (start / opix) * outputStride + start % opix
             } else {
                 forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
                     for c in 0..<m {
@@ -389,11 +399,11 @@ func conv2dBackwardSerial(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeM
                     im2col(columns + offset, rowStride: count, image: input + n * inputStride, geometry: g, first: first, pixels: pixels, threaded: threaded)
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(kk), Int32(count),
-                            1, dOutChunk, Int32(count), columns, Int32(count), 1, dWeight, Int32(kk))
+                            1, dOutChunk, Int32(leading), columns, Int32(count), 1, dWeight, Int32(kk))
             }
             if let dInput {
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(kk), Int32(count), Int32(m),
-                            1, weight, Int32(kk), dOutChunk, Int32(count), 0, columns, Int32(count))
+                            1, weight, Int32(kk), dOutChunk, Int32(leading), 0, columns, Int32(count))
                 forEachSegment(start: start, count: count, pixelsPerImage: opix) { n, first, pixels, offset in
                     col2imAdd(dInput + n * inputStride, columns: columns + offset, rowStride: count, geometry: g, first: first, pixels: pixels, threaded: threaded)
                 }
