@@ -111,6 +111,11 @@ extension Dataset {
     public func balancedSubset(size: SubsetSize, seed: UInt64) throws -> Dataset {
         let total = size.resolve(total: count)
         if total >= count { return self }
+        return subset(try balancedIndices(total: total, seed: seed), name: "\(name)[\(total)]")
+    }
+
+    /// The sorted indices of a class-balanced draw of `total` samples by `seed`.
+    func balancedIndices(total: Int, seed: UInt64) throws -> [Int] {
         var byClass = [[Int]](repeating: [], count: classes)
         for (index, label) in labels.enumerated() { byClass[Int(label)].append(index) }
         var generator = SeededGenerator.stream(seed: seed, "subset")
@@ -124,26 +129,16 @@ extension Dataset {
             members.seededShuffle(using: &generator)
             chosen.append(contentsOf: members.prefix(want))
         }
-        chosen.sort()
-        return subset(chosen, name: "\(name)[\(total)]")
+        return chosen.sorted()
     }
 
     /// Splits into (rest, held out) with `heldOut` samples class-balanced by seed
     /// (for validation splits carved from a training subset).
     public func split(heldOut: Int, seed: UInt64) throws -> (train: Dataset, validation: Dataset) {
-        let validation = try balancedSubset(size: .count(heldOut), seed: seed ^ 0x5A5A)
-        // Recompute the chosen indices to take the complement.
-        var byClass = [[Int]](repeating: [], count: classes)
-        for (index, label) in labels.enumerated() { byClass[Int(label)].append(index) }
-        var generator = SeededGenerator.stream(seed: seed ^ 0x5A5A, "subset")
-        var chosen = Set<Int>()
-        for c in 0..<classes {
-            let want = heldOut / classes + (c < heldOut % classes ? 1 : 0)
-            var members = byClass[c]
-            members.seededShuffle(using: &generator)
-            chosen.formUnion(members.prefix(want))
-        }
+        let held = try balancedIndices(total: heldOut, seed: seed ^ 0x5A5A)
+        let chosen = Set(held)
         let rest = (0..<count).filter { !chosen.contains($0) }
-        return (subset(rest, name: name + "-train"), validation)
+        return (subset(rest, name: name + "-train"), subset(held, name: "\(name)[\(heldOut)]"))
     }
+
 }

@@ -403,7 +403,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     }
 
     /// Reads one row: decodes its values into `values`, returns its label; verifies its checksum.
-    func readRow(_ statement: Statement, level: Int, split: Split, row: Int, size: Int,
+    func readRow(_ statement: Statement, level: Int, split: Split, row: Int, size: Int, encoding: FeatureEncoding,
                  into values: UnsafeMutablePointer<Float>) throws -> Int32 {
         statement.reset()
         try statement.bind([FeatureStore.rowID(level: level, split: split, row: row)])
@@ -411,7 +411,6 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let label = Int32(truncatingIfNeeded: statement.int(0))
         let stored = UInt32(truncatingIfNeeded: statement.int(1))
         let blob = statement.blob(2)
-        let encoding = FeatureEncoding(rawValue: try levelEncoding(level, split: split)) ?? self.encoding
         var sum = checksum(blob)
         sum = withUnsafeBytes(of: label.littleEndian) { checksum($0, seed: sum) }
         guard sum == stored, blob.count == size * encoding.bytesPerValue, label >= 0, label < 65536 else {
@@ -439,10 +438,12 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let split: Split
         let count: Int
         let sampleShape: [Int]
+        let encoding: FeatureEncoding
         let statement: Statement
 
         init(store: FeatureStore, level: Int, split: Split, count: Int, shape: [Int]) throws {
             self.store = store; self.level = level; self.split = split; self.count = count; self.sampleShape = shape
+            encoding = FeatureEncoding(rawValue: try store.levelEncoding(level, split: split)) ?? store.encoding
             statement = try store.database.prepare("SELECT label, checksum, data FROM features WHERE id = ?")
         }
 
@@ -451,7 +452,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
             let size = sampleShape.reduce(1, *)
             for (offset, index) in indices.enumerated() {
                 labels[offset] = try store.readRow(statement, level: level, split: split, row: index, size: size,
-                                                   into: values + offset * size)
+                                                   encoding: encoding, into: values + offset * size)
             }
             store.operations += indices.count  // each row is a random look-up
             statement.reset()

@@ -128,7 +128,6 @@ final class BasicBlock {
     let unit2: ConvBNUnit
     let shortcut: ShortcutGeometry?
     let inputShape: [Int]
-    private var input: UnsafePointer<Float>?
 
     init(prefix: String, inputShape: [Int], outputChannels: Int, stride: Int) {
         self.prefix = prefix
@@ -164,7 +163,6 @@ final class BasicBlock {
     }
 
     func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext) {
-        input = x
         unit1.forward(x, batch: batch, training: training, context)
         unit2.forward(context.slot(unit1.outputTag), batch: batch, training: training, context)
         let y = context.slot(outputTag)  // holds r now

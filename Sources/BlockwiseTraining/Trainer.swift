@@ -280,7 +280,6 @@ public final class Trainer {
                     metrics.samples += part.samples
                     first = chunk.endIndex
                 }
-                _ = micro
                 configuration.optimizer.step(module.parameters, rate: rate)
                 transport.record(taskLoss: metrics.taskLoss)
                 sum.taskLoss += metrics.taskLoss
