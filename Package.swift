@@ -16,13 +16,18 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // C libraries (Debian: libopenblas-dev, libsqlite3-dev, zlib1g-dev).
+        // C libraries (Debian: libopenblas-dev, libsqlite3-dev, zlib1g-dev, libdnnl-dev).
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // oneDNN convolutions (Debian: libdnnl-dev) behind a small C interface whose workspace
+        // the caller provides; the plain im2col path stays the reference.
+        .target(name: "CDNNLConvolution", path: "Sources/CDNNLConvolution",
+                cSettings: [.unsafeFlags(["-O2"])],
+                linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("gomp")]),
 
         // Tensors, the memory ledger, and forward/backward kernels.
-        .target(name: "BlockwiseKernels", dependencies: ["CBLAS"]),
+        .target(name: "BlockwiseKernels", dependencies: ["CBLAS", "CDNNLConvolution"]),
         // IDX data sets (Fashion-MNIST), subsets.
         .target(name: "BlockwiseData", dependencies: ["CZlib", "BlockwiseKernels"]),
         // Models, the local (transport-regularised) loss, optimisers, procedures.

@@ -231,6 +231,13 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           batch: Int, geometry g: Conv2dGeometry,
                           workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int) {
+    if ConvolutionEngine.selected == .onednn, g.needsColumns, let workspace,
+       let plan = OneDNNConvolution.plan(g, batch: batch, hasBias: bias != nil, workspaceCount: workspaceCount) {
+        OneDNNConvolution.forward(plan, output: output, input: input, weight: weight, bias: bias, batch: batch,
+                                  geometry: g, workspace: workspace)
+        KernelCounters.flops += g.forwardFlops(batch: batch)
+        return
+    }
     let half = workspaceCount / 2
     if KernelThreads.count > 1 && batch >= 2 && (!g.needsColumns || half >= g.minimumWorkspace) {
         // Two halves of the batch at once, each with half the workspace and single-threaded sgemm.
@@ -325,6 +332,15 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
             }
         }
     }
+    if dInput == nil && dWeight == nil { return }
+    let flops = g.forwardFlops(batch: batch) * ((dInput == nil ? 0 : 1) + (dWeight == nil ? 0 : 1))
+    if ConvolutionEngine.selected == .onednn, g.needsColumns, let workspace,
+       let plan = OneDNNConvolution.plan(g, batch: batch, hasBias: false, workspaceCount: workspaceCount) {
+        OneDNNConvolution.backward(plan, dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight,
+                                   batch: batch, geometry: g, workspace: workspace)
+        KernelCounters.flops += flops
+        return
+    }
     // The second half of the batch accumulates its weight gradient into a partial buffer carved
     // from the end of the workspace, added to dWeight afterwards.
     let partialCount = dWeight == nil ? 0 : m * kk
@@ -349,7 +365,7 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
         conv2dBackwardSerial(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, batch: batch,
                              geometry: g, workspace: workspace, workspaceCount: workspaceCount, threaded: KernelThreads.count > 1)
     }
-    KernelCounters.flops += g.forwardFlops(batch: batch) * ((dInput == nil ? 0 : 1) + (dWeight == nil ? 0 : 1))
+    KernelCounters.flops += flops
 }
 
 func conv2dBackwardSerial(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
@@ -420,6 +436,7 @@ func conv2dBackwardSerial(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeM
 public func setBLASThreads(_ count: Int) {
     KernelThreads.count = max(1, count)
     openblas_set_num_threads(1)
+    OneDNNConvolution.setThreads(max(1, count))
 }
 
 /// Threads the kernels' own loops (im2col, col2im) may use; set with ``setBLASThreads(_:)``.

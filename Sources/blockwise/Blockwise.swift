@@ -55,8 +55,7 @@ struct BenchKernels: ParsableCommand {
           swift run -c release blockwise bench kernels --threads 2
         """)
 
-    @Option(help: "BLAS threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var compute: ComputeOptions
 
     @Option(help: "Batch size of the convolution benchmark.")
     var batchSize: Int = 128
@@ -68,9 +67,9 @@ struct BenchKernels: ParsableCommand {
     var workspace: Int?
 
     func run() throws {
-        setBLASThreads(threads)
+        compute.apply()
         let roofline = try KernelBenchmark.sgemmRate()
-        print("threads: \(threads), OpenBLAS core: \(BLASConfiguration.coreName)")
+        print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName)")
         print(pad("kernel", 44) + pad("ms", 10) + pad("GFLOP/s", 10) + "of sgemm")
         print(pad(roofline.name, 44) + pad(String(format: "%.1f", roofline.seconds * 1000), 10)
               + pad(String(format: "%.1f", roofline.gflops), 10) + "100%")
@@ -131,8 +130,7 @@ struct BenchTrain: ParsableCommand {
           swift run -c release blockwise bench train --threads 2
         """)
 
-    @Option(help: "BLAS and kernel threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var compute: ComputeOptions
     @Option(parsing: .upToNextOption, help: "Widths to measure.")
     var widths: [Int] = [16, 32, 64]
     @Option(help: "Batch size.")
@@ -143,9 +141,9 @@ struct BenchTrain: ParsableCommand {
     var workspace: Int?
 
     func run() throws {
-        setBLASThreads(threads)
+        compute.apply()
         let roofline = try KernelBenchmark.sgemmRate()
-        print("threads: \(threads), OpenBLAS core: \(BLASConfiguration.coreName); sgemm \(String(format: "%.1f", roofline.gflops)) GFLOP/s")
+        print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName); sgemm \(String(format: "%.1f", roofline.gflops)) GFLOP/s")
         print(pad("width", 8) + pad("ms/step", 10) + pad("images/s", 10) + pad("eff. GFLOP/s", 14) + pad("of sgemm", 10) + "ledger peak")
         for width in widths {
             let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace)

@@ -54,13 +54,12 @@ struct Compare: ParsableCommand {
     var report: String?
     @Flag(help: "Start both runs over.")
     var fresh = false
-    @Option(help: "BLAS threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var compute: ComputeOptions
     @Flag(help: "Print only the summaries.")
     var quiet = false
 
     func run() throws {
-        setBLASThreads(threads)
+        compute.apply()
         let (train, test) = try dataOptions.load(seed: trainingOptions.seed)
         let model = try modelOptions.model(dataset: train)
         let trgl = try trainingOptions.configuration(model: model)

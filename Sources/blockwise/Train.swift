@@ -35,8 +35,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Keep the features between modules in memory instead of the store (no resume).")
     var inMemory = false
     @OptionGroup var device: DeviceOptions
-    @Option(help: "BLAS threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var compute: ComputeOptions
     @Option(help: "Write the full result (configuration, epoch logs, per-module evaluation) as JSON to this file.")
     var json: String?
     @Flag(help: "Print nothing but the summary.")
@@ -46,7 +45,7 @@ struct Train: ParsableCommand {
     var report: String?
 
     func run() throws {
-        setBLASThreads(threads)
+        compute.apply()
         let (train, test) = try dataOptions.load(seed: trainingOptions.seed)
         let model = try modelOptions.model(dataset: train)
         let configuration = try trainingOptions.configuration(model: model)
