@@ -20,14 +20,14 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
-        // oneDNN convolutions (Debian: libdnnl-dev) behind a small C interface whose workspace
-        // the caller provides; the plain im2col path stays the reference.
-        .target(name: "CDNNLConvolution", path: "Sources/CDNNLConvolution",
+        // C glue: oneDNN convolutions (Debian: libdnnl-dev) behind a small interface whose
+        // workspace the caller provides, and parallel loops on the OpenMP team oneDNN uses.
+        .target(name: "CKernels", path: "Sources/CKernels",
                 cSettings: [.unsafeFlags(["-O2"])],
                 linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("gomp")]),
 
         // Tensors, the memory ledger, and forward/backward kernels.
-        .target(name: "BlockwiseKernels", dependencies: ["CBLAS", "CDNNLConvolution"]),
+        .target(name: "BlockwiseKernels", dependencies: ["CBLAS", "CKernels"]),
         // IDX data sets (Fashion-MNIST), subsets.
         .target(name: "BlockwiseData", dependencies: ["CZlib", "BlockwiseKernels"]),
         // Models, the local (transport-regularised) loss, optimisers, procedures.

@@ -7,13 +7,17 @@
 /// - Shapes: output, input [N, C, S]; weight (gamma), bias (beta) [C];
 ///   saved `mean`, `inverseStd` [C] (what backward needs); runningMean, runningVariance [C]
 ///   are updated in place when non-nil.
+/// - relu: applies `max(y, 0)` in the same pass (a fused ReLU).
+/// - outputSquares: when non-nil, [C] receives the sum over N and S of each channel's output
+///   squared (before any ReLU), so a caller needing `mean(y^2)` skips another pass over y.
 /// - Memory: none beyond its arguments. Cost: ~8 N C S flops.
 public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
                                      weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                      mean: UnsafeMutablePointer<Float>, inverseStd: UnsafeMutablePointer<Float>,
                                      runningMean: UnsafeMutablePointer<Float>?, runningVariance: UnsafeMutablePointer<Float>?,
                                      batch: Int, channels: Int, spatial: Int,
-                                     momentum: Float = 0.1, epsilon: Float = 1e-5) {
+                                     momentum: Float = 0.1, epsilon: Float = 1e-5,
+                                     relu: Bool = false, outputSquares: UnsafeMutablePointer<Double>? = nil) {
     let count = batch * spatial
     let channelStride = spatial, imageStride = channels * spatial
     parallelRanges(channels, costPerItem: count) { range in
@@ -45,11 +49,20 @@ public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input:
         }
         let scale = weight[c] * rstd
         let shift = bias[c] - Float(mu) * scale
+        var outputSquareSum: Double = 0
         for n in 0..<batch {
             let source = input + n * imageStride + c * channelStride
             let destination = output + n * imageStride + c * channelStride
-            for i in 0..<spatial { destination[i] = source[i] * scale + shift }
+            if let outputSquares = outputSquares {
+                var s: Float = 0
+                for i in 0..<spatial { let y = source[i] * scale + shift; s += y * y; destination[i] = y }
+                outputSquareSum += Double(s)
+            } else {
+                for i in 0..<spatial { destination[i] = source[i] * scale + shift }
+            }
+            if relu { for i in 0..<spatial { destination[i] = max(destination[i], 0) } }
         }
+        outputSquares?[c] = outputSquareSum
     }
     }
     KernelCounters.flops += 8 * count * channels
@@ -83,12 +96,16 @@ public func batchNormForwardInference(output: UnsafeMutablePointer<Float>, input
 /// Recomputes `xhat` from `input` and the saved `mean`, `inverseStd` (no saved xhat tensor).
 /// `dInput` may be nil (detached input). With `accumulate: false`, `dInput` may be the same
 /// buffer as `dOutput` (in place): each channel's sums are taken before its gradients are written.
+/// With `reluOutput` (the output of a ReLU that followed this batch norm), `dOutput` is the
+/// gradient w.r.t. that ReLU's output and is masked by `reluOutput > 0` on the fly (a fused
+/// ReLU backward; nothing is written to `dOutput` unless it is also `dInput`).
 /// Memory: none beyond its arguments.
 public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
                               dBias: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                               input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                               mean: UnsafePointer<Float>, inverseStd: UnsafePointer<Float>,
-                              batch: Int, channels: Int, spatial: Int, accumulate: Bool = true) {
+                              batch: Int, channels: Int, spatial: Int, accumulate: Bool = true,
+                              reluOutput: UnsafePointer<Float>? = nil) {
     let count = batch * spatial
     let imageStride = channels * spatial
     parallelRanges(channels, costPerItem: count) { range in
@@ -99,9 +116,18 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
             let x = input + n * imageStride + c * spatial
             let dy = dOutput + n * imageStride + c * spatial
             var a: Float = 0, b: Float = 0
-            for i in 0..<spatial {
-                a += dy[i]
-                b += dy[i] * (x[i] - mu) * rstd
+            if let reluOutput {
+                let mask = reluOutput + n * imageStride + c * spatial
+                for i in 0..<spatial {
+                    let g = mask[i] > 0 ? dy[i] : 0
+                    a += g
+                    b += g * (x[i] - mu) * rstd
+                }
+            } else {
+                for i in 0..<spatial {
+                    a += dy[i]
+                    b += dy[i] * (x[i] - mu) * rstd
+                }
             }
             sumDy += Double(a)
             sumDyXhat += Double(b)
@@ -116,7 +142,15 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
             let x = input + n * imageStride + c * spatial
             let dy = dOutput + n * imageStride + c * spatial
             let dx = dInput + n * imageStride + c * spatial
-            if accumulate {
+            if let reluOutput {
+                let mask = reluOutput + n * imageStride + c * spatial
+                for i in 0..<spatial {
+                    let xhat = (x[i] - mu) * rstd
+                    let g = mask[i] > 0 ? dy[i] : 0
+                    let value = scale * (m * g - meanDy - xhat * meanDyXhat)
+                    dx[i] = accumulate ? dx[i] + value : value
+                }
+            } else if accumulate {
                 for i in 0..<spatial {
                     let xhat = (x[i] - mu) * rstd
                     dx[i] += scale * (m * dy[i] - meanDy - xhat * meanDyXhat)

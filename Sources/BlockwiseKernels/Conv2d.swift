@@ -112,7 +112,7 @@ func forEachChannelRange(_ channels: Int, work: Int, _ body: (Range<Int>) -> Voi
     let threads = KernelThreads.count
     guard threads > 1, channels > 1, work >= 32_768 else { body(0..<channels); return }
     let parts = min(threads, channels)
-    DispatchQueue.concurrentPerform(iterations: parts) { part in
+    parallelParts(parts) { part in
         body((part * channels / parts)..<((part + 1) * channels / parts))
     }
 }
@@ -243,7 +243,7 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
         // Two halves of the batch at once, each with half the workspace and single-threaded sgemm.
         let split = batch / 2
         let inputStride = g.inputChannels * g.inputPixels, outputStride = g.outputChannels * g.outputPixels
-        DispatchQueue.concurrentPerform(iterations: 2) { part in
+        parallelParts(2) { part in
             let start = part == 0 ? 0 : split
             conv2dForwardSerial(output: output + start * outputStride, input: input + start * inputStride, weight: weight, bias: bias,
                                 batch: part == 0 ? split : batch - split, geometry: g,
@@ -352,7 +352,7 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
         let split = batch / 2
         let partial = workspace.map { $0 + 2 * half }
         if partialCount > 0 { partial!.update(repeating: 0, count: partialCount) }
-        DispatchQueue.concurrentPerform(iterations: 2) { part in
+        parallelParts(2) { part in
             let start = part == 0 ? 0 : split
             conv2dBackwardSerial(dInput: dInput.map { $0 + start * inputStride },
                                  dWeight: part == 0 ? dWeight : (dWeight == nil ? nil : partial),

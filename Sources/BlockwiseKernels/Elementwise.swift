@@ -24,6 +24,11 @@ public func addForward(output: UnsafeMutablePointer<Float>, _ a: UnsafePointer<F
     for i in 0..<count { output[i] = a[i] + b[i] }
 }
 
+/// `target = max(target + source, 0)`: the residual add and the ReLU after it, in one pass.
+public func addReLU(_ target: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, count: Int) {
+    parallelRanges(count) { range in for i in range { target[i] = max(target[i] + source[i], 0) } }
+}
+
 /// `target += scale * source`.
 public func accumulate(_ target: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, count: Int, scale: Float = 1) {
     parallelRanges(count) { range in

@@ -1,4 +1,4 @@
-import CDNNLConvolution
+import CKernels
 import Foundation
 
 /// Which implementation runs the convolutions.

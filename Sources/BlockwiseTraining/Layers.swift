@@ -57,45 +57,63 @@ final class ConvBNUnit {
                SlotSpec(prefix + ".bn.inverseStd", .savedActivations, [geometry.outputChannels])]
     }
 
-    /// Adds `weight * 2 r / count` to `gradient`, recomputing `r = BN(conv)` from the saved
-    /// convolution output and batch statistics (so r itself is not kept).
-    func addTransportGradient(_ gradient: UnsafeMutablePointer<Float>, weight: Float, batch: Int, _ context: LayerContext) {
+    /// The gradients at a residual block's output ReLU, in one pass: `dOutput = dOutput * (y > 0)`
+    /// (dS, in place) and `dResidual = dS + weight * 2 r / count`, recomputing `r = BN(conv)` from
+    /// the saved convolution output and batch statistics (so r itself is not kept).
+    /// - Shapes: dOutput, reluOutput (y), dResidual [N, C_out, H_out, W_out].
+    func residualGradients(dOutput: UnsafeMutablePointer<Float>, reluOutput: UnsafePointer<Float>,
+                           dResidual: UnsafeMutablePointer<Float>, transportWeight: Float, batch: Int, _ context: LayerContext) {
         let c = geometry.outputChannels, spatial = geometry.outputPixels
         let conv = context.slot(prefix + ".conv"), mean = context.slot(prefix + ".bn.mean"), rstd = context.slot(prefix + ".bn.inverseStd")
         let gamma = context.value(prefix + ".bn.weight"), beta = context.value(prefix + ".bn.bias")
-        let scale = 2 * weight / Float(batch * c * spatial)
-        for n in 0..<batch {
-            for channel in 0..<c {
+        let scale = 2 * transportWeight / Float(batch * c * spatial)
+        parallelRanges(c, costPerItem: batch * spatial) { channels in
+            for channel in channels {
                 let a = gamma[channel] * rstd[channel], b = beta[channel] - mean[channel] * a
-                let offset = (n * c + channel) * spatial
-                let x = conv + offset, g = gradient + offset
-                for i in 0..<spatial { g[i] += scale * (x[i] * a + b) }
+                for n in 0..<batch {
+                    let offset = (n * c + channel) * spatial
+                    let x = conv + offset, y = reluOutput + offset, g = dOutput + offset, r = dResidual + offset
+                    if transportWeight == 0 {
+                        for i in 0..<spatial { let d = y[i] > 0 ? g[i] : 0; g[i] = d; r[i] = d }
+                    } else {
+                        for i in 0..<spatial { let d = y[i] > 0 ? g[i] : 0; g[i] = d; r[i] = d + scale * (x[i] * a + b) }
+                    }
+                }
             }
         }
-        KernelCounters.flops += 4 * batch * c * spatial
+        KernelCounters.flops += 5 * batch * c * spatial
     }
 
-    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext) {
+    /// Forward; returns `mean(BN output^2)` (before the ReLU) when `measureSquares` is set, else 0.
+    /// In training the ReLU and the squares are fused into batch norm's output pass.
+    @discardableResult
+    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext, measureSquares: Bool = false) -> Double {
         input = x
         let conv = context.slot(prefix + ".conv"), out = context.slot(outputTag)
         conv2dForward(output: conv, input: x, weight: context.value(prefix + ".conv.weight"), bias: nil,
                       batch: batch, geometry: geometry, workspace: context.workspace, workspaceCount: context.workspaceCount)
         let c = geometry.outputChannels, spatial = geometry.outputPixels
         if training {
-            batchNormForwardTraining(output: out, input: conv, weight: context.value(prefix + ".bn.weight"),
-                                     bias: context.value(prefix + ".bn.bias"),
-                                     mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
-                                     runningMean: context.value(prefix + ".bn.runningMean"),
-                                     runningVariance: context.value(prefix + ".bn.runningVariance"),
-                                     batch: batch, channels: c, spatial: spatial, momentum: context.batchNormMomentum)
+            return withUnsafeTemporaryAllocation(of: Double.self, capacity: c) { squares in
+                batchNormForwardTraining(output: out, input: conv, weight: context.value(prefix + ".bn.weight"),
+                                         bias: context.value(prefix + ".bn.bias"),
+                                         mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
+                                         runningMean: context.value(prefix + ".bn.runningMean"),
+                                         runningVariance: context.value(prefix + ".bn.runningVariance"),
+                                         batch: batch, channels: c, spatial: spatial, momentum: context.batchNormMomentum,
+                                         relu: relu, outputSquares: measureSquares ? squares.baseAddress : nil)
+                return measureSquares ? squares.reduce(0, +) / Double(batch * c * spatial) : 0
+            }
         } else {
             batchNormForwardInference(output: out, input: conv, weight: context.value(prefix + ".bn.weight"),
                                       bias: context.value(prefix + ".bn.bias"),
                                       runningMean: context.value(prefix + ".bn.runningMean"),
                                       runningVariance: context.value(prefix + ".bn.runningVariance"),
                                       batch: batch, channels: c, spatial: spatial)
+            let squares = measureSquares ? meanSquare(out, count: batch * outputCount) : 0
+            if relu { reluForward(output: out, input: out, count: batch * outputCount) }
+            return squares
         }
-        if relu { reluForward(output: out, input: out, count: batch * outputCount) }
     }
 
     /// - dOutput: gradient w.r.t. this unit's output [N, C_out, H_out, W_out]; overwritten in
@@ -103,13 +121,12 @@ final class ConvBNUnit {
     /// - dInput: accumulated into (nil: the input is detached or is the data).
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?,
                   batch: Int, _ context: LayerContext) {
-        let count = batch * outputCount
-        if relu { reluBackwardInPlace(gradient: dOutput, output: context.slot(outputTag), count: count) }
         batchNormBackward(dInput: dOutput, dWeight: context.gradient(prefix + ".bn.weight"),
                           dBias: context.gradient(prefix + ".bn.bias"), dOutput: dOutput,
                           input: context.slot(prefix + ".conv"), weight: context.value(prefix + ".bn.weight"),
                           mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
-                          batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels, accumulate: false)
+                          batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels, accumulate: false,
+                          reluOutput: relu ? context.slot(outputTag) : nil)
         conv2dBackward(dInput: dInput, dWeight: context.gradient(prefix + ".conv.weight"), dBias: nil,
                        dOutput: dOutput, input: input!, weight: context.value(prefix + ".conv.weight"),
                        batch: batch, geometry: geometry, workspace: context.workspace, workspaceCount: context.workspaceCount)
@@ -164,17 +181,16 @@ final class BasicBlock {
 
     func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext) {
         unit1.forward(x, batch: batch, training: training, context)
-        unit2.forward(context.slot(unit1.outputTag), batch: batch, training: training, context)
+        lastKineticEnergy = unit2.forward(context.slot(unit1.outputTag), batch: batch, training: training, context, measureSquares: true)
         let y = context.slot(outputTag)  // holds r now
         let count = batch * outputCount
-        lastKineticEnergy = meanSquare(y, count: count)
         if let shortcut {
             // y = r + shortcut(x): the shortcut adds into y channel by channel.
             shortcutForwardAdd(output: y, input: x, batch: batch, geometry: shortcut)
+            reluForward(output: y, input: y, count: count)
         } else {
-            accumulate(y, x, count: count)
+            addReLU(y, x, count: count)
         }
-        reluForward(output: y, input: y, count: count)
     }
 
     /// Mean of r^2 over the batch tensor (of the last forward).
@@ -188,12 +204,9 @@ final class BasicBlock {
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, transportWeight: Float,
                   scratch: UnsafeMutablePointer<Float>, batch: Int, _ context: LayerContext) {
         let count = batch * outputCount
-        reluBackwardInPlace(gradient: dOutput, output: context.slot(outputTag), count: count)  // dS
         let dResidual = scratch
-        dResidual.update(from: dOutput, count: count)
-        if transportWeight != 0 {
-            unit2.addTransportGradient(dResidual, weight: transportWeight, batch: batch, context)
-        }
+        unit2.residualGradients(dOutput: dOutput, reluOutput: context.slot(outputTag), dResidual: dResidual,
+                                transportWeight: transportWeight, batch: batch, context)
         if let dInput {
             if let shortcut {
                 shortcutBackward(dInput: dInput, dOutput: dOutput, batch: batch, geometry: shortcut)
