@@ -23,20 +23,11 @@ public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input:
     parallelRanges(channels, costPerItem: count) { range in
     for c in range {
         var sum: Double = 0
-        for n in 0..<batch {
-            let plane = input + n * imageStride + c * channelStride
-            var s: Float = 0
-            for i in 0..<spatial { s += plane[i] }
-            sum += Double(s)
-        }
+        for n in 0..<batch { sum += Double(planeSum(input + n * imageStride + c * channelStride, spatial)) }
         let mu = sum / Double(count)
         var squares: Double = 0
         for n in 0..<batch {
-            let plane = input + n * imageStride + c * channelStride
-            var s: Float = 0
-            let m = Float(mu)
-            for i in 0..<spatial { let d = plane[i] - m; s += d * d }
-            squares += Double(s)
+            squares += Double(planeSquaredDeviations(input + n * imageStride + c * channelStride, spatial, mean: Float(mu)))
         }
         let variance = squares / Double(count)
         let rstd = Float(1 / (variance + Double(epsilon)).squareRoot())
@@ -51,16 +42,9 @@ public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input:
         let shift = bias[c] - Float(mu) * scale
         var outputSquareSum: Double = 0
         for n in 0..<batch {
-            let source = input + n * imageStride + c * channelStride
-            let destination = output + n * imageStride + c * channelStride
-            if let outputSquares = outputSquares {
-                var s: Float = 0
-                for i in 0..<spatial { let y = source[i] * scale + shift; s += y * y; destination[i] = y }
-                outputSquareSum += Double(s)
-            } else {
-                for i in 0..<spatial { destination[i] = source[i] * scale + shift }
-            }
-            if relu { for i in 0..<spatial { destination[i] = max(destination[i], 0) } }
+            let offset = n * imageStride + c * channelStride
+            outputSquareSum += Double(planeAffine(output + offset, input + offset, spatial, scale: scale, shift: shift,
+                                                  relu: relu, squares: outputSquares != nil))
         }
         outputSquares?[c] = outputSquareSum
     }
@@ -111,56 +95,27 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
     parallelRanges(channels, costPerItem: count) { range in
     for c in range {
         let mu = mean[c], rstd = inverseStd[c]
-        var sumDy: Double = 0, sumDyXhat: Double = 0
+        var sumDy: Double = 0, sumDyCentered: Double = 0
         for n in 0..<batch {
-            let x = input + n * imageStride + c * spatial
-            let dy = dOutput + n * imageStride + c * spatial
-            var a: Float = 0, b: Float = 0
-            if let reluOutput {
-                let mask = reluOutput + n * imageStride + c * spatial
-                for i in 0..<spatial {
-                    let g = mask[i] > 0 ? dy[i] : 0
-                    a += g
-                    b += g * (x[i] - mu) * rstd
-                }
-            } else {
-                for i in 0..<spatial {
-                    a += dy[i]
-                    b += dy[i] * (x[i] - mu) * rstd
-                }
-            }
+            let offset = n * imageStride + c * spatial
+            let (a, b) = planeGradientSums(dOutput + offset, input + offset, mask: reluOutput.map { $0 + offset }, spatial, mean: mu)
             sumDy += Double(a)
-            sumDyXhat += Double(b)
+            sumDyCentered += Double(b)
         }
+        let sumDyXhat = Float(sumDyCentered) * rstd
         dBias[c] += Float(sumDy)
-        dWeight[c] += Float(sumDyXhat)
+        dWeight[c] += sumDyXhat
         guard let dInput = dInput else { continue }
+        // dx = gamma * rstd / M * (M * g - sum(g) - xhat * sum(g * xhat)), xhat = (x - mu) * rstd,
+        // written as gScale * g + xScale * x + shift.
         let scale = weight[c] * rstd / Float(count)
-        let meanDy = Float(sumDy), meanDyXhat = Float(sumDyXhat)
-        let m = Float(count)
+        let gScale = scale * Float(count)
+        let xScale = -scale * sumDyXhat * rstd
+        let shift = -scale * Float(sumDy) - xScale * mu
         for n in 0..<batch {
-            let x = input + n * imageStride + c * spatial
-            let dy = dOutput + n * imageStride + c * spatial
-            let dx = dInput + n * imageStride + c * spatial
-            if let reluOutput {
-                let mask = reluOutput + n * imageStride + c * spatial
-                for i in 0..<spatial {
-                    let xhat = (x[i] - mu) * rstd
-                    let g = mask[i] > 0 ? dy[i] : 0
-                    let value = scale * (m * g - meanDy - xhat * meanDyXhat)
-                    dx[i] = accumulate ? dx[i] + value : value
-                }
-            } else if accumulate {
-                for i in 0..<spatial {
-                    let xhat = (x[i] - mu) * rstd
-                    dx[i] += scale * (m * dy[i] - meanDy - xhat * meanDyXhat)
-                }
-            } else {
-                for i in 0..<spatial {
-                    let xhat = (x[i] - mu) * rstd
-                    dx[i] = scale * (m * dy[i] - meanDy - xhat * meanDyXhat)
-                }
-            }
+            let offset = n * imageStride + c * spatial
+            planeGradient(dInput + offset, dOutput + offset, input + offset, mask: reluOutput.map { $0 + offset }, spatial,
+                          gScale: gScale, xScale: xScale, shift: shift, accumulate: accumulate)
         }
     }
     }
