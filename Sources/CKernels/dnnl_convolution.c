@@ -164,8 +164,8 @@ bw_dnnl_conv *bw_dnnl_conv_create(int images, int in_channels, int out_channels,
     if (dnnl_primitive_create(&c->forward, fpd) != dnnl_success || dnnl_primitive_create(&c->backward_data, dpd) != dnnl_success
         || dnnl_primitive_create(&c->backward_weights, wpd) != dnnl_success) goto fail;
 
-    // Forward: [src | weights | dst | scratch];
-    // backward: [src | diff_dst | (diff_dst in backward-weights' layout) | diff_src | weights | diff_weights | scratch].
+    // Forward: [src | weights | dst | scratch]; backward: [diff_dst | (diff_dst in backward-weights'
+    // layout, if it differs) | weights | diff_weights | diff_src, then src | scratch].
     size_t at = 0;
     c->off_src = at; at += align64(dnnl_memory_desc_get_size(src));
     c->off_weights = at; at += align64(dnnl_memory_desc_get_size(weights));
@@ -173,13 +173,16 @@ bw_dnnl_conv *bw_dnnl_conv_create(int images, int in_channels, int out_channels,
     c->off_scratch_forward = at; at += align64(dnnl_memory_desc_get_size(query(fpd, dnnl_query_scratchpad_md)));
     size_t forward_bytes = at;
     at = 0;
-    c->off_bw_src = at; at += align64(dnnl_memory_desc_get_size(w_src));
     c->off_diff_dst = at; at += align64(dnnl_memory_desc_get_size(d_diff_dst));
     c->off_w_diff_dst = c->separate_diff_dst ? at : c->off_diff_dst;
     if (c->separate_diff_dst) at += align64(dnnl_memory_desc_get_size(w_diff_dst));
-    c->off_diff_src = at; at += align64(dnnl_memory_desc_get_size(d_diff_src));
     c->off_bw_weights = at; at += align64(dnnl_memory_desc_get_size(d_weights));
     c->off_diff_weights = at; at += align64(dnnl_memory_desc_get_size(w_diff_weights));
+    // diff_src is added into the caller's tensor before src is copied in for the weight
+    // gradient, so the two share one region (the larger of the two).
+    size_t diff_src_bytes = dnnl_memory_desc_get_size(d_diff_src), src_bytes = dnnl_memory_desc_get_size(w_src);
+    c->off_diff_src = at; c->off_bw_src = at;
+    at += align64(diff_src_bytes > src_bytes ? diff_src_bytes : src_bytes);
     c->off_scratch_backward = at;
     size_t scratch_d = dnnl_memory_desc_get_size(query(dpd, dnnl_query_scratchpad_md));
     size_t scratch_w = dnnl_memory_desc_get_size(query(wpd, dnnl_query_scratchpad_md));

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BlockwiseData
 import BlockwiseKernels
 import BlockwiseRuntime
 import BlockwiseStore
@@ -124,7 +125,9 @@ struct BenchTrain: ParsableCommand {
         discussion: """
         One BasicBlock at each width plus the 1cnn head, the transport term and an SGD momentum step,
         on cached W x 28 x 28 inputs at batch 128. Effective GFLOP/s counts 3 convolutions x (forward +
-        backward-data + backward-weights), as the PyTorch reference figures do.
+        backward-data + backward-weights), as the PyTorch reference figures do. Then a short
+        sequential run on Fashion-MNIST, once through the SQLite store and once with the features
+        in memory: the difference is the store's I/O.
 
         Example:
           swift run -c release blockwise bench train --threads 2
@@ -139,6 +142,8 @@ struct BenchTrain: ParsableCommand {
     var steps: Int = 8
     @Option(help: "Bound on the im2col workspace in floats (default: one image).")
     var workspace: Int?
+    @Option(help: "Fashion-MNIST training samples for the end-to-end sequential run through the store (0: skip it).")
+    var pipelineSamples: Int = 6000
 
     func run() throws {
         compute.apply()
@@ -150,6 +155,20 @@ struct BenchTrain: ParsableCommand {
             print(pad("\(width)", 8) + pad(String(format: "%.1f", row.secondsPerStep * 1000), 10)
                   + pad(String(format: "%.0f", row.imagesPerSecond), 10) + pad(String(format: "%.1f", row.effectiveGflops), 14)
                   + pad(String(format: "%.0f%%", 100 * row.effectiveGflops / roofline.gflops), 10) + formatBytes(row.peakBytes))
+        }
+        guard pipelineSamples > 0 else { return }
+        let (train, test) = try FashionMNIST.load()
+        let subset = try train.balancedSubset(size: .count(pipelineSamples), seed: 1)
+        let testSubset = try test.balancedSubset(size: .count(1000), seed: 1)
+        print("\nend to end: 3-1 ResNet width 16 (stride-2 encoder), \(subset.count) training samples, 2 epochs per module, 1000 test samples")
+        print(pad("run", 36) + pad("seconds", 10) + pad("images/s", 10) + "ledger peak")
+        let rows = try PipelineBenchmark.run(train: subset, test: testSubset)
+        for row in rows {
+            print(pad(row.name, 36) + pad(String(format: "%.1f", row.seconds), 10) + pad(String(format: "%.0f", row.imagesPerSecond), 10)
+                  + formatBytes(row.peakBytes))
+        }
+        if rows.count == 2 {
+            print(String(format: "the store costs %.0f%% of the in-memory run's time", 100 * (rows[0].seconds / rows[1].seconds - 1)))
         }
     }
 }
