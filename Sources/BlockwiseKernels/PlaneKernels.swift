@@ -103,3 +103,25 @@ func planeGradient(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>
         i += 1
     }
 }
+
+/// At a residual block's output ReLU: `g = g * (y > 0)` in place, and `r = g + transportScale * (x * a + b)`
+/// (the transport gradient of the recomputed residual `x * a + b`; just `r = g` when the scale is 0).
+@inline(__always)
+public func maskedResidualGradient(_ g: UnsafeMutablePointer<Float>, _ r: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>,
+                                   x: UnsafePointer<Float>, _ count: Int, transportScale: Float, a: Float, b: Float) {
+    let zero = Lanes(repeating: 0), s = Lanes(repeating: transportScale), va = Lanes(repeating: a), vb = Lanes(repeating: b)
+    let transport = transportScale != 0
+    var i = 0
+    while i + 16 <= count {
+        let d = zero.replacing(with: loadLanes(UnsafePointer(g + i)), where: loadLanes(y + i) .> zero)
+        storeLanes(d, g + i)
+        storeLanes(transport ? d + s * (loadLanes(x + i) * va + vb) : d, r + i)
+        i += 16
+    }
+    while i < count {
+        let d = y[i] > 0 ? g[i] : 0
+        g[i] = d
+        r[i] = transport ? d + transportScale * (x[i] * a + b) : d
+        i += 1
+    }
+}

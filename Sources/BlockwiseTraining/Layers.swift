@@ -73,11 +73,7 @@ final class ConvBNUnit {
                 for n in 0..<batch {
                     let offset = (n * c + channel) * spatial
                     let x = conv + offset, y = reluOutput + offset, g = dOutput + offset, r = dResidual + offset
-                    if transportWeight == 0 {
-                        for i in 0..<spatial { let d = y[i] > 0 ? g[i] : 0; g[i] = d; r[i] = d }
-                    } else {
-                        for i in 0..<spatial { let d = y[i] > 0 ? g[i] : 0; g[i] = d; r[i] = d + scale * (x[i] * a + b) }
-                    }
+                    maskedResidualGradient(g, r, y: y, x: x, spatial, transportScale: scale, a: a, b: b)
                 }
             }
         }
