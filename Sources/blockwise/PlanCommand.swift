@@ -41,6 +41,16 @@ struct Plan: ParsableCommand {
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
         let trainCount = (try? SubsetSize(parsing: trainSize))?.resolve(total: 60000) ?? 60000
         let (profile, budget) = try device.resolve()
+        if configuration.procedure == .parallel || configuration.procedure == .e2e {
+            // Every module is resident at once and nothing is cached between modules.
+            let resident = BudgetResolver.residentPlan(configuration)
+            print("plan: \(model.summary); batch \(configuration.batchSize); \(configuration.procedure.rawValue) keeps all "
+                  + "\(model.modules) modules resident (no feature cache)")
+            if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
+            print("peak \(formatBytes(resident.total)) (\(resident.total) bytes; \(resident)): "
+                  + (budget.map { resident.total <= $0 ? "fits the budget" : "does NOT fit the budget (use --procedure sequential)" } ?? "no budget"))
+            return
+        }
         let rowBuffer = RunPlanner.rowBufferFloats(configuration, bytesPerValue: encoding.bytesPerValue) * 4
         let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBuffer, cacheBytes: try SizeParser.parse(storeCache))
         let report = PlanReport(configuration: configuration, trainCount: trainCount, testCount: testSize, residence: residence,

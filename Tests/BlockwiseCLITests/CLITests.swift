@@ -3,6 +3,8 @@ import Foundation
 import FoundationXML
 #endif
 import XCTest
+import BlockwiseDevice
+import BlockwiseTraining
 
 /// End-to-end: runs the built `blockwise` binary.
 final class CLITests: XCTestCase {
@@ -39,7 +41,7 @@ final class CLITests: XCTestCase {
     func testHelpOnEveryCommand() throws {
         for command in [[], ["train"], ["compare"], ["plan"], ["profiles"], ["profiles", "show"], ["profiles", "validate"], ["cache"],
                         ["cache", "ls"], ["cache", "stats"], ["cache", "show"], ["cache", "verify"], ["cache", "export"], ["cache", "vacuum"],
-                        ["report"], ["bench"], ["bench", "kernels"], ["bench", "cache"]] {
+                        ["report"], ["bench"], ["bench", "kernels"], ["bench", "cache"], ["bench", "train"]] {
             let result = try run(command + ["--help"])
             XCTAssertEqual(result.code, 0, "\(command) --help")
             XCTAssertTrue(result.out.contains("USAGE"), "\(command): \(result.out)")
@@ -53,6 +55,9 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(bad.err.contains("--procedure must be one of"), bad.err)
         let badNumber = try run(["train", "--width", "wide"])
         XCTAssertEqual(badNumber.code, 2)
+        let badEngine = try run(["train", "--conv-engine", "gpu"])
+        XCTAssertEqual(badEngine.code, 2)
+        XCTAssertTrue(badEngine.err.contains("conv-engine"), badEngine.err)
         let budget = try run(["train", "--budget", "1KB", "--store", directory + "/b.sqlite"])
         XCTAssertEqual(budget.code, 3, "a budget that cannot be met exits 3: \(budget.err)")
         XCTAssertTrue(budget.err.contains("does not fit"), budget.err)
@@ -95,5 +100,25 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try run(["cache", "verify", "--store", store]).code, 0)
         XCTAssertEqual(try run(["report", "--store", store, "--report", directory + "/again"]).code, 0)
         XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/again/memory.svg"))
+    }
+
+    /// parallel and e2e keep every module resident: plan says so and gives the exact bytes the
+    /// runtime's ledger measures for them (the library's resident plan).
+    func testPlanForResidentProcedures() throws {
+        let model = ["--modules", "3", "--width", "8", "--batch-size", "16", "--profile", "none"]
+        let sequential = try run(["plan"] + model)
+        XCTAssertEqual(sequential.code, 0, sequential.err)
+        for procedure in ["parallel", "e2e"] {
+            let result = try run(["plan", "--procedure", procedure] + model)
+            XCTAssertEqual(result.code, 0, result.err)
+            XCTAssertTrue(result.out.contains("keeps all 3 modules resident"), result.out)
+            var configuration = TrainingConfiguration()
+            configuration.model = ModelConfiguration(width: 8, modules: 3, blocksPerModule: 1, encoderDownsamplings: 1, head: .oneCNN)
+            configuration.procedure = Procedure(rawValue: procedure)!
+            configuration.batchSize = 16
+            XCTAssertTrue(result.out.contains("(\(BudgetResolver.residentPlan(configuration).total) bytes;"), result.out)
+        }
+        let tight = try run(["plan", "--procedure", "e2e", "--budget", "100KB"] + model.dropLast(2))
+        XCTAssertTrue(tight.out.contains("does NOT fit"), tight.out)
     }
 }
