@@ -49,8 +49,13 @@ enum OneDNNConvolution {
     /// Slack for aligning the workspace start to 64 bytes.
     static let alignmentSlack = 64
 
+    /// Keys created by the current ``plan(_:batch:hasBias:workspaceCount:)`` search; the ones it
+    /// does not choose are destroyed (each holds JIT code outside the ledger).
+    nonisolated(unsafe) private static var createdBySearch: [Key] = []
+
     private static func conv(_ key: Key) -> OpaquePointer? {
         if let cached = primitives[key] { return cached }
+        createdBySearch.append(key)
         let g = key.geometry
         guard let created = bw_dnnl_conv_create(Int32(key.images), Int32(g.inputChannels), Int32(g.outputChannels),
                                                 Int32(g.kernelSize), Int32(g.stride), Int32(g.padding),
@@ -69,6 +74,13 @@ enum OneDNNConvolution {
         lock.lock(); defer { lock.unlock() }
         if let cached = plans[key] { return cached }
         var result: Plan?
+        createdBySearch = []
+        defer {
+            for key in createdBySearch where key.images != result?.chunk && key.images != batch % (result?.chunk ?? 1) {
+                if let rejected = primitives.removeValue(forKey: key) { bw_dnnl_conv_destroy(rejected) }
+            }
+            createdBySearch = []
+        }
         var images = batch
         while images >= 1 {
             guard let candidate = conv(Key(geometry: g, images: images, hasBias: hasBias)) else { break }

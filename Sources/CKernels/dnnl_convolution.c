@@ -15,6 +15,8 @@ static int ensure_engine(void) {
     return 0;
 }
 
+/// omp_set_num_threads sets the calling thread's team size: call it from the thread that runs
+/// the kernels (the CLI sets threads and trains on its main thread).
 void bw_dnnl_set_threads(int threads) { omp_set_num_threads(threads < 1 ? 1 : threads); }
 
 /// A reorder between a plain (user) layout and oneDNN's chosen one; `accumulate` adds into the destination.
@@ -39,30 +41,36 @@ struct bw_dnnl_conv {
     const char *implementation;
 };
 
+static const dnnl_memory_desc_t *query(const_dnnl_primitive_desc_t pd, dnnl_query_t what);
+
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
 static int make_memory(dnnl_memory_t *memory, const dnnl_memory_desc_t *md) {
     return dnnl_memory_create(memory, md, engine, DNNL_MEMORY_NONE) == dnnl_success ? 0 : -1;
 }
 
-/// A reorder user->chosen or chosen->user; no primitive when the layouts agree.
+/// A reorder user->chosen or chosen->user; no primitive when the layouts agree. The reorder must
+/// need no scratchpad (oneDNN would allocate it behind the ledger's back): otherwise it fails,
+/// and with it the convolution, which then runs on the reference path.
 static int make_reorder(reorder_t *r, const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, int accumulate) {
     memset(r, 0, sizeof *r);
     if (make_memory(&r->from, from) || make_memory(&r->to, to)) return -1;
     if (dnnl_memory_desc_equal(from, to) && !accumulate) return 0;
     dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t ops = NULL;
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return -1;
+    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (accumulate) {
-        if (dnnl_primitive_attr_create(&attr) != dnnl_success) return -1;
-        if (dnnl_post_ops_create(&ops) != dnnl_success) return -1;
+        dnnl_post_ops_t ops = NULL;
+        if (dnnl_post_ops_create(&ops) != dnnl_success) { dnnl_primitive_attr_destroy(attr); return -1; }
         dnnl_post_ops_append_sum(ops, 1.0f);
         dnnl_primitive_attr_set_post_ops(attr, ops);
+        dnnl_post_ops_destroy(ops);
     }
     dnnl_primitive_desc_t pd;
     dnnl_status_t status = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
-    if (ops) dnnl_post_ops_destroy(ops);
-    if (attr) dnnl_primitive_attr_destroy(attr);
+    dnnl_primitive_attr_destroy(attr);
     if (status != dnnl_success) return -1;
+    if (dnnl_memory_desc_get_size(query(pd, dnnl_query_scratchpad_md)) != 0) { dnnl_primitive_desc_destroy(pd); return -1; }
     status = dnnl_primitive_create(&r->primitive, pd);
     dnnl_primitive_desc_destroy(pd);
     return status == dnnl_success ? 0 : -1;
@@ -115,7 +123,7 @@ bw_dnnl_conv *bw_dnnl_conv_create(int images, int in_channels, int out_channels,
     bw_dnnl_conv *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     dnnl_primitive_attr_t attr;
-    dnnl_primitive_attr_create(&attr);
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success) { free(c); return NULL; }
     dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     dnnl_convolution_desc_t fd, dd, wd;
     dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
@@ -217,6 +225,7 @@ const char *bw_dnnl_conv_implementation(const bw_dnnl_conv *c) { return c->imple
 static void bind(dnnl_memory_t memory, void *pointer) { dnnl_memory_set_data_handle_v2(memory, pointer, stream); }
 
 int bw_dnnl_conv_forward(bw_dnnl_conv *c, const float *src, const float *weights, const float *bias, float *dst, void *workspace) {
+    if (c->bias && !bias) return -1;  // created with a bias: one must be given
     char *w = workspace;
     void *src_b = w + c->off_src, *weights_b = w + c->off_weights, *dst_b = w + c->off_dst;
     if (run_reorder(&c->src_in, src, src_b) || run_reorder(&c->weights_in, weights, weights_b)) return -1;
