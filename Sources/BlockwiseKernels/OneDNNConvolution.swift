@@ -109,38 +109,40 @@ enum OneDNNConvolution {
         return UnsafeMutableRawPointer(bitPattern: (address + 63) & ~63)!
     }
 
-    /// Runs the forward pass chunk by chunk. oneDNN's execution cannot fail once its primitives
-    /// exist short of a broken install, which stops the process with oneDNN's status.
-    static func forward(_ plan: Plan, output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
-                        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int, geometry g: Conv2dGeometry,
-                        workspace: UnsafeMutablePointer<Float>) {
-        let inputStride = g.inputChannels * g.inputPixels, outputStride = g.outputChannels * g.outputPixels
+    /// Calls `run(primitives, firstImage, aligned workspace)` for each chunk of the batch and stops
+    /// the process if oneDNN fails: its execution cannot fail once the primitives exist, short of
+    /// a broken install (the message names the way around it).
+    @inline(__always)
+    private static func forEachChunk(_ plan: Plan, batch: Int, geometry g: Conv2dGeometry, workspace: UnsafeMutablePointer<Float>,
+                                     _ run: (OpaquePointer, Int, UnsafeMutableRawPointer) -> Int32) {
         let memory = aligned(workspace)
         var start = 0
         while start < batch {
             let images = min(plan.chunk, batch - start)
-            let primitives = images == plan.chunk ? plan.primitives : plan.remainderPrimitives!
-            let status = bw_dnnl_conv_forward(primitives, input + start * inputStride, weight, bias,
-                                              output + start * outputStride, memory)
+            let status = run(images == plan.chunk ? plan.primitives : plan.remainderPrimitives!, start, memory)
             precondition(status == 0, "oneDNN convolution failed (status \(status)) for \(g); rerun with --conv-engine reference")
             start += images
         }
     }
 
-    /// Accumulates the input and weight gradients chunk by chunk.
+    /// The forward pass, chunk by chunk.
+    static func forward(_ plan: Plan, output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+                        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int, geometry g: Conv2dGeometry,
+                        workspace: UnsafeMutablePointer<Float>) {
+        let inputStride = g.inputChannels * g.inputPixels, outputStride = g.outputChannels * g.outputPixels
+        forEachChunk(plan, batch: batch, geometry: g, workspace: workspace) { primitives, start, memory in
+            bw_dnnl_conv_forward(primitives, input + start * inputStride, weight, bias, output + start * outputStride, memory)
+        }
+    }
+
+    /// Accumulates the input and weight gradients, chunk by chunk.
     static func backward(_ plan: Plan, dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
                          dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                          batch: Int, geometry g: Conv2dGeometry, workspace: UnsafeMutablePointer<Float>) {
         let inputStride = g.inputChannels * g.inputPixels, outputStride = g.outputChannels * g.outputPixels
-        let memory = aligned(workspace)
-        var start = 0
-        while start < batch {
-            let images = min(plan.chunk, batch - start)
-            let primitives = images == plan.chunk ? plan.primitives : plan.remainderPrimitives!
-            let status = bw_dnnl_conv_backward(primitives, input + start * inputStride, weight, dOutput + start * outputStride,
-                                               dInput.map { $0 + start * inputStride }, dWeight, memory)
-            precondition(status == 0, "oneDNN convolution failed (status \(status)) for \(g); rerun with --conv-engine reference")
-            start += images
+        forEachChunk(plan, batch: batch, geometry: g, workspace: workspace) { primitives, start, memory in
+            bw_dnnl_conv_backward(primitives, input + start * inputStride, weight, dOutput + start * outputStride,
+                                  dInput.map { $0 + start * inputStride }, dWeight, memory)
         }
     }
 
