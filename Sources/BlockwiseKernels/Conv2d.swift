@@ -231,8 +231,7 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           batch: Int, geometry g: Conv2dGeometry,
                           workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int) {
-    if ConvolutionEngine.selected == .onednn, g.needsColumns, let workspace,
-       let plan = OneDNNConvolution.plan(g, batch: batch, hasBias: bias != nil, workspaceCount: workspaceCount) {
+    if let workspace, let plan = OneDNNConvolution.selectedPlan(g, batch: batch, hasBias: bias != nil, workspaceCount: workspaceCount) {
         OneDNNConvolution.forward(plan, output: output, input: input, weight: weight, bias: bias, batch: batch,
                                   geometry: g, workspace: workspace)
         KernelCounters.flops += g.forwardFlops(batch: batch)
@@ -334,8 +333,7 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
     }
     if dInput == nil && dWeight == nil { return }
     let flops = g.forwardFlops(batch: batch) * ((dInput == nil ? 0 : 1) + (dWeight == nil ? 0 : 1))
-    if ConvolutionEngine.selected == .onednn, g.needsColumns, let workspace,
-       let plan = OneDNNConvolution.plan(g, batch: batch, hasBias: false, workspaceCount: workspaceCount) {
+    if let workspace, let plan = OneDNNConvolution.selectedPlan(g, batch: batch, hasBias: false, workspaceCount: workspaceCount) {
         OneDNNConvolution.backward(plan, dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight,
                                    batch: batch, geometry: g, workspace: workspace)
         KernelCounters.flops += flops

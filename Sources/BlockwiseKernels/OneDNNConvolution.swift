@@ -64,6 +64,13 @@ enum OneDNNConvolution {
         return created
     }
 
+    /// The plan when oneDNN is the selected engine and the geometry and workspace allow it;
+    /// nil when the reference path runs.
+    static func selectedPlan(_ g: Conv2dGeometry, batch: Int, hasBias: Bool, workspaceCount: Int) -> Plan? {
+        guard ConvolutionEngine.selected == .onednn, g.needsColumns, workspaceCount > 0 else { return nil }
+        return plan(g, batch: batch, hasBias: hasBias, workspaceCount: workspaceCount)
+    }
+
     private static func bytes(_ conv: OpaquePointer) -> Int { Int(bw_dnnl_conv_workspace_bytes(conv)) + alignmentSlack }
 
     /// The largest chunk of images whose oneDNN buffers fit in `workspaceCount` floats, or nil
@@ -146,13 +153,6 @@ enum OneDNNConvolution {
         }
     }
 
-    /// The implementation oneDNN picked for a geometry (for benchmarks and notes), or nil.
-    static func implementation(_ g: Conv2dGeometry, images: Int) -> String? {
-        lock.lock(); defer { lock.unlock() }
-        guard let c = conv(Key(geometry: g, images: images, hasBias: false)) else { return nil }
-        return String(cString: bw_dnnl_conv_implementation(c))
-    }
-
     static func setThreads(_ count: Int) { bw_dnnl_set_threads(Int32(count)) }
 }
 
@@ -160,10 +160,6 @@ extension Conv2dGeometry {
     /// Images per oneDNN call for this batch and workspace, or nil when the reference path runs
     /// (engine `reference`, or the workspace is too small for one image in oneDNN's layout).
     public func oneDNNChunk(batch: Int, hasBias: Bool, workspaceCount: Int) -> Int? {
-        guard ConvolutionEngine.selected == .onednn, needsColumns, workspaceCount > 0 else { return nil }
-        return OneDNNConvolution.plan(self, batch: batch, hasBias: hasBias, workspaceCount: workspaceCount)?.chunk
+        OneDNNConvolution.selectedPlan(self, batch: batch, hasBias: hasBias, workspaceCount: workspaceCount)?.chunk
     }
-
-    /// oneDNN's implementation name for this geometry (e.g. "jit:avx512_core"), or nil.
-    public func oneDNNImplementation(images: Int) -> String? { OneDNNConvolution.implementation(self, images: images) }
 }

@@ -38,7 +38,6 @@ struct bw_dnnl_conv {
     size_t off_src, off_weights, off_dst, off_scratch_forward;
     size_t off_bw_src, off_diff_dst, off_w_diff_dst, off_diff_src, off_bw_weights, off_diff_weights, off_scratch_backward;
     size_t bytes;
-    const char *implementation;
 };
 
 static const dnnl_memory_desc_t *query(const_dnnl_primitive_desc_t pd, dnnl_query_t what);
@@ -140,9 +139,6 @@ bw_dnnl_conv *bw_dnnl_conv_create(int images, int in_channels, int out_channels,
     dnnl_primitive_attr_destroy(attr);
     if (failed) goto fail;
 
-    const char *implementation = "";
-    dnnl_primitive_desc_query(fpd, dnnl_query_impl_info_str, 0, &implementation);
-    c->implementation = implementation;  // static string inside oneDNN
 
     const dnnl_memory_desc_t *src = query(fpd, dnnl_query_src_md), *weights = query(fpd, dnnl_query_weights_md),
                              *dst = query(fpd, dnnl_query_dst_md);
@@ -220,7 +216,6 @@ void bw_dnnl_conv_destroy(bw_dnnl_conv *c) {
 }
 
 size_t bw_dnnl_conv_workspace_bytes(const bw_dnnl_conv *c) { return c->bytes; }
-const char *bw_dnnl_conv_implementation(const bw_dnnl_conv *c) { return c->implementation; }
 
 static void bind(dnnl_memory_t memory, void *pointer) { dnnl_memory_set_data_handle_v2(memory, pointer, stream); }
 

@@ -24,9 +24,6 @@ void bw_dnnl_conv_destroy(bw_dnnl_conv *conv);
 /// Workspace bytes the forward and backward calls need (the larger of the two; 64-byte aligned parts).
 size_t bw_dnnl_conv_workspace_bytes(const bw_dnnl_conv *conv);
 
-/// The implementation oneDNN chose for the forward primitive (e.g. "jit:avx512_core").
-const char *bw_dnnl_conv_implementation(const bw_dnnl_conv *conv);
-
 /// dst = conv(src, weights) + bias (bias may be NULL if created without one). Returns 0 on success.
 int bw_dnnl_conv_forward(bw_dnnl_conv *conv, const float *src, const float *weights, const float *bias,
                          float *dst, void *workspace);
