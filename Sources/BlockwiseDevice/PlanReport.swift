@@ -4,9 +4,14 @@ import BlockwiseTraining
 /// Everything `blockwise plan` shows, computed without allocating or training.
 public struct PlanReport: Codable, Sendable {
     public struct Module: Codable, Sendable {
+        /// The plan the run would use: at `--batch-size`, or at `microBatch` when `--fit microbatch`
+        /// had to shrink it (the same choice ``BudgetResolver/resolve`` makes for the runtime).
         public var plan: ModuleMemoryPlan
         public var fits: Bool
         public var largestBatch: Int?
+        /// The micro-batch the module trains in when the batch does not fit and the policy is
+        /// `.microbatch` (gradients accumulated over micro-batches); nil at the full batch.
+        public var microBatch: Int?
         public var cost: DeviceCost?
     }
     public struct Level: Codable, Sendable {
@@ -22,17 +27,25 @@ public struct PlanReport: Codable, Sendable {
     public var fits: Bool
     public var cost: DeviceCost?
 
+    /// `fit` decides what a module that does not fit at the batch size gets: `.error` reports it as
+    /// not fitting, `.microbatch` plans it at the largest batch that fits, as the runtime will run it.
     public init(configuration: TrainingConfiguration, trainCount: Int, testCount: Int, residence: FeatureResidence,
-                budget: Int?, profile: DeviceProfile?, encoding bytesPerValue: Int) {
+                budget: Int?, profile: DeviceProfile?, encoding bytesPerValue: Int, fit: FitPolicy = .error) {
         self.budget = budget
         let model = configuration.model
         var modules: [Module] = []
         var totalFlops = 0, totalRead = 0, totalWritten = 0, totalOperations = 0
         for k in 0..<model.modules {
-            let plan = RunPlanner.modulePlan(configuration, module: k, batch: configuration.batchSize, residence: residence,
+            var plan = RunPlanner.modulePlan(configuration, module: k, batch: configuration.batchSize, residence: residence,
                                              trainCount: trainCount, testCount: testCount)
             let largest = budget.flatMap { RunPlanner.largestBatch(configuration, module: k, budget: $0, residence: residence,
                                                                      trainCount: trainCount, testCount: testCount) }
+            var microBatch: Int?
+            if fit == .microbatch, let budget, plan.peakBytes > budget, let largest {
+                microBatch = largest
+                plan = RunPlanner.modulePlan(configuration, module: k, batch: largest, residence: residence,
+                                             trainCount: trainCount, testCount: testCount)
+            }
             // Storage traffic of a sequential module: every epoch reads the training split of its
             // input level (plus one pass for batch-norm recalibration), streaming reads both splits
             // and writes both splits of its output level.
@@ -47,7 +60,8 @@ public struct PlanReport: Codable, Sendable {
             let flops = epochs * plan.trainingFlopsPerEpoch + plan.streamingFlops
             totalFlops += flops; totalRead += read; totalWritten += written; totalOperations += operations
             let cost = profile.map { DeviceCost(profile: $0, flops: flops, bytesRead: read, bytesWritten: written, operations: operations) }
-            modules.append(Module(plan: plan, fits: budget.map { plan.peakBytes <= $0 } ?? true, largestBatch: largest, cost: cost))
+            modules.append(Module(plan: plan, fits: budget.map { plan.peakBytes <= $0 } ?? true, largestBatch: largest,
+                                  microBatch: microBatch, cost: cost))
         }
         self.modules = modules
         let shapes = [model.moduleInputShape(0)] + (0..<model.modules).map { model.moduleOutputShape($0) }

@@ -7,7 +7,7 @@ struct DeviceOptions: ParsableArguments {
     var profile: String = "rpi-zero-2w"
     @Option(help: "RAM budget (e.g. 320KB, 256KiB, 48MiB, 1.5GB); overrides the profile's RAM less its reserve.")
     var budget: String?
-    @Option(help: "When a module does not fit at --batch-size: error (stop before training) or microbatch (largest micro-batch that fits, gradients accumulated).")
+    @Option(help: "When a module does not fit at --batch-size: error (train stops before training; plan reports it) or microbatch (largest micro-batch that fits, gradients accumulated; plan shows those micro-batches).")
     var fit: String = "error"
 
     func fitPolicy() throws -> FitPolicy {

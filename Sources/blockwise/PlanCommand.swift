@@ -54,18 +54,19 @@ struct Plan: ParsableCommand {
         let rowBuffer = RunPlanner.rowBufferFloats(configuration, bytesPerValue: encoding.bytesPerValue) * 4
         let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBuffer, cacheBytes: try SizeParser.parse(storeCache))
         let report = PlanReport(configuration: configuration, trainCount: trainCount, testCount: testSize, residence: residence,
-                                budget: budget, profile: profile, encoding: encoding.bytesPerValue)
+                                budget: budget, profile: profile, encoding: encoding.bytesPerValue, fit: try device.fitPolicy())
         print("plan: \(model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testSize) test samples; "
               + (inMemory ? "features in memory" : "features in the store (\(encoding.rawValue), page cache \(storeCache))"))
         if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
-        print(pad("module", 8) + pad("peak", 11) + pad("fits", 6) + pad("largest batch", 15) + pad("params", 10) + pad("grads+mom", 11)
+        print(pad("module", 8) + pad("peak", 11) + pad("fits", 6) + pad("largest batch", 15) + pad("micro-batch", 13)
+              + pad("params", 10) + pad("grads+mom", 11)
               + pad("saved act.", 12) + pad("workspace", 11) + pad("I/O", 10) + pad("store eng.", 12)
               + (profile != nil ? pad("device time", 16) + "energy" : ""))
         for module in report.modules {
             let b = module.plan.breakdown
             let largest: String = budget == nil ? "-" : (module.largestBatch.map { String($0) } ?? "none")
             var line = pad("\(module.plan.module + 1)", 8) + pad(formatBytes(module.plan.peakBytes), 11)
-            line += pad(module.fits ? "yes" : "NO", 6) + pad(largest, 15)
+            line += pad(module.fits ? "yes" : "NO", 6) + pad(largest, 15) + pad(module.microBatch.map { String($0) } ?? "-", 13)
             line += pad(formatBytes(b[.parameters]), 10) + pad(formatBytes(b[.gradients] + b[.optimizerState]), 11)
             line += pad(formatBytes(b[.savedActivations]), 12) + pad(formatBytes(b[.workspace]), 11)
             line += pad(formatBytes(b[.ioBuffers]), 10) + pad(formatBytes(module.plan.storeEngineBound), 12)
@@ -76,7 +77,13 @@ struct Plan: ParsableCommand {
         for level in report.levels {
             print("  level \(level.level) \(level.shape.map(String.init).joined(separator: "x")): fp32 \(formatBytes(level.bytes["fp32"]!)), fp16/bf16 \(formatBytes(level.bytes["fp16"]!))")
         }
-        print("peak \(formatBytes(report.peakBytes)): " + (budget == nil ? "no budget" : (report.fits ? "fits the budget" : "does NOT fit the budget (train with --fit microbatch or a smaller --batch-size)")))
+        let microBatched = report.modules.contains { $0.microBatch != nil }
+        let hopeless = report.modules.contains { !$0.fits && $0.largestBatch == nil }
+        print("peak \(formatBytes(report.peakBytes)): " + (budget == nil ? "no budget" : (report.fits
+            ? "fits the budget" + (microBatched ? " with micro-batches (--fit microbatch)" : "")
+            : hopeless
+                ? "does NOT fit the budget even at the smallest batch (lower --width, bound --workspace, or raise --budget)"
+                : "does NOT fit the budget (train with --fit microbatch or a smaller --batch-size)")))
         if let cost = report.cost, let profile {
             print("emulated \(profile.name): \(formatDuration(cost.seconds)) (compute \(formatDuration(cost.computeSeconds)), storage \(formatDuration(cost.storageSeconds))), \(formatEnergy(cost.energyJoules))")
         }

@@ -121,4 +121,19 @@ final class CLITests: XCTestCase {
         let tight = try run(["plan", "--procedure", "e2e", "--budget", "100KB"] + model.dropLast(2))
         XCTAssertTrue(tight.out.contains("does NOT fit"), tight.out)
     }
+
+    /// `plan --fit microbatch` plans what `train --fit microbatch` runs (the README's microcontroller
+    /// example): modules that do not fit at the batch get the largest micro-batch that fits.
+    func testPlanWithMicroBatches() throws {
+        let mcu = ["plan", "--profile", "stm32f746-disco", "--width", "4", "--modules", "4", "--batch-size", "32",
+                   "--workspace", "200", "--store-cache", "16KiB", "--train-size", "600", "--test-size", "1000",
+                   "--feature-dtype", "fp16"]
+        let strict = try run(mcu)
+        XCTAssertEqual(strict.code, 0, strict.err)
+        XCTAssertTrue(strict.out.contains("does NOT fit the budget (train with --fit microbatch"), strict.out)
+        let micro = try run(mcu + ["--fit", "microbatch"])
+        XCTAssertEqual(micro.code, 0, micro.err)
+        XCTAssertTrue(micro.out.contains("fits the budget with micro-batches"), micro.out)
+        XCTAssertTrue(micro.out.contains("micro-batch"), micro.out)
+    }
 }

@@ -69,6 +69,20 @@ final class PlanTests: XCTestCase {
                                                     trainCount: train.count, testCount: test.count)
         XCTAssertLessThan(c.microBatch(module: 0), 24, "module 0 had to shrink its batch")
         XCTAssertEqual(c.batchSize, 24, "the effective batch is kept")
+        // `blockwise plan --fit microbatch` reports the plans the runtime resolves; with --fit error
+        // the same module is reported as not fitting.
+        let planned = PlanReport(configuration: base, trainCount: train.count, testCount: test.count, residence: residence,
+                                 budget: budget, profile: nil, encoding: 2, fit: .microbatch)
+        XCTAssertTrue(planned.fits)
+        XCTAssertEqual(planned.modules.map(\.plan.batch), plans.map(\.batch))
+        XCTAssertEqual(planned.modules.map(\.plan.peakBytes), plans.map(\.peakBytes))
+        XCTAssertEqual(planned.modules[0].microBatch, c.microBatch(module: 0))
+        XCTAssertEqual(planned.peakBytes, plans.map(\.peakBytes).max())
+        let strict = PlanReport(configuration: base, trainCount: train.count, testCount: test.count, residence: residence,
+                                budget: budget, profile: nil, encoding: 2, fit: .error)
+        XCTAssertFalse(strict.fits)
+        XCTAssertNil(strict.modules[0].microBatch)
+        XCTAssertEqual(strict.modules[0].largestBatch, c.microBatch(module: 0))
         let path = NSTemporaryDirectory() + "plan-\(UUID().uuidString).sqlite"
         defer { try? FileManager.default.removeItem(atPath: path) }
         let ledger = MemoryLedger(budget: budget)
