@@ -21,22 +21,34 @@ public enum BudgetResolver {
         resolved.microBatches = [:]
         var plans: [ModuleMemoryPlan] = []
         for k in 0..<configuration.model.modules {
-            var plan = RunPlanner.modulePlan(configuration, module: k, batch: configuration.batchSize, residence: residence,
-                                             trainCount: trainCount, testCount: testCount)
-            if let budget, plan.peakBytes > budget {
-                let largest = RunPlanner.largestBatch(configuration, module: k, budget: budget, residence: residence,
-                                                      trainCount: trainCount, testCount: testCount)
-                guard fit == .microbatch, let largest else {
-                    throw ModuleDoesNotFitError(module: k, batch: configuration.batchSize, needed: plan.breakdown,
-                                                storeEngineBound: plan.storeEngineBound, budget: budget, largestBatch: largest)
-                }
-                resolved.microBatches[k] = largest
-                plan = RunPlanner.modulePlan(configuration, module: k, batch: largest, residence: residence,
-                                             trainCount: trainCount, testCount: testCount)
+            let choice = modulePlan(configuration, module: k, budget: budget, fit: fit, residence: residence,
+                                    trainCount: trainCount, testCount: testCount)
+            if let budget, choice.plan.peakBytes > budget {
+                throw ModuleDoesNotFitError(module: k, batch: configuration.batchSize, needed: choice.plan.breakdown,
+                                            storeEngineBound: choice.plan.storeEngineBound, budget: budget,
+                                            largestBatch: choice.largestBatch)
             }
-            plans.append(plan)
+            resolved.microBatches[k] = choice.microBatch
+            plans.append(choice.plan)
         }
         return (resolved, plans)
+    }
+
+    /// Module k's plan as the run will use it: at the configured batch, or, when that exceeds the
+    /// budget and `fit` is `.microbatch`, at the largest batch that fits (`microBatch`). The plan
+    /// still exceeds the budget when it cannot be made to fit. `largestBatch` is nil without a
+    /// budget or when not even the smallest batch fits. Shared by the runtime's ``resolve`` and
+    /// `blockwise plan`, so the two agree by construction.
+    public static func modulePlan(_ configuration: TrainingConfiguration, module k: Int, budget: Int?, fit: FitPolicy,
+                                  residence: FeatureResidence, trainCount: Int, testCount: Int)
+        -> (plan: ModuleMemoryPlan, largestBatch: Int?, microBatch: Int?) {
+        let plan = RunPlanner.modulePlan(configuration, module: k, batch: configuration.batchSize, residence: residence,
+                                         trainCount: trainCount, testCount: testCount)
+        let largest = budget.flatMap { RunPlanner.largestBatch(configuration, module: k, budget: $0, residence: residence,
+                                                                 trainCount: trainCount, testCount: testCount) }
+        guard fit == .microbatch, let budget, plan.peakBytes > budget, let largest else { return (plan, largest, nil) }
+        return (RunPlanner.modulePlan(configuration, module: k, batch: largest, residence: residence,
+                                      trainCount: trainCount, testCount: testCount), largest, largest)
     }
 
     /// Bytes held by the resident procedures (parallel, e2e): every module at once.

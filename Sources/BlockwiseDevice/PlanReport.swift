@@ -36,16 +36,9 @@ public struct PlanReport: Codable, Sendable {
         var modules: [Module] = []
         var totalFlops = 0, totalRead = 0, totalWritten = 0, totalOperations = 0
         for k in 0..<model.modules {
-            var plan = RunPlanner.modulePlan(configuration, module: k, batch: configuration.batchSize, residence: residence,
-                                             trainCount: trainCount, testCount: testCount)
-            let largest = budget.flatMap { RunPlanner.largestBatch(configuration, module: k, budget: $0, residence: residence,
-                                                                     trainCount: trainCount, testCount: testCount) }
-            var microBatch: Int?
-            if fit == .microbatch, let budget, plan.peakBytes > budget, let largest {
-                microBatch = largest
-                plan = RunPlanner.modulePlan(configuration, module: k, batch: largest, residence: residence,
-                                             trainCount: trainCount, testCount: testCount)
-            }
+            let (plan, largest, microBatch) = BudgetResolver.modulePlan(configuration, module: k, budget: budget, fit: fit,
+                                                                        residence: residence, trainCount: trainCount,
+                                                                        testCount: testCount)
             // Storage traffic of a sequential module: every epoch reads the training split of its
             // input level (plus one pass for batch-norm recalibration), streaming reads both splits
             // and writes both splits of its output level.
