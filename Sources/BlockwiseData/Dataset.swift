@@ -68,30 +68,40 @@ public enum SubsetSize: Equatable, Sendable, CustomStringConvertible {
     case count(Int)
     case fraction(Double)
 
-    /// Parses "600", "1%", "0.5%", "100%" or "all".
-    public init(parsing text: String) throws {
+    /// Parses "600", "1%", "0.5%", "100%" or "all"; `option` names the flag in errors.
+    public init(parsing text: String, option: String = "--train-size") throws {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if trimmed.lowercased() == "all" { self = .all; return }
         if trimmed.hasSuffix("%") {
             guard let percent = Double(trimmed.dropLast()), percent > 0, percent <= 100 else {
-                throw DataError.badSubset("train size '\(text)': a percentage must be in (0%, 100%], e.g. 1% or 10%.")
+                throw DataError.badSubset("\(option) '\(text)': a percentage must be in (0%, 100%], e.g. 1% or 10%.")
             }
             self = percent == 100 ? .all : .fraction(percent / 100)
             return
         }
         guard let count = Int(trimmed), count > 0 else {
-            throw DataError.badSubset("train size '\(text)': expected a positive sample count (600), a percentage (1%) or 'all'.")
+            throw DataError.badSubset("\(option) '\(text)': expected a positive sample count (600), a percentage (1%) or 'all'.")
         }
         self = .count(count)
     }
 
-    /// Resolves to a sample count out of `total`.
+    /// Resolves to a sample count out of `total` (a count above `total` is clamped; see
+    /// ``resolve(total:option:split:)`` for the checked form).
     public func resolve(total: Int) -> Int {
         switch self {
         case .all: return total
         case .count(let n): return min(n, total)
         case .fraction(let f): return max(1, Int((f * Double(total)).rounded()))
         }
+    }
+
+    /// Resolves to a sample count out of `total`, refusing a count larger than the split holds.
+    /// - Throws: ``DataError/badSubset`` naming `option` and `split`.
+    public func resolve(total: Int, option: String, split: String) throws -> Int {
+        if case .count(let n) = self, n > total {
+            throw DataError.badSubset("\(option) \(n): \(split) holds only \(total) samples; ask for at most \(total), a percentage or 'all'.")
+        }
+        return resolve(total: total)
     }
 
     public var description: String {
@@ -108,8 +118,9 @@ extension Dataset {
     /// `size / classes` samples (the remainder goes to the lowest class indices, one each),
     /// drawn at random within the class; the result is ordered by original index.
     /// - Throws: ``DataError/badSubset`` if a class has too few samples.
-    public func balancedSubset(size: SubsetSize, seed: UInt64) throws -> Dataset {
-        let total = size.resolve(total: count)
+    /// - option: the flag that asked for `size`, named in errors.
+    public func balancedSubset(size: SubsetSize, seed: UInt64, option: String = "--train-size") throws -> Dataset {
+        let total = try size.resolve(total: count, option: option, split: "'\(name)'")
         if total >= count { return self }
         return subset(try balancedIndices(total: total, seed: seed), name: "\(name)[\(total)]")
     }
@@ -123,7 +134,7 @@ extension Dataset {
         for c in 0..<classes {
             let want = total / classes + (c < total % classes ? 1 : 0)
             guard byClass[c].count >= want else {
-                throw DataError.badSubset("train size \(total): class \(c) has only \(byClass[c].count) samples, \(want) needed.")
+                throw DataError.badSubset("a class-balanced subset of \(total) samples of '\(name)': class \(c) has only \(byClass[c].count) samples, \(want) needed; ask for fewer.")
             }
             var members = byClass[c]
             members.seededShuffle(using: &generator)

@@ -10,6 +10,8 @@ public enum FashionMNIST {
     /// 60000 training images; the test split uses the same figures).
     public static let pixelMean: Float = 0.2860
     public static let pixelStd: Float = 0.3530
+    /// Rows and columns of every image: the model's input shape.
+    public static let imageShape = [28, 28]
 
     /// Loads both splits from `directory` (files `train-images-idx3-ubyte[.gz]`, ...).
     public static func load(directory: String = defaultDirectory) throws -> (train: Dataset, test: Dataset) {
@@ -27,6 +29,10 @@ public enum FashionMNIST {
         let imagesPath = try locate(directory, "\(prefix)-images-idx3-ubyte")
         let labelsPath = try locate(directory, "\(prefix)-labels-idx1-ubyte")
         let images = try IDXReader.read(imagesPath, expectedDimensions: 3)
+        guard Array(images.dimensions[1...]) == imageShape else {
+            throw DataError.shapeMismatch(path: imagesPath, found: Array(images.dimensions[1...]), expected: imageShape,
+                                          reason: "Fashion-MNIST images are \(imageShape[0])x\(imageShape[1]), and both splits must agree")
+        }
         let labels = try IDXReader.read(labelsPath, expectedDimensions: 1)
         guard images.dimensions[0] == labels.dimensions[0] else {
             throw DataError.countMismatch(imagesPath: imagesPath, images: images.dimensions[0],

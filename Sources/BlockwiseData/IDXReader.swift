@@ -11,6 +11,10 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     case countMismatch(imagesPath: String, images: Int, labelsPath: String, labels: Int)
     case badLabel(path: String, index: Int, label: Int)
     case badSubset(String)
+    /// The header's sizes are impossible or do not describe the file.
+    case badHeader(path: String, reason: String)
+    /// The images are not the shape the model (or the other split) expects.
+    case shapeMismatch(path: String, found: [Int], expected: [Int], reason: String)
 
     public var description: String {
         switch self {
@@ -35,6 +39,11 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
             return "'\(path)': label \(label) of sample \(index) is outside 0...9."
         case .badSubset(let message):
             return message
+        case .badHeader(let path, let reason):
+            return "'\(path)' is not a valid IDX file: \(reason). Reinstall the data set (apt-get install --reinstall dataset-fashion-mnist) or fix --data."
+        case .shapeMismatch(let path, let found, let expected, let reason):
+            return "'\(path)' holds images of \(found.map(String.init).joined(separator: "x")) pixels where \(expected.map(String.init).joined(separator: "x")) "
+                + "are expected (\(reason)). Check that --data points at the right files."
         }
     }
 }
@@ -48,34 +57,75 @@ public enum IDXReader {
         public var bytes: [UInt8]
     }
 
+    /// The largest payload the reader accepts (1 GiB): a header announcing more is refused
+    /// before anything is allocated for it (Fashion-MNIST's largest file holds 47 MB).
+    public static let maximumPayloadBytes = 1 << 30
+
     /// Reads the whole file, inflating it when it starts with the gzip magic bytes.
-    public static func readFileBytes(_ path: String) throws -> [UInt8] {
-        guard FileManager.default.fileExists(atPath: path) else { throw DataError.fileMissing(path: path) }
+    /// - limit: stop inflating after this many bytes (a gzip bomb never fills memory).
+    public static func readFileBytes(_ path: String, limit: Int = Int.max) throws -> [UInt8] {
+        let raw = try rawFileBytes(path)
+        return isGzip(raw) ? try gunzip(raw, path: path, limit: limit) : raw
+    }
+
+    /// The file's bytes as stored (compressed or not).
+    static func rawFileBytes(_ path: String) throws -> [UInt8] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw DataError.fileMissing(path: path) }
+        guard !isDirectory.boolValue else { throw DataError.unreadable(path: path, reason: "it is a directory, not a file") }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw DataError.unreadable(path: path, reason: "permission denied or not a regular file")
         }
-        let raw = [UInt8](data)
-        if raw.count >= 2 && raw[0] == 0x1f && raw[1] == 0x8b { return try gunzip(raw, path: path) }
-        return raw
+        return [UInt8](data)
     }
 
+    static func isGzip(_ bytes: [UInt8]) -> Bool { bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b }
+
     /// Parses an IDX array of unsigned bytes with `expectedDimensions` dimensions.
+    ///
+    /// The header is checked before the payload is read: the magic number, every size
+    /// positive, their product computed without overflow and at most ``maximumPayloadBytes``,
+    /// and the file (inflated, for .gz) exactly as long as the header says — shorter is
+    /// truncated, longer means the header does not describe the data.
     public static func read(_ path: String, expectedDimensions: Int) throws -> Array {
-        let bytes = try readFileBytes(path)
-        let expectedMagic = UInt32(0x0000_0800) | UInt32(expectedDimensions)
-        guard bytes.count >= 4 else { throw DataError.truncated(path: path, expectedBytes: 4, actualBytes: bytes.count) }
-        let magic = bigEndian(bytes, at: 0)
-        guard magic == expectedMagic else { throw DataError.badMagic(path: path, found: magic, expected: expectedMagic) }
+        try parse(try rawFileBytes(path), path: path, expectedDimensions: expectedDimensions)
+    }
+
+    /// Parses the bytes of an IDX file as stored (plain or gzip); `path` names it in errors.
+    public static func parse(_ file: [UInt8], path: String, expectedDimensions: Int) throws -> Array {
         let headerBytes = 4 + 4 * expectedDimensions
-        guard bytes.count >= headerBytes else {
-            throw DataError.truncated(path: path, expectedBytes: headerBytes, actualBytes: bytes.count)
+        let header = isGzip(file) ? try gunzip(file, path: path, limit: headerBytes) : file
+        let expectedMagic = UInt32(0x0000_0800) | UInt32(expectedDimensions)
+        guard header.count >= 4 else { throw DataError.truncated(path: path, expectedBytes: 4, actualBytes: header.count) }
+        let magic = bigEndian(header, at: 0)
+        guard magic == expectedMagic else { throw DataError.badMagic(path: path, found: magic, expected: expectedMagic) }
+        guard header.count >= headerBytes else {
+            throw DataError.truncated(path: path, expectedBytes: headerBytes, actualBytes: header.count)
         }
-        let dimensions = (0..<expectedDimensions).map { Int(bigEndian(bytes, at: 4 + 4 * $0)) }
-        let payload = dimensions.reduce(1, *)
-        guard bytes.count >= headerBytes + payload else {
-            throw DataError.truncated(path: path, expectedBytes: headerBytes + payload, actualBytes: bytes.count)
+        let dimensions = (0..<expectedDimensions).map { Int(bigEndian(header, at: 4 + 4 * $0)) }
+        if let zero = dimensions.firstIndex(of: 0) {
+            throw DataError.badHeader(path: path, reason: "size \(zero + 1) of its header (\(dimensions.map(String.init).joined(separator: "x"))) is 0: the file holds no data")
         }
-        return Array(dimensions: dimensions, bytes: [UInt8](bytes[headerBytes..<(headerBytes + payload)]))
+        var payload = 1
+        for size in dimensions {
+            let (product, overflow) = payload.multipliedReportingOverflow(by: size)
+            guard !overflow, product <= maximumPayloadBytes else {
+                throw DataError.badHeader(path: path, reason: "its header announces \(dimensions.map(String.init).joined(separator: "x")) values, "
+                    + "more than the \(maximumPayloadBytes >> 20) MiB this reader accepts")
+            }
+            payload = product
+        }
+        let expectedBytes = headerBytes + payload
+        // One byte more than announced is enough to tell a longer file.
+        let bytes = isGzip(file) ? try gunzip(file, path: path, limit: expectedBytes + 1) : file
+        guard bytes.count >= expectedBytes else {
+            throw DataError.truncated(path: path, expectedBytes: expectedBytes, actualBytes: bytes.count)
+        }
+        guard bytes.count == expectedBytes else {
+            throw DataError.badHeader(path: path, reason: "its header announces \(dimensions.map(String.init).joined(separator: "x")) values "
+                + "(\(expectedBytes) bytes with the header) but the file\(isGzip(file) ? " inflates to" : " holds") more; the header does not describe the data")
+        }
+        return Array(dimensions: dimensions, bytes: [UInt8](bytes[headerBytes..<expectedBytes]))
     }
 
     static func bigEndian(_ bytes: [UInt8], at offset: Int) -> UInt32 {
@@ -83,14 +133,15 @@ public enum IDXReader {
     }
 
     /// Inflates a gzip stream with zlib (`inflateInit2` with 16 + MAX_WBITS selects gzip).
-    static func gunzip(_ compressed: [UInt8], path: String) throws -> [UInt8] {
+    /// - limit: stop once this many bytes are out (the rest of the stream is not inflated).
+    static func gunzip(_ compressed: [UInt8], path: String, limit: Int = Int.max) throws -> [UInt8] {
         var stream = z_stream()
         guard inflateInit2_(&stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw DataError.unreadable(path: path, reason: "zlib could not start inflating")
         }
         defer { inflateEnd(&stream) }
         var output = [UInt8]()
-        output.reserveCapacity(compressed.count * 4)
+        output.reserveCapacity(min(limit, compressed.count.multipliedReportingOverflow(by: 4).partialValue))
         let chunkSize = 1 << 20
         var chunk = [UInt8](repeating: 0, count: chunkSize)
         var status: Int32 = Z_OK
@@ -103,10 +154,11 @@ public enum IDXReader {
                     stream.avail_out = uInt(chunkSize)
                     status = inflate(&stream, Z_NO_FLUSH)
                     let produced = chunkSize - Int(stream.avail_out)
-                    output.append(contentsOf: out[0..<produced])
+                    output.append(contentsOf: out[0..<min(produced, limit - output.count)])
                 }
-            } while status == Z_OK
+            } while status == Z_OK && output.count < limit
         }
+        if output.count >= limit { return output }
         if status == Z_BUF_ERROR || (status == Z_OK) {
             // The stream ended before gzip's trailer: a truncated .gz file. What was
             // inflated is returned, and the IDX size check reports the truncation.

@@ -56,7 +56,8 @@ public enum MNIST5k {
         for byte in bytes {
             switch byte {
             case UInt8(ascii: "0")...UInt8(ascii: "9"):
-                value = value * 10 + Int(byte - UInt8(ascii: "0")); sawDigit = true
+                // Capped: a long run of digits is refused as a pixel > 255, never overflows.
+                value = min(value * 10 + Int(byte - UInt8(ascii: "0")), 1000); sawDigit = true
             case UInt8(ascii: ","):
                 try endValue()
             case UInt8(ascii: "\n"):

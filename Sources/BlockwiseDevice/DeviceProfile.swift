@@ -37,6 +37,8 @@ public struct DeviceProfile: Codable, Equatable, Sendable {
     public var notes: String?
 
     public static let supportedSchemaVersion = 1
+    /// The largest byte count a profile may give (1 PiB).
+    public static let maximumBytes = 1 << 50
 
     /// The memory the trainer may use on this device.
     public var budgetBytes: Int { ramBytes - reservedBytes }
@@ -103,6 +105,23 @@ extension DeviceProfile {
         guard let data = FileManager.default.contents(atPath: file) else {
             throw ProfileError.unreadable(file: file, reason: FileManager.default.fileExists(atPath: file) ? "permission denied" : "no such file")
         }
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: data) } catch {
+            throw ProfileError.unreadable(file: file, reason: "not valid JSON (\(error.localizedDescription))")
+        }
+        guard let fields = object as? [String: Any] else {
+            throw ProfileError.unreadable(file: file, reason: "not a JSON object; see profiles/*.json for the fields")
+        }
+        // Byte counts are checked before decoding: JSONDecoder reports 1.5 or 1e30 for an Int
+        // field as "not valid JSON" without naming it.
+        for field in ["ramBytes", "reservedBytes"] {
+            guard let number = fields[field] as? NSNumber else { continue }  // missing or not a number: decoding names it
+            let value = number.doubleValue
+            guard value.isFinite, value == value.rounded(), value >= 0, value <= Double(DeviceProfile.maximumBytes) else {
+                throw ProfileError.invalidField(file: file, field: field,
+                                                expected: "should be a whole number of bytes in 0...\(DeviceProfile.maximumBytes) (1 PiB) (got \(number))")
+            }
+        }
         let profile: DeviceProfile
         do {
             profile = try JSONDecoder().decode(DeviceProfile.self, from: data)
@@ -114,6 +133,10 @@ extension DeviceProfile {
                                             expected: "should be a \(type == String.self ? "string" : (type == Bool.self ? "boolean" : "number"))")
         } catch let DecodingError.valueNotFound(_, context) {
             throw ProfileError.invalidField(file: file, field: context.codingPath.map(\.stringValue).joined(separator: "."), expected: "is null")
+        } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
+            // A number JSON can hold but the field cannot: 1.5 or 1e30 bytes.
+            throw ProfileError.invalidField(file: file, field: context.codingPath.map(\.stringValue).joined(separator: "."),
+                                            expected: "should be a whole number within 0...\(DeviceProfile.maximumBytes) (\(context.debugDescription))")
         } catch {
             throw ProfileError.unreadable(file: file, reason: "not valid JSON (\(error.localizedDescription))")
         }
@@ -129,16 +152,22 @@ extension DeviceProfile {
         }
         guard !name.isEmpty else { throw fail("name", "should be a non-empty string") }
         guard ["mcu", "sbc", "phone"].contains(self.class) else { throw fail("class", "should be one of mcu, sbc, phone (got '\(self.class)')") }
-        guard ramBytes > 0 else { throw fail("ramBytes", "should be a positive number of bytes (got \(ramBytes))") }
+        guard ramBytes > 0 && ramBytes <= DeviceProfile.maximumBytes else {
+            throw fail("ramBytes", "should be a positive number of bytes up to \(DeviceProfile.maximumBytes) (1 PiB) (got \(ramBytes))")
+        }
         guard reservedBytes >= 0 && reservedBytes < ramBytes else {
             throw fail("reservedBytes", "should be >= 0 and less than ramBytes \(ramBytes) (got \(reservedBytes))")
         }
-        for (field, value) in [("storage.readMBps", storage.readMBps), ("storage.writeMBps", storage.writeMBps), ("computeGflops", computeGflops),
-                               ("power.activeW", power.activeW)] where !(value > 0) {
-            throw fail(field, "should be a positive number (got \(value))")
+        // Ranges wide enough for any device from a microcontroller to a workstation, narrow
+        // enough that every time and energy the cost model derives from them is a sane number.
+        for (field, value, range, unit) in [
+            ("storage.readMBps", storage.readMBps, 1e-3...1e6, "MB/s"), ("storage.writeMBps", storage.writeMBps, 1e-3...1e6, "MB/s"),
+            ("storage.latencyMs", storage.latencyMs, 0...1e4, "ms"), ("computeGflops", computeGflops, 1e-6...1e6, "GFLOP/s"),
+            ("power.activeW", power.activeW, 1e-6...1e4, "W"), ("power.idleW", power.idleW, 0...1e4, "W"),
+        ] where !(value >= range.lowerBound && value <= range.upperBound) {
+            throw fail(field, "should be a number of \(unit) in [\(range.lowerBound), \(range.upperBound)] (got \(value))")
         }
-        guard storage.latencyMs >= 0 else { throw fail("storage.latencyMs", "should be >= 0 milliseconds") }
-        guard power.idleW >= 0 && power.idleW <= power.activeW else { throw fail("power.idleW", "should be between 0 and power.activeW") }
+        guard power.idleW <= power.activeW else { throw fail("power.idleW", "should be between 0 and power.activeW") }
         guard !sources.isEmpty else { throw fail("sources", "should list where the figures come from") }
     }
 }

@@ -73,9 +73,10 @@ public struct ModelConfiguration: Equatable, Codable, Sendable {
     /// Checks the configuration; returns a message per problem.
     public func problems() -> [String] {
         var result: [String] = []
-        if width < 1 { result.append("width must be at least 1 (got \(width))") }
-        if modules < 1 { result.append("modules must be at least 1 (got \(modules))") }
-        if blocksPerModule < 1 { result.append("blocks per module must be at least 1 (got \(blocksPerModule))") }
+        if !(1...4096).contains(width) { result.append("--width must be in 1...4096 (got \(width))") }
+        if !(1...256).contains(modules) { result.append("--modules must be in 1...256 (got \(modules))") }
+        if !(1...64).contains(blocksPerModule) { result.append("--blocks must be in 1...64 (got \(blocksPerModule))") }
+        if !(initGain > 0 && initGain <= 100) { result.append("--init-gain must be a finite number in (0, 100] (got \(initGain))") }
         if encoderDownsamplings < 0 || encoderDownsamplings > 4 { result.append("encoder downsamplings must be in 0...4") }
         for index in downsampleAt where index < 0 || index >= modules {
             result.append("downsampling module index \(index) is outside 0..<\(modules)")

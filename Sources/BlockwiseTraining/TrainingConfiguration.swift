@@ -60,18 +60,43 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
 
     public var lapCount: Int { procedure == .multilap ? laps : 1 }
 
+    /// Limits checked by ``problems()`` (large enough for any real run, small enough that sizes
+    /// computed from them cannot overflow).
+    public static let maximumBatchSize = 1 << 16
+    public static let maximumEpochs = 100_000
+    public static let tauRange: ClosedRange<Double> = 1e-6...1e12
+
     /// Problems with the configuration, as messages naming the option.
     public func problems() -> [String] {
         var result = model.problems()
-        if batchSize < 1 { result.append("--batch-size must be at least 1 (got \(batchSize))") }
-        if epochsBase < 1 { result.append("--epochs must be at least 1 (got \(epochsBase))") }
-        if epochsPerModule < 0 { result.append("--epochs-per-module must be >= 0 (got \(epochsPerModule))") }
-        if laps < 1 { result.append("--laps must be at least 1 (got \(laps))") }
-        if labelSmoothing < 0 || labelSmoothing >= 1 { result.append("--label-smoothing must be in [0, 1)") }
+        func whole(_ option: String, _ value: Int, _ range: ClosedRange<Int>) {
+            if !range.contains(value) { result.append("\(option) must be in \(range.lowerBound)...\(range.upperBound) (got \(value))") }
+        }
+        /// NaN and the infinities fail every range (a comparison with NaN is false).
+        func real(_ option: String, _ value: Double, _ range: ClosedRange<Double>, open upper: Bool = false, _ hint: String = "") {
+            let inside = value >= range.lowerBound && (upper ? value < range.upperBound : value <= range.upperBound)
+            if !inside {
+                result.append("\(option) must be a finite number in [\(range.lowerBound), \(range.upperBound)\(upper ? ")" : "]") (got \(value))\(hint)")
+            }
+        }
+        whole("--batch-size", batchSize, 1...Self.maximumBatchSize)
+        whole("--epochs", epochsBase, 1...Self.maximumEpochs)
+        whole("--epochs-per-module", epochsPerModule, 0...Self.maximumEpochs)
+        whole("--laps", laps, 1...1000)
+        if let workspaceBound { whole("--workspace", workspaceBound, 1...(1 << 40)) }
+        real("--lr", optimizer.learningRate, 1e-12...100)
+        real("--momentum", optimizer.momentum, 0...1, open: true)
+        real("--weight-decay", optimizer.weightDecay, 0...1, open: true)
+        real("--label-smoothing", Double(labelSmoothing), 0...1, open: true)
         switch tau {
-        case .fixed(let t), .doubled(let t): if !(t > 0) { result.append("--tau must be positive (got \(t))") }
+        case .fixed(let t), .doubled(let t):
+            // 1 / (2 tau) must be a finite float weight: tau below 1e-6 makes the transport term
+            // overflow once it multiplies a mean of squares; 'off' is the way to say infinity.
+            real("--tau", t, Self.tauRange, "; use --tau off for no transport term")
         case .multipliers(let l, let h, let s):
-            if !(l > 0) || h < 0 || s < 1 { result.append("multipliers need lambda0 > 0, h >= 0, s >= 1") }
+            real("--lambda0", l, 1e-6...1e12)
+            real("--multiplier-step", h, 0...1e12)
+            whole("--multiplier-interval", s, 1...1_000_000_000)
         case .off: break
         }
         return result

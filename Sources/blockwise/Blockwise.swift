@@ -14,7 +14,15 @@ struct Blockwise: ParsableCommand {
         setvbuf(stdout, nil, _IOLBF, 0)  // progress lines reach CI logs as they happen
         do {
             var command = try parseAsRoot()
-            try command.run()
+            do {
+                try command.run()
+            } catch let error as ValidationError {
+                // A rule that needs the data or the options together, checked in run(): a usage
+                // error of this subcommand, not of the root command.
+                let name = type(of: command)._commandName
+                FileHandle.standardError.write(Data("error: \(error.message)\nSee 'blockwise \(name) --help'.\n".utf8))
+                Foundation.exit(2)
+            }
         } catch let error as BudgetCannotBeMet {
             FileHandle.standardError.write(Data(("error: " + error.description + "\n").utf8))
             Foundation.exit(3)
@@ -58,13 +66,13 @@ struct BenchKernels: ParsableCommand {
 
     @OptionGroup var compute: ComputeOptions
 
-    @Option(help: "Batch size of the convolution benchmark.")
+    @Option(parsing: .unconditional, help: "Batch size of the convolution benchmark.")
     var batchSize: Int = 128
 
     @Option(parsing: .upToNextOption, help: "Channel widths to measure.")
     var widths: [Int] = [16, 32, 64]
 
-    @Option(help: "Bound on the im2col workspace in floats (default: one whole image).")
+    @Option(parsing: .unconditional, help: "Bound on the im2col workspace in floats (default: one whole image).")
     var workspace: Int?
 
     func run() throws {
@@ -101,7 +109,7 @@ struct BenchCache: ParsableCommand {
           swift run -c release blockwise bench cache --rows 2000
         """)
 
-    @Option(help: "Samples to write and read.")
+    @Option(parsing: .unconditional, help: "Samples to write and read.")
     var rows: Int = 2000
     @Option(help: "Directory for the temporary files.")
     var directory: String = NSTemporaryDirectory()
@@ -136,13 +144,13 @@ struct BenchTrain: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
     @Option(parsing: .upToNextOption, help: "Widths to measure.")
     var widths: [Int] = [16, 32, 64]
-    @Option(help: "Batch size.")
+    @Option(parsing: .unconditional, help: "Batch size.")
     var batchSize: Int = 128
-    @Option(help: "Timed steps per width (after one warm-up step).")
+    @Option(parsing: .unconditional, help: "Timed steps per width (after one warm-up step).")
     var steps: Int = 8
-    @Option(help: "Bound on the im2col workspace in floats (default: one image).")
+    @Option(parsing: .unconditional, help: "Bound on the im2col workspace in floats (default: one image).")
     var workspace: Int?
-    @Option(help: "Fashion-MNIST training samples for the end-to-end sequential run through the store (0: skip it).")
+    @Option(parsing: .unconditional, help: "Fashion-MNIST training samples for the end-to-end sequential run through the store (0: skip it).")
     var pipelineSamples: Int = 6000
 
     func run() throws {

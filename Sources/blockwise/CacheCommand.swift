@@ -53,7 +53,7 @@ struct CacheList: ParsableCommand {
 struct CacheStats: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "stats", abstract: "Per-channel mean/std/min/max and the mean squared norm of a level.")
     @OptionGroup var options: StoreOption
-    @Option(help: "Level: 0 = input images, k = outputs of module k.")
+    @Option(parsing: .unconditional, help: "Level: 0 = input images, k = outputs of module k.")
     var level: Int
     @Option(help: "train or test.")
     var split: String = "train"
@@ -72,9 +72,9 @@ struct CacheStats: ParsableCommand {
 struct CacheShow: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "show", abstract: "A sample's values, or its channels as a grayscale PNG grid.")
     @OptionGroup var options: StoreOption
-    @Option(help: "Level: 0 = input images, k = outputs of module k.")
+    @Option(parsing: .unconditional, help: "Level: 0 = input images, k = outputs of module k.")
     var level: Int
-    @Option(help: "Sample index within the split.")
+    @Option(parsing: .unconditional, help: "Sample index within the split.")
     var sample: Int
     @Option(help: "train or test.")
     var split: String = "train"
@@ -119,7 +119,7 @@ struct CacheVerify: ParsableCommand {
 struct CacheExport: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "export", abstract: "Write a level as a NumPy .npy file (float32 [N, C, H, W]) plus its labels.")
     @OptionGroup var options: StoreOption
-    @Option(help: "Level: 0 = input images, k = outputs of module k.")
+    @Option(parsing: .unconditional, help: "Level: 0 = input images, k = outputs of module k.")
     var level: Int
     @Option(help: "train or test.")
     var split: String = "train"

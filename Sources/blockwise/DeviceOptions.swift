@@ -1,11 +1,12 @@
 import ArgumentParser
+import BlockwiseKernels
 import BlockwiseDevice
 
 /// Budget and device options shared by train and plan.
 struct DeviceOptions: ParsableArguments {
     @Option(help: "Emulated device: a profile name (see blockwise profiles) or a path to a profile JSON file; 'none' for no device.")
     var profile: String = "rpi-zero-2w"
-    @Option(help: "RAM budget (e.g. 320KB, 256KiB, 48MiB, 1.5GB); overrides the profile's RAM less its reserve.")
+    @Option(parsing: .unconditional, help: "RAM budget (e.g. 320KB, 256KiB, 48MiB, 1.5GB); overrides the profile's RAM less its reserve.")
     var budget: String?
     @Option(help: "When a module does not fit at --batch-size: error (train stops before training; plan reports it) or microbatch (largest micro-batch that fits, gradients accumulated; plan shows those micro-batches).")
     var fit: String = "error"
@@ -19,9 +20,17 @@ struct DeviceOptions: ParsableArguments {
     func resolve() throws -> (DeviceProfile?, Int?) {
         let loaded = profile == "none" ? nil : try DeviceProfile.load(profile)
         if let budget {
-            do { return (loaded, try SizeParser.parse(budget)) } catch { throw ValidationError("--budget: \(error)") }
+            return (loaded, try parseSize(budget, option: "--budget"))
         }
         return (loaded, loaded?.budgetBytes)
     }
 }
 
+
+/// A size option ("2MiB", "320KB") as bytes; malformed or below `minimum` is a usage error naming it.
+func parseSize(_ text: String, option: String, minimum: Int = 0) throws -> Int {
+    let bytes: Int
+    do { bytes = try SizeParser.parse(text) } catch { throw ValidationError("\(option): \(error)") }
+    guard bytes >= minimum else { throw ValidationError("\(option) must be at least \(formatBytes(minimum)) (got '\(text)')") }
+    return bytes
+}

@@ -24,7 +24,7 @@ struct Plan: ParsableCommand {
     @OptionGroup var device: DeviceOptions
     @Option(help: "Training samples: a count or a percentage of Fashion-MNIST's 60000.")
     var trainSize: String = "all"
-    @Option(help: "Test samples.")
+    @Option(parsing: .unconditional, help: "Test samples.")
     var testSize: Int = 10000
     @Option(help: "Encoding of the stored features: fp32, fp16 or bf16.")
     var featureDtype: String = "fp32"
@@ -52,7 +52,7 @@ struct Plan: ParsableCommand {
             return
         }
         let rowBuffer = RunPlanner.rowBufferFloats(configuration, bytesPerValue: encoding.bytesPerValue) * 4
-        let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBuffer, cacheBytes: try SizeParser.parse(storeCache))
+        let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBuffer, cacheBytes: try parseSize(storeCache, option: "--store-cache", minimum: 1024))
         let report = PlanReport(configuration: configuration, trainCount: trainCount, testCount: testSize, residence: residence,
                                 budget: budget, profile: profile, encoding: encoding.bytesPerValue, fit: try device.fitPolicy())
         print("plan: \(model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testSize) test samples; "

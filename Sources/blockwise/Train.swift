@@ -26,7 +26,7 @@ struct Train: ParsableCommand {
     var store: String = "blockwise.sqlite"
     @Option(help: "Encoding of the stored features: fp32 (exact), fp16 or bf16 (half the bytes).")
     var featureDtype: String = "fp32"
-    @Option(help: "Bound on SQLite's page cache (e.g. 64KiB, 2MiB); its memory counts in the budget as storeEngine.")
+    @Option(parsing: .unconditional, help: "Bound on SQLite's page cache (e.g. 64KiB, 2MiB); its memory counts in the budget as storeEngine.")
     var storeCache: String = "2MiB"
     @Flag(help: "Continue the run in --store: completed modules are reused, an interrupted one continues from its last epoch. (A matching store is resumed anyway; this flag also requires that it exists.)")
     var resume = false
@@ -61,7 +61,7 @@ struct Train: ParsableCommand {
         session.title = "\(model.modules)-\(model.blocksPerModule) ResNet w\(model.width), \(configuration.procedure.rawValue), tau \(configuration.tau.isOff ? "off (VanGL)" : "on (TRGL)")"
         session.storePath = inMemory ? nil : store
         session.encoding = encoding
-        session.storeCacheBytes = try SizeParser.parse(storeCache)
+        session.storeCacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
         session.fresh = fresh
         session.profile = profile
         session.budget = budget

@@ -5,19 +5,19 @@ import BlockwiseTraining
 
 /// Model options shared by train, plan and compare.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Channels after the encoder (the model's base width).")
+    @Option(parsing: .unconditional, help: "Channels after the encoder (the model's base width).")
     var width: Int = 16
-    @Option(help: "Number of modules K (each trained with its own head).")
+    @Option(parsing: .unconditional, help: "Number of modules K (each trained with its own head).")
     var modules: Int = 6
-    @Option(help: "BasicBlocks per module M.")
+    @Option(parsing: .unconditional, help: "BasicBlocks per module M.")
     var blocks: Int = 1
-    @Option(help: "Stride-2 conv stages in the encoder (1: 28x28 -> 14x14, 0: keep 28x28).")
+    @Option(parsing: .unconditional, help: "Stride-2 conv stages in the encoder (1: 28x28 -> 14x14, 0: keep 28x28).")
     var encoderDownsamplings: Int = 1
     @Option(help: "Comma-separated module indices (from 0) whose first block halves the resolution and doubles the width.")
     var downsampleAt: String = ""
     @Option(help: "Auxiliary head: 1cnn (conv3x3, ReLU, pool, BN1d, linear) or linear (pool, linear).")
     var head: String = "1cnn"
-    @Option(help: "Gain of the orthogonal initialisation (paper: 0.05-0.1).")
+    @Option(parsing: .unconditional, help: "Gain of the orthogonal initialisation (paper: 0.05-0.1).")
     var initGain: Float = 0.1
 
     func model(dataset: Dataset?) throws -> ModelConfiguration {
@@ -50,41 +50,41 @@ struct ModelOptions: ParsableArguments {
 struct TrainingOptions: ParsableArguments {
     @Option(help: "sequential, multilap, parallel or e2e.")
     var procedure: String = "sequential"
-    @Option(help: "Transport regulariser: 'off' (VanGL) or the value of tau (larger = weaker).")
+    @Option(parsing: .unconditional, help: "Transport regulariser: 'off' (VanGL) or the value of tau (larger = weaker).")
     var tau: String = "1"
     @Option(help: "How tau varies over modules: fixed, doubled (tau/2 for the first half; the paper's default) or multipliers.")
     var tauSchedule: String = "doubled"
-    @Option(help: "Method of multipliers: initial lambda.")
+    @Option(parsing: .unconditional, help: "Method of multipliers: initial lambda.")
     var lambda0: Double = 1
-    @Option(help: "Method of multipliers: step h of lambda <- lambda + h * task loss.")
+    @Option(parsing: .unconditional, help: "Method of multipliers: step h of lambda <- lambda + h * task loss.")
     var multiplierStep: Double = 1
-    @Option(help: "Method of multipliers: update lambda every s iterations.")
+    @Option(parsing: .unconditional, help: "Method of multipliers: update lambda every s iterations.")
     var multiplierInterval: Int = 50
-    @Option(name: .customLong("lr"), help: "Base learning rate.")
+    @Option(name: .customLong("lr"), parsing: .unconditional, help: "Base learning rate.")
     var learningRate: Double = 0.05
     @Option(help: "Learning-rate schedule over each module's epochs: constant, step (x0.1 at 50% and 75%) or cosine.")
     var lrSchedule: String = "cosine"
-    @Option(help: "SGD momentum.")
+    @Option(parsing: .unconditional, help: "SGD momentum.")
     var momentum: Double = 0.9
     @Flag(help: "Use Nesterov momentum.")
     var nesterov = false
-    @Option(help: "Weight decay.")
+    @Option(parsing: .unconditional, help: "Weight decay.")
     var weightDecay: Double = 1e-4
     @Option(help: "Weight decay mode: l2 (added to the gradient, as PyTorch SGD) or decoupled.")
     var weightDecayMode: String = "l2"
-    @Option(help: "Label smoothing of the cross-entropy (0 = none).")
+    @Option(parsing: .unconditional, help: "Label smoothing of the cross-entropy (0 = none).")
     var labelSmoothing: Float = 0
-    @Option(help: "Mini-batch size.")
+    @Option(parsing: .unconditional, help: "Mini-batch size.")
     var batchSize: Int = 128
-    @Option(name: .customLong("epochs"), help: "E0: epochs of the first module (parallel and e2e train E0 + (K-1)*E1 epochs).")
+    @Option(name: .customLong("epochs"), parsing: .unconditional, help: "E0: epochs of the first module (parallel and e2e train E0 + (K-1)*E1 epochs).")
     var epochsBase: Int = 5
-    @Option(help: "E1: extra epochs per module index (module k trains E0 + k*E1 epochs).")
+    @Option(parsing: .unconditional, help: "E1: extra epochs per module index (module k trains E0 + k*E1 epochs).")
     var epochsPerModule: Int = 0
-    @Option(help: "Laps of the multilap procedure.")
+    @Option(parsing: .unconditional, help: "Laps of the multilap procedure.")
     var laps: Int = 5
-    @Option(help: "Seed of the subset, the shuffles and the initialisation.")
+    @Option(parsing: .unconditional, help: "Seed of the subset, the shuffles and the initialisation.")
     var seed: UInt64 = 0
-    @Option(help: "Bound on the im2col workspace per convolution, in floats (default: one image).")
+    @Option(parsing: .unconditional, help: "Bound on the im2col workspace per convolution, in floats (default: one image).")
     var workspace: Int?
 
     func configuration(model: ModelConfiguration) throws -> TrainingConfiguration {
@@ -135,23 +135,32 @@ struct DataOptions: ParsableArguments {
     var dataset: String = "fashion-mnist"
     @Option(help: "Directory with the Fashion-MNIST IDX files (gzipped or not); for mnist5k, the mnist_5k.csv.gz file.")
     var data: String?
-    @Option(help: "Hold out this many samples of the training subset (class-balanced, by --seed) and evaluate every head on them instead of the test set: for choosing hyper-parameters such as tau without touching the test set.")
+    @Option(parsing: .unconditional, help: "Hold out this many samples of the training subset (class-balanced, by --seed) and evaluate every head on them instead of the test set: for choosing hyper-parameters such as tau without touching the test set.")
     var validationSize: Int?
-    @Option(help: "Training samples: a count (600), a percentage (1%) or 'all'; class-balanced by --seed.")
+    @Option(parsing: .unconditional, help: "Training samples: a count (600), a percentage (1%) or 'all'; class-balanced by --seed.")
     var trainSize: String = "20%"
-    @Option(help: "Test samples: a count, a percentage or 'all' (the full 10000-image test set).")
+    @Option(parsing: .unconditional, help: "Test samples: a count, a percentage or 'all' (the full 10000-image test set).")
     var testSize: String = "all"
 
     /// The training subset and the evaluation split (the test set, or a validation split carved
     /// from the training subset with --validation-size).
     func load(seed: UInt64) throws -> (train: Dataset, test: Dataset) {
+        do { return try loadSubsets(seed: seed) } catch DataError.badSubset(let message) {
+            throw ValidationError(message)  // a size the data cannot give is a usage error (exit 2)
+        }
+    }
+
+    func loadSubsets(seed: UInt64) throws -> (train: Dataset, test: Dataset) {
+        // Sizes are parsed before the files are read: a typo fails at once.
+        let trainSizeValue = try SubsetSize(parsing: trainSize, option: "--train-size")
+        let testSizeValue = try SubsetSize(parsing: testSize, option: "--test-size")
         let train: Dataset, test: Dataset
         switch dataset {
         case "fashion-mnist": (train, test) = try FashionMNIST.load(directory: data ?? FashionMNIST.defaultDirectory)
         case "mnist5k": (train, test) = try MNIST5k.load(path: data)
         default: throw ValidationError("--dataset must be fashion-mnist or mnist5k (got '\(dataset)')")
         }
-        let trainSubset = try train.balancedSubset(size: try SubsetSize(parsing: trainSize), seed: seed)
+        let trainSubset = try train.balancedSubset(size: trainSizeValue, seed: seed, option: "--train-size")
         if let validationSize {
             guard validationSize > 0 && validationSize < trainSubset.count else {
                 throw ValidationError("--validation-size must be between 1 and the training subset's \(trainSubset.count) samples")
@@ -161,7 +170,7 @@ struct DataOptions: ParsableArguments {
             validation.name = trainSubset.name + "-validation"
             return (rest, validation)
         }
-        let testSubset = try test.balancedSubset(size: try SubsetSize(parsing: testSize), seed: seed)
+        let testSubset = try test.balancedSubset(size: testSizeValue, seed: seed, option: "--test-size")
         return (trainSubset, testSubset)
     }
 
