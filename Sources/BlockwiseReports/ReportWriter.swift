@@ -64,9 +64,14 @@ public enum ReportWriter {
     }
 
     /// Writes the four files; returns their paths.
+    /// - Throws: ``ReportWriteError`` naming the file and the reason (disk full, permission).
     @discardableResult
     public static func write(_ report: RunReport, to directory: String) throws -> [String] {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw ReportWriteError(path: directory, reason: ReportWriteError.reason(error))
+        }
         let files: [(String, Data)] = [
             ("report.json", try report.json()),
             ("accuracy.svg", Data(accuracyChart(report).utf8)),
@@ -76,9 +81,42 @@ public enum ReportWriter {
         var paths: [String] = []
         for (name, data) in files {
             let path = (directory as NSString).appendingPathComponent(name)
-            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+            do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+                throw ReportWriteError(path: path, reason: ReportWriteError.reason(error))
+            }
             paths.append(path)
         }
         return paths
+    }
+}
+
+/// A report file could not be written; the run itself is safe in its store.
+public struct ReportWriteError: Error, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    /// The run's store, when it has one (the results are safe there).
+    public var store: String?
+    public init(path: String, reason: String, store: String? = nil) { self.path = path; self.reason = reason; self.store = store }
+
+    public var description: String {
+        guard let store else { return "cannot write '\(path)': \(reason). Free space or fix the directory, or pass another path." }
+        return "cannot write '\(path)': \(reason). The run's results are saved in its store: free space or fix the directory, "
+            + "then 'blockwise report --store \(store)' writes the report again (or pass --report DIR)."
+    }
+
+    /// The reason in words, from the POSIX error beneath Foundation's (not a Cocoa error dump).
+    public static func reason(_ error: Error) -> String {
+        let nsError = error as NSError
+        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if nsError.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(nsError.code))) }
+        switch nsError.code {
+        case NSFileWriteOutOfSpaceError: return "no space left on device"
+        case NSFileWriteNoPermissionError: return "permission denied"
+        case NSFileWriteVolumeReadOnlyError: return "the file system is read-only"
+        case NSFileNoSuchFileError: return "no such directory"
+        default: return nsError.localizedDescription
+        }
     }
 }

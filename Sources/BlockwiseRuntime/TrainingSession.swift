@@ -75,11 +75,17 @@ public struct TrainingSession {
         }
         var store: FeatureStore?
         if usesStore, let storePath, case .store(let rowBuffer, let cacheBytes) = residence {
-            let opened = try FeatureStore(path: storePath, encoding: encoding, ledger: ledger, cacheKiB: max(1, cacheBytes / 1024))
+            let opened = try FeatureStore(path: storePath, encoding: encoding, ledger: ledger, cacheKiB: max(1, cacheBytes / 1024),
+                                          replace: fresh)
             let identity = FeatureStore.RunIdentity(configuration: configuration, data: .init(train: train, test: test), encoding: encoding)
             switch try opened.begin(identity, fresh: fresh) {
             case .created: say("store: \(storePath) (new)")
-            case .restarted: say("store: \(storePath) emptied (--fresh)")
+            case .restarted:
+                switch opened.replacedFile {
+                case .damagedBlockwise(let what)?: say("store: \(storePath) was damaged (\(what)); --fresh replaced it with a new store")
+                case .notADatabase(let reason)?: say("store: \(storePath) was not a database (\(reason)); --fresh replaced it with a new store")
+                default: say("store: \(storePath) emptied (--fresh)")
+                }
             case .resumed: say("store: \(storePath) holds this run: resuming (completed modules are reused; --fresh starts over)")
             }
             try opened.reserveRowBuffer(floats: rowBuffer / 4)
@@ -88,7 +94,11 @@ public struct TrainingSession {
         let trainer = try Trainer(configuration: configuration, ledger: ledger, cache: store)
         trainer.journal = store
         trainer.observer = observer
-        let result = try trainer.run(train: train, test: test)
+        let result: TrainingResult
+        do { result = try trainer.run(train: train, test: test) } catch let error as TrainingError {
+            if let damage = error.damage, let store { throw StoreError.damaged(path: store.path, what: damage) }
+            throw error
+        }
         let report = RunReport(title: title, result: result, dataset: train.name + " / " + test.name, trainSamples: train.count,
                                testSamples: test.count, profile: profile, budget: budget, timeline: ledger.timeline,
                                hostPeakResidentBytes: HostMemory.peakResidentBytes())

@@ -12,11 +12,30 @@ public enum StoreError: Error, CustomStringConvertible {
     case corruptRow(path: String, level: Int, split: String, row: Int)
     case missingLevel(path: String, level: Int, split: String)
     case invalidArgument(String)
+    /// The file is a blockwise store, but part of it is missing or fails its checks.
+    case damaged(path: String, what: String)
+    /// The file is not a SQLite database at all.
+    case notADatabase(path: String, reason: String)
+    /// Another process holds the store's writer lock.
+    case locked(path: String, holder: String)
+    /// The file system refused: the disk is full, the directory is missing or read-only...
+    case fileSystem(path: String, problem: String)
 
     public var description: String {
         switch self {
         case .sqlite(let code, let message, let sql):
             return "SQLite error \(code) (\(message)) in: \(sql)"
+        case .damaged(let path, let what):
+            return "the store '\(path)' is damaged (\(what)). Run 'blockwise cache verify --store \(path)' for the full list; "
+                + "'blockwise train --fresh --store \(path)' replaces it and starts over."
+        case .notADatabase(let path, let reason):
+            return "'\(path)' is not a blockwise store: \(reason). Pass the file written by blockwise train --store, "
+                + "or --fresh to replace it with a new store."
+        case .locked(let path, let holder):
+            return "the store '\(path)' is being written by another process (\(holder)). Wait for it to finish, "
+                + "or pass --store with another file; reading it (blockwise cache ls/stats/show/export) works meanwhile."
+        case .fileSystem(let path, let problem):
+            return "cannot write the store '\(path)': \(problem)"
         case .missingFile(let path):
             return "no store at '\(path)'. Train first (blockwise train --store \(path)) or pass --store PATH."
         case .notAStore(let path, let reason):
@@ -27,7 +46,8 @@ public enum StoreError: Error, CustomStringConvertible {
             return "the store '\(path)' was made by a different configuration (\(differences.joined(separator: "; "))). "
                 + "Use --fresh to start over in it, or --store with another file."
         case .corruptRow(let path, let level, let split, let row):
-            return "'\(path)': level \(level) \(split) sample \(row) fails its checksum. Run blockwise cache verify, then retrain with --fresh."
+            return "the store '\(path)' is damaged (level \(level) \(split) sample \(row) is missing or fails its checksum). "
+                + "Run 'blockwise cache verify --store \(path)', then retrain with --fresh."
         case .missingLevel(let path, let level, let split):
             return "'\(path)' has no complete level \(level) for the \(split) split."
         case .invalidArgument(let message):
@@ -54,6 +74,9 @@ public final class Database {
         guard code == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let db { sqlite3_close_v2(db) }
+            if code & 0xFF == SQLITE_CANTOPEN, let reason = Database.whyCannotOpen(path, readOnly: readOnly) {
+                throw StoreError.fileSystem(path: path, problem: reason)
+            }
             throw StoreError.sqlite(code: code, message: message, sql: "open \(path)")
         }
         handle = db
@@ -65,6 +88,45 @@ public final class Database {
     }
 
     deinit { sqlite3_close_v2(handle) }
+
+    /// Why `path` cannot be opened, in words (SQLite says only "unable to open database file").
+    static func whyCannotOpen(_ path: String, readOnly: Bool) -> String? {
+        let manager = FileManager.default
+        let directory = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        var isDirectory: ObjCBool = false
+        if manager.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            return "it is a directory; pass a file name, e.g. --store \(path)/blockwise.sqlite"
+        }
+        guard manager.fileExists(atPath: directory, isDirectory: &isDirectory) else {
+            return "the directory '\(directory)' does not exist; create it (mkdir -p \(directory)) or pass another --store"
+        }
+        guard isDirectory.boolValue else { return "'\(directory)' is not a directory" }
+        if readOnly { return manager.isReadableFile(atPath: path) ? nil : "the file is not readable (permission denied)" }
+        if manager.fileExists(atPath: path), !manager.isWritableFile(atPath: path) {
+            return "the file is read-only (permission denied); make it writable or pass another --store"
+        }
+        if !manager.isWritableFile(atPath: directory) {
+            return "the directory '\(directory)' is not writable (the store and its -wal and -shm files live there); pass another --store"
+        }
+        return nil
+    }
+
+    /// Turns SQLite's I/O failures into errors that name the store and say what to do.
+    func translate(_ code: Int32, message: String, sql: String) -> StoreError {
+        switch code & 0xFF {
+        case SQLITE_FULL:
+            return .fileSystem(path: path, problem: "the disk is full (SQLite: \(message)). Free space or pass --store on another disk; "
+                + "what the store held before stays intact, and the run resumes from its last checkpoint")
+        case SQLITE_CORRUPT, SQLITE_NOTADB:
+            return .damaged(path: path, what: "SQLite: \(message)")
+        case SQLITE_READONLY:
+            return .fileSystem(path: path, problem: "the file or its directory is read-only (SQLite: \(message))")
+        case SQLITE_IOERR:
+            return .fileSystem(path: path, problem: "an I/O error (SQLite \(code): \(message)); check the disk")
+        default:
+            return .sqlite(code: code, message: message, sql: sql)
+        }
+    }
 
     /// One-time process set-up (see blockwise_configure_sqlite in the CSQLite shim).
     static let configured: Bool = {
@@ -80,7 +142,7 @@ public final class Database {
         if code != SQLITE_OK {
             let message = error.map { String(cString: $0) } ?? errorMessage
             sqlite3_free(error)
-            throw StoreError.sqlite(code: code, message: message, sql: sql)
+            throw translate(code, message: message, sql: sql)
         }
     }
 
@@ -148,7 +210,7 @@ public final class Statement {
         var statement: OpaquePointer?
         let code = sqlite3_prepare_v2(database.handle, sql, -1, &statement, nil)
         guard code == SQLITE_OK, let statement else {
-            throw StoreError.sqlite(code: code, message: database.errorMessage, sql: sql)
+            throw database.translate(code, message: database.errorMessage, sql: sql)
         }
         handle = statement
     }
@@ -162,7 +224,7 @@ public final class Statement {
         switch code {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
-        default: throw StoreError.sqlite(code: code, message: database.errorMessage, sql: sql)
+        default: throw database.translate(code, message: database.errorMessage, sql: sql)
         }
     }
 

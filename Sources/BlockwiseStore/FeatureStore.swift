@@ -27,41 +27,60 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     public private(set) var bytesRead = 0
     public private(set) var operations = 0
 
-    /// Opens or creates a store for writing.
+    /// The writer lock, held while this store is open for writing (nil when reading).
+    let lock: StoreLock?
+    /// What `replace` removed when the store was opened (nil: nothing).
+    public private(set) var replacedFile: StoreFile?
+
+    /// Opens or creates a store for writing, holding its writer lock (``StoreLock``) until the
+    /// store is released.
     /// - cacheKiB: bound on SQLite's page cache.
-    public init(path: String, encoding: FeatureEncoding = .fp32, ledger: MemoryLedger? = nil, cacheKiB: Int = 2048) throws {
+    /// - replace: remove what is at `path` first (`--fresh`): a blockwise store, healthy or
+    ///   damaged, or a file that is no database. Another application's database is refused.
+    /// - purpose: recorded in the lock for a second writer's error message.
+    public init(path: String, encoding: FeatureEncoding = .fp32, ledger: MemoryLedger? = nil, cacheKiB: Int = 2048,
+                replace: Bool = false, purpose: String = "blockwise train") throws {
         self.path = path
         self.encoding = encoding
         self.ledger = ledger
-        database = try Database(path: path)
-        // Check (and create) the schema before any pragma changes the file: a foreign database
-        // is refused untouched.
-        do {
-            try FeatureStore.migrate(database, path: path)
-            try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -\(cacheKiB);")
-        } catch StoreError.sqlite(let code, let message, _) where code & 0xFF == 26 || code & 0xFF == 11 {
-            throw StoreError.notAStore(path: path, reason: message)
+        lock = try StoreLock(storePath: path, purpose: purpose)
+        // Decided before anything is written: a foreign database is refused untouched.
+        let file = StoreFile.identify(path)
+        switch file {
+        case .foreign(let reason): throw StoreError.notAStore(path: path, reason: reason)
+        case .absent, .emptyDatabase: break
+        case .blockwise:
+            if replace { try StoreFile.remove(path); replacedFile = file }
+        case .damagedBlockwise(let what):
+            guard replace else { throw StoreError.damaged(path: path, what: what) }
+            try StoreFile.remove(path); replacedFile = file
+        case .notADatabase(let reason):
+            guard replace else { throw StoreError.notADatabase(path: path, reason: reason) }
+            try StoreFile.remove(path); replacedFile = file
         }
+        database = try Database(path: path)
+        try FeatureStore.migrate(database, path: path)
+        try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -\(cacheKiB);")
         try accountEngineMemory()
     }
 
-    /// Opens an existing store read-only (for `blockwise cache` and `report`).
+    /// Opens an existing store read-only (for `blockwise cache` and `report`); takes no lock.
     public init(readingAt path: String) throws {
         self.path = path
         self.ledger = nil
-        database = try Database(path: path, readOnly: true)
-        let version: Int32
-        do {
-            version = try database.userVersion
-            _ = try database.integer("SELECT count(*) FROM sqlite_master")
-        } catch {
-            throw StoreError.notAStore(path: path, reason: "SQLite cannot read it: \(error)")
+        lock = nil
+        guard FileManager.default.fileExists(atPath: path) else { throw StoreError.missingFile(path: path) }
+        switch StoreFile.identify(path) {
+        case .blockwise: break
+        case .absent, .emptyDatabase: throw StoreError.notAStore(path: path, reason: "it is empty: it has no blockwise tables")
+        case .damagedBlockwise(let what): throw StoreError.damaged(path: path, what: what)
+        case .notADatabase(let reason): throw StoreError.notADatabase(path: path, reason: reason)
+        case .foreign(let reason): throw StoreError.notAStore(path: path, reason: reason)
         }
+        database = try Database(path: path, readOnly: true)
+        let version = try database.userVersion
         if version > FeatureStore.formatVersion {
             throw StoreError.newerFormat(path: path, found: version, supported: FeatureStore.formatVersion)
-        }
-        guard version >= 1, try database.integer("SELECT count(*) FROM sqlite_master WHERE name = 'features'") == 1 else {
-            throw StoreError.notAStore(path: path, reason: "it has no blockwise tables")
         }
         encoding = try FeatureStore.readEncoding(database) ?? .fp32
     }
@@ -74,10 +93,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
 
     /// Creates or upgrades the schema (`PRAGMA user_version` migrations).
     static func migrate(_ database: Database, path: String) throws {
-        let version: Int32
-        do { version = try database.userVersion } catch {
-            throw StoreError.notAStore(path: path, reason: "SQLite cannot read it: \(error)")
-        }
+        let version = try database.userVersion
         if version > formatVersion { throw StoreError.newerFormat(path: path, found: version, supported: formatVersion) }
         if version == 0 {
             let tables = try database.integer("SELECT count(*) FROM sqlite_master") ?? 0
@@ -135,6 +151,24 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                 """)
                 try database.setUserVersion(formatVersion)
             }
+        }
+    }
+
+    /// Decodes a JSON column; a value that does not decode is damage, named by `what`.
+    func decodeStored<T: Decodable>(_ type: T.Type, _ json: String, what: String) throws -> T {
+        do { return try FeatureStore.decoder().decode(type, from: Data(json.utf8)) } catch let error as DecodingError {
+            throw StoreError.damaged(path: path, what: "\(what) is not valid: \(FeatureStore.describe(error))")
+        }
+    }
+
+    /// A decoding error in a line: where in the JSON, and what was wrong.
+    static func describe(_ error: DecodingError) -> String {
+        func at(_ path: [CodingKey]) -> String { path.isEmpty ? "" : " at '" + path.map(\.stringValue).joined(separator: ".") + "'" }
+        switch error {
+        case .keyNotFound(let key, let context): return "key '\(key.stringValue)' missing\(at(context.codingPath))"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            return context.debugDescription + at(context.codingPath)
+        @unknown default: return "\(error)"
         }
     }
 
@@ -212,6 +246,10 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     /// (its completed modules are reused); a store of another run is refused with the
     /// differences unless `fresh`, which empties it first.
     public func begin(_ identity: RunIdentity, fresh: Bool) throws -> OpenOutcome {
+        if replacedFile != nil {
+            try record(identity)
+            return .restarted
+        }
         if fresh, try database.integer("SELECT count(*) FROM run") ?? 0 > 0 {
             // Cleared without reading the old record: --fresh works even when it cannot be decoded.
             try clear()
@@ -219,16 +257,38 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
             return .restarted
         }
         let stored: RunIdentity?
-        do { stored = try storedIdentity() } catch is DecodingError {
-            throw StoreError.notAStore(path: path, reason: "its run record cannot be read by this version; start over with --fresh")
+        do { stored = try storedIdentity() } catch let error as DecodingError {
+            throw StoreError.damaged(path: path, what: "its run record (table run) cannot be decoded: \(FeatureStore.describe(error))")
         }
         if let stored {
             let differences = FeatureStore.differences(stored, identity)
             guard differences.isEmpty else { throw StoreError.fingerprintMismatch(path: path, differences: differences) }
+            try checkLevels(against: identity.data)
             return .resumed
         }
         try record(identity)
         return .created
+    }
+
+    /// Before a resume: every complete level holds one row per sample of the run's data,
+    /// rows 0..<n exactly (its keys only; ``source(level:split:)`` checks again when it is read).
+    /// - Throws: ``StoreError/damaged`` naming the level.
+    func checkLevels(against data: DataIdentity) throws {
+        let levels = try database.prepare("SELECT level, split FROM levels WHERE complete = 1 ORDER BY level, split")
+        var complete: [(Int, Split)] = []
+        while try levels.step() {
+            guard let split = Split(rawValue: levels.string(1)) else {
+                throw StoreError.damaged(path: path, what: "table levels names an unknown split '\(levels.string(1))'")
+            }
+            complete.append((levels.int(0), split))
+        }
+        for (level, split) in complete {
+            let source = try self.source(level: level, split: split)
+            let samples = split == .train ? data.trainCount : data.testCount
+            guard source.count == samples else {
+                throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) holds \(source.count) rows but the run has \(samples) \(split.rawValue) samples")
+            }
+        }
     }
 
     func record(_ identity: RunIdentity) throws {
@@ -371,7 +431,20 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         guard try statement.step(), statement.int(1) == 1 else {
             throw StoreError.missingLevel(path: path, level: level, split: split.rawValue)
         }
-        return try LevelReader(store: self, level: level, split: split, count: statement.int(0),
+        let rowCount = statement.int(0)
+        // The rows must be exactly 0..<row_count: a level with a row deleted (or its metadata
+        // changed) is damage, found here rather than as a different run. One pass over the
+        // level's keys (no row data is read).
+        let base = FeatureStore.rowID(level: level, split: split, row: 0)
+        let rows = try database.prepare("SELECT count(*), min(id), max(id) FROM features WHERE id >= ? AND id < ?")
+        try rows.bind([base, base + (1 << 32)])
+        _ = try rows.step()
+        let (count, first, last) = (rows.int(0), Int64(rows.int(1)), Int64(rows.int(2)))
+        guard count == rowCount, rowCount == 0 || (first == base && last == base + Int64(rowCount) - 1) else {
+            throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) should hold rows 0..<\(rowCount) (table levels) "
+                + "but table features has \(count) rows for it" + (count > 0 ? ", from \(first - base) to \(last - base)" : ""))
+        }
+        return try LevelReader(store: self, level: level, split: split, count: rowCount,
                                shape: try levelShape(level, split: split))
     }
 
@@ -466,7 +539,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let statement = try database.prepare("SELECT state FROM modules WHERE module = ? AND lap = ? AND status = 'complete'")
         try statement.bind([module, lap])
         guard try statement.step() else { return nil }
-        var completed = try FeatureStore.decoder().decode(CompletedModule.self, from: Data(statement.string(0).utf8))
+        var completed = try decodeStored(CompletedModule.self, statement.string(0), what: "modules.state of module \(module + 1) lap \(lap + 1)")
         completed.parameters = try loadParameters(module: module, kind: "value")
         return completed
     }
@@ -475,7 +548,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let statement = try database.prepare("SELECT state FROM modules WHERE module = ? AND lap = ? AND status = 'training'")
         try statement.bind([module, lap])
         guard try statement.step() else { return nil }
-        var checkpoint = try FeatureStore.decoder().decode(EpochCheckpoint.self, from: Data(statement.string(0).utf8))
+        var checkpoint = try decodeStored(EpochCheckpoint.self, statement.string(0), what: "modules.state of module \(module + 1) lap \(lap + 1)")
         checkpoint.parameters = try loadParameters(module: module, kind: "value")
         checkpoint.momentum = try loadParameters(module: module, kind: "momentum")
         return checkpoint
@@ -540,11 +613,11 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         while try statement.step() {
             let blob = statement.blob(2)
             guard checksum(blob) == UInt32(truncatingIfNeeded: statement.int(1)) else {
-                throw StoreError.notAStore(path: path, reason: "checkpoint \(statement.string(0)) of module \(module) fails its checksum")
+                throw StoreError.damaged(path: path, what: "checkpoint \(statement.string(0)) (\(kind)) of module \(module + 1) fails its checksum")
             }
             // SQLite's page memory need not be aligned for Float: copy the bytes.
             guard blob.count % 4 == 0 else {
-                throw StoreError.notAStore(path: path, reason: "checkpoint \(statement.string(0)) of module \(module) has \(blob.count) bytes, not whole floats")
+                throw StoreError.damaged(path: path, what: "checkpoint \(statement.string(0)) (\(kind)) of module \(module + 1) has \(blob.count) bytes, not whole floats")
             }
             var values = [Float](repeating: 0, count: blob.count / 4)
             values.withUnsafeMutableBytes { $0.copyMemory(from: blob) }
@@ -555,9 +628,12 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
 
     /// The evaluations of the completed modules of the last lap recorded, in module order.
     public func evaluations() throws -> [ModuleEvaluation] {
-        let statement = try database.prepare("SELECT evaluation FROM modules WHERE status = 'complete' AND lap = (SELECT max(lap) FROM modules WHERE status = 'complete') ORDER BY module")
+        let statement = try database.prepare("SELECT evaluation, module, lap FROM modules WHERE status = 'complete' AND lap = (SELECT max(lap) FROM modules WHERE status = 'complete') ORDER BY module")
         var result: [ModuleEvaluation] = []
-        while try statement.step() { result.append(try FeatureStore.decoder().decode(ModuleEvaluation.self, from: Data(statement.string(0).utf8))) }
+        while try statement.step() {
+            result.append(try decodeStored(ModuleEvaluation.self, statement.string(0),
+                                           what: "modules.evaluation of module \(statement.int(1) + 1) lap \(statement.int(2) + 1)"))
+        }
         return result
     }
 
@@ -574,9 +650,12 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
 
     /// All epoch logs in order.
     public func epochLogs() throws -> [EpochLog] {
-        let statement = try database.prepare("SELECT log FROM metrics ORDER BY lap, module, epoch")
+        let statement = try database.prepare("SELECT log, module, lap, epoch FROM metrics ORDER BY lap, module, epoch")
         var result: [EpochLog] = []
-        while try statement.step() { result.append(try FeatureStore.decoder().decode(EpochLog.self, from: Data(statement.string(0).utf8))) }
+        while try statement.step() {
+            result.append(try decodeStored(EpochLog.self, statement.string(0),
+                                           what: "metrics.log of module \(statement.int(1) + 1) lap \(statement.int(2) + 1) epoch \(statement.int(3) + 1)"))
+        }
         return result
     }
 }

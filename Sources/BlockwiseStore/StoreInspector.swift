@@ -149,31 +149,12 @@ public enum StoreInspector {
     public static func vacuum(path: String) throws -> (before: Int, after: Int) {
         let size = { ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0 }
         _ = try FeatureStore(readingAt: path)  // refuse what is not a store
+        let lock = try StoreLock(storePath: path, purpose: "blockwise cache vacuum")
+        defer { withExtendedLifetime(lock) {} }
         let before = size()
         let database = try Database(path: path, create: false)
         try database.execute("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
         return (before, size())
-    }
-}
-
-/// Recomputes every feature row's checksum (`cache verify`).
-public enum StoreVerifier {
-    public struct CorruptRow: Codable, Sendable, Equatable { public var level: Int; public var split: String; public var row: Int }
-    public struct Report: Codable, Sendable { public var checkedRows: Int; public var corrupt: [CorruptRow] }
-
-    public static func verify(_ store: FeatureStore) throws -> Report {
-        let statement = try store.database.prepare("SELECT level, split, row, label, checksum, data FROM features ORDER BY id")
-        var report = Report(checkedRows: 0, corrupt: [])
-        while try statement.step() {
-            report.checkedRows += 1
-            let blob = statement.blob(5)
-            var sum = checksum(blob)
-            sum = withUnsafeBytes(of: Int32(truncatingIfNeeded: statement.int(3)).littleEndian) { checksum($0, seed: sum) }
-            if sum != UInt32(truncatingIfNeeded: statement.int(4)) {
-                report.corrupt.append(CorruptRow(level: statement.int(0), split: statement.string(1), row: statement.int(2)))
-            }
-        }
-        return report
     }
 }
 

@@ -83,4 +83,35 @@ public final class ParameterStore {
     public func load(_ values: [String: [Float]]) {
         for parameter in all { if let v = values[parameter.name] { parameter.value.copy(from: v) } }
     }
+
+    /// What of `specs` a saved state lacks or holds with the wrong number of values ("unit2.bn.weight
+    /// missing", "head.linear.weight has 90 values, 160 expected"); empty when it is complete.
+    /// - momentum: check the momentum of the trainable parameters instead of every value.
+    public static func problems(loading values: [String: [Float]], specs: [ParameterSpec], momentum: Bool = false) -> [String] {
+        var result: [String] = []
+        for spec in specs where !momentum || spec.isTrainable {
+            let expected = spec.shape.reduce(1, *)
+            guard let saved = values[spec.name] else { result.append("\(spec.name) missing"); continue }
+            if saved.count != expected { result.append("\(spec.name) has \(saved.count) values, \(expected) expected") }
+        }
+        return result
+    }
+
+    /// The specs of these parameters.
+    public var specs: [ParameterSpec] { all.map { ParameterSpec(name: $0.name, shape: $0.shape, isTrainable: $0.isTrainable) } }
+
+    /// Loads every parameter from `values`, which must hold each with its exact size.
+    /// - Throws: ``TrainingError/incompleteCheckpoint`` listing what is missing or misshapen.
+    public func loadChecked(_ values: [String: [Float]], module: Int, what: String) throws {
+        let problems = ParameterStore.problems(loading: values, specs: specs)
+        guard problems.isEmpty else { throw TrainingError.incompleteCheckpoint(module: module, what: what, problems: problems) }
+        load(values)
+    }
+
+    /// Loads every trainable parameter's momentum from `values` (each must be there, exact size).
+    public func loadMomentumChecked(_ values: [String: [Float]], module: Int, what: String) throws {
+        let problems = ParameterStore.problems(loading: values, specs: specs, momentum: true)
+        guard problems.isEmpty else { throw TrainingError.incompleteCheckpoint(module: module, what: what + " momentum", problems: problems) }
+        for parameter in trainable { parameter.momentum?.copy(from: values[parameter.name]!) }
+    }
 }

@@ -66,12 +66,30 @@ public enum TrainingEvent {
 public enum TrainingError: Error, CustomStringConvertible {
     case invalidConfiguration([String])
     case ledgerNotAtBaseline(module: Int, live: MemoryBreakdown)
+    /// A saved module state (resume) lacks tensors or holds them with the wrong size.
+    case incompleteCheckpoint(module: Int, what: String, problems: [String])
+    /// A cached level does not hold one row per sample of the run's data.
+    case levelRowCount(level: Int, split: String, rows: Int, samples: Int)
+
+    /// What is damaged, for the errors that mean the journal (store) is damaged; nil otherwise.
+    public var damage: String? {
+        switch self {
+        case .incompleteCheckpoint(let module, let what, let problems):
+            return "the \(what) of module \(module + 1) is incomplete (\(problems.prefix(5).joined(separator: "; "))"
+                + (problems.count > 5 ? "; and \(problems.count - 5) more" : "") + ")"
+        case .levelRowCount(let level, let split, let rows, let samples):
+            return "level \(level) \(split) holds \(rows) rows but the run has \(samples) \(split) samples"
+        default: return nil
+        }
+    }
 
     public var description: String {
         switch self {
         case .invalidConfiguration(let problems): return "invalid configuration: " + problems.joined(separator: "; ")
         case .ledgerNotAtBaseline(let module, let live):
             return "internal error: after module \(module) the ledger still holds \(live)"
+        case .incompleteCheckpoint, .levelRowCount:
+            return "the store is damaged: \(damage!). Run blockwise cache verify; --fresh starts over."
         }
     }
 }
@@ -149,7 +167,13 @@ public final class Trainer {
         for lap in 0..<configuration.lapCount {
             for k in 0..<modules {
                 if let done = try journal?.completedModule(k, lap: lap) {
-                    // Reused, not recomputed: its levels are complete in the store.
+                    // Reused, not recomputed: its levels are complete in the store (the next
+                    // module's read checks them); its saved parameters must be whole.
+                    let problems = ParameterStore.problems(loading: done.parameters,
+                                                           specs: ResNetModule.parameterSpecs(configuration: modelConfig, index: k))
+                    guard problems.isEmpty else {
+                        throw TrainingError.incompleteCheckpoint(module: k, what: "completed-module parameters", problems: problems)
+                    }
                     snapshots[k] = done.parameters
                     result.epochs += done.logs
                     try observer?(.moduleResumed(module: k, lap: lap))
@@ -161,6 +185,9 @@ public final class Trainer {
                 // may have left a reused module's output level half rewritten.
                 let trainSource = k == 0 ? inputs.train : try cache.source(level: k, split: .train)
                 let testSource = k == 0 ? inputs.test : try cache.source(level: k, split: .test)
+                for (source, split, samples) in [(trainSource, "train", train.count), (testSource, "test", test.count)] where source.count != samples {
+                    throw TrainingError.levelRowCount(level: k, split: split, rows: source.count, samples: samples)
+                }
                 let baseline = ledger.live
                 let moduleStart = DispatchTime.now().uptimeNanoseconds
                 let flopsStart = KernelCounters.flops
@@ -172,9 +199,9 @@ public final class Trainer {
                 do {
                     let module = try ResNetModule(configuration: modelConfig, index: k, ledger: ledger)
                     if let snapshot = snapshots[k] {
-                        module.parameters.load(snapshot)
+                        try module.parameters.loadChecked(snapshot, module: k, what: "parameters")
                     } else if lap > 0, let previous = try journal?.completedModule(k, lap: lap - 1) {
-                        module.parameters.load(previous.parameters)
+                        try module.parameters.loadChecked(previous.parameters, module: k, what: "lap \(lap) checkpoint")
                     } else {
                         Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
                     }
@@ -238,10 +265,8 @@ public final class Trainer {
         var logs: [EpochLog] = []
         var firstEpoch = 0
         if let checkpoint = try journal?.epochCheckpoint(k, lap: lap) {
-            module.parameters.load(checkpoint.parameters)
-            for parameter in module.parameters.trainable {
-                if let values = checkpoint.momentum[parameter.name] { parameter.momentum?.copy(from: values) }
-            }
+            try module.parameters.loadChecked(checkpoint.parameters, module: k, what: "epoch \(checkpoint.epochsDone) checkpoint")
+            try module.parameters.loadMomentumChecked(checkpoint.momentum, module: k, what: "epoch \(checkpoint.epochsDone) checkpoint")
             transport = checkpoint.transport
             logs = checkpoint.logs
             firstEpoch = checkpoint.epochsDone

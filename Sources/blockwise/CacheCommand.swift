@@ -101,18 +101,25 @@ struct CacheShow: ParsableCommand {
 }
 
 struct CacheVerify: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "verify", abstract: "Recompute every row's checksum; list corrupt rows by level and sample.")
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check the whole store: SQLite's integrity_check, the run record, every level's rows and checksums, every checkpoint tensor, the metrics; exit 1 if anything is damaged.")
     @OptionGroup var options: StoreOption
 
     func run() throws {
         let report = try StoreVerifier.verify(try FeatureStore(readingAt: options.store))
-        if report.corrupt.isEmpty {
-            print("verify: \(report.checkedRows) rows, all checksums match")
-        } else {
-            print("verify: \(report.checkedRows) rows, \(report.corrupt.count) corrupt:")
-            for row in report.corrupt.prefix(50) { print("  level \(row.level) \(row.split) sample \(row.row)") }
-            throw ExitCode(1)
+        let counted = "\(report.checkedRows) feature rows in \(report.levels) levels, \(report.checkpointTensors) checkpoint tensors, "
+            + "\(report.modules) module records, \(report.metrics) epoch metrics; SQLite integrity_check \(report.integrityCheck)"
+        if report.isClean {
+            print("verify: \(options.store): \(counted); every checksum matches, nothing is missing")
+            return
         }
+        print("verify: this store is damaged (\(options.store)): \(counted)")
+        for problem in report.problems.prefix(50) { print("  " + problem) }
+        if !report.corrupt.isEmpty { print("  \(report.corrupt.count) feature rows fail their checksum or size:") }
+        for row in report.corrupt.prefix(50) { print("    level \(row.level) \(row.split) sample \(row.row)") }
+        print("Retrain with 'blockwise train --fresh --store \(options.store)' (the same options) to replace it.")
+        throw ExitCode(1)
     }
 }
 

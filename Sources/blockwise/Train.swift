@@ -81,10 +81,15 @@ struct Train: ParsableCommand {
             print("store: \(featureStore.path), \(formatBytes(featureStore.bytesWritten)) of features written, \(formatBytes(featureStore.bytesRead)) read in this process")
         }
         let directory = report ?? defaultReportDirectory(store: store)
-        try ReportWriter.write(runReport, to: directory)
+        do { try ReportWriter.write(runReport, to: directory) } catch var error as ReportWriteError {
+            error.store = featureStore?.path
+            throw error
+        }
         print("report: \(directory)/report.html (report.json, accuracy.svg, memory.svg)")
         if let json {
-            try runReport.json().write(to: URL(fileURLWithPath: json))
+            do { try runReport.json().write(to: URL(fileURLWithPath: json)) } catch {
+                throw ReportWriteError(path: json, reason: ReportWriteError.reason(error), store: featureStore?.path)
+            }
             print("wrote \(json)")
         }
     }

@@ -1,0 +1,107 @@
+import Foundation
+
+/// What a file at a store path is, found without writing to it: the decision behind opening,
+/// refusing, and what `--fresh` may replace (a damaged blockwise store or a file that is no
+/// database, never another application's database).
+public enum StoreFile: Equatable, Sendable {
+    /// No file, or an empty one (SQLite makes a new database of it).
+    case absent
+    /// A SQLite database with no tables yet.
+    case emptyDatabase
+    /// A SQLite database whose schema is blockwise's (its contents may still be damaged:
+    /// `cache verify` checks them).
+    case blockwise
+    /// Recognisably a blockwise store (SQLite's header and blockwise's schema text), but SQLite
+    /// cannot read it.
+    case damagedBlockwise(what: String)
+    /// Not a SQLite database at all.
+    case notADatabase(reason: String)
+    /// Another application's SQLite database (or one SQLite cannot read and that does not look
+    /// like blockwise's): never modified or replaced.
+    case foreign(reason: String)
+
+    /// The tables and columns of blockwise's schema (format version 1).
+    public static let schema: [String: Set<String>] = [
+        "run": ["id", "configuration", "data", "fingerprint", "feature_encoding", "created"],
+        "levels": ["level", "split", "channels", "height", "width", "encoding", "row_count", "complete"],
+        "features": ["id", "level", "split", "row", "label", "checksum", "data"],
+        "modules": ["module", "lap", "status", "epochs_done", "state", "evaluation"],
+        "checkpoints": ["module", "name", "kind", "shape", "checksum", "data"],
+        "report": ["id", "json"],
+        "metrics": ["module", "lap", "epoch", "task_loss", "kinetic_energy", "train_accuracy", "learning_rate", "transport_weight", "log"],
+    ]
+
+    static let sqliteHeader = Array("SQLite format 3\u{0}".utf8)
+
+    /// Looks at `path` (read-only).
+    public static func identify(_ path: String) -> StoreFile {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            return FileManager.default.fileExists(atPath: path) ? .notADatabase(reason: "it cannot be read") : .absent
+        }
+        // The schema's text lives on the first pages: 1 MiB is plenty to recognise it.
+        let head = [UInt8]((try? handle.read(upToCount: 1 << 20)) ?? Data())
+        try? handle.close()
+        if head.isEmpty { return .absent }
+        guard head.starts(with: sqliteHeader) else {
+            return .notADatabase(reason: "it does not start with SQLite's header (\(fileSize(path)) bytes)")
+        }
+        let looksLikeBlockwise = contains(head, "feature_encoding") && contains(head, "CREATE TABLE features")
+        do {
+            let database = try Database(path: path, readOnly: true)
+            let tables = try database.tableColumns()
+            if tables.isEmpty { return .emptyDatabase }
+            let missing = schema.filter { table, columns in !(tables[table].map { columns.isSubset(of: $0) } ?? false) }.keys.sorted()
+            if missing.isEmpty { return .blockwise }
+            if looksLikeBlockwise && missing.count < schema.count {
+                return .damagedBlockwise(what: "tables missing or changed: \(missing.joined(separator: ", "))")
+            }
+            return .foreign(reason: "it is another application's SQLite database (tables \(tables.keys.sorted().prefix(8).joined(separator: ", ")))")
+        } catch {
+            if looksLikeBlockwise { return .damagedBlockwise(what: "SQLite cannot read it: \(error)") }
+            return .foreign(reason: "SQLite cannot read it and it does not look like a blockwise store: \(error)")
+        }
+    }
+
+    /// Removes the store file and SQLite's -wal and -shm files beside it (not the lock file,
+    /// which the caller holds).
+    public static func remove(_ path: String) throws {
+        for file in [path, path + "-wal", path + "-shm", path + "-journal"] where FileManager.default.fileExists(atPath: file) {
+            do { try FileManager.default.removeItem(atPath: file) } catch {
+                throw StoreError.fileSystem(path: path, problem: "cannot remove '\(file)' to replace it: \(error.localizedDescription)")
+            }
+        }
+    }
+
+    static func fileSize(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+    }
+
+    static func contains(_ bytes: [UInt8], _ text: String) -> Bool {
+        let needle = Array(text.utf8)
+        guard bytes.count >= needle.count, let first = needle.first else { return false }
+        var index = 0
+        while index <= bytes.count - needle.count {
+            if bytes[index] == first && bytes[index..<(index + needle.count)].elementsEqual(needle) { return true }
+            index += 1
+        }
+        return false
+    }
+}
+
+extension Database {
+    /// Every table's column names (from sqlite_master and `PRAGMA table_info`).
+    func tableColumns() throws -> [String: Set<String>] {
+        var result: [String: Set<String>] = [:]
+        let tables = try prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        var names: [String] = []
+        while try tables.step() { names.append(tables.string(0)) }
+        for name in names {
+            let info = try prepare("SELECT name FROM pragma_table_info(?)")
+            try info.bind([name])
+            var columns = Set<String>()
+            while try info.step() { columns.insert(info.string(0)) }
+            result[name] = columns
+        }
+        return result
+    }
+}

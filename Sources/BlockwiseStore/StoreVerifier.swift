@@ -1,0 +1,193 @@
+import BlockwiseKernels
+import BlockwiseTraining
+import Foundation
+
+/// Checks everything a store holds (`blockwise cache verify`): SQLite's own `integrity_check`,
+/// the run record, every level's rows against its metadata and the run's data, every feature
+/// row's checksum and size, every module's saved state and checkpoint tensors (complete, the
+/// right size, checksums), the metrics and the saved report. Read-only.
+public enum StoreVerifier {
+    public struct CorruptRow: Codable, Sendable, Equatable { public var level: Int; public var split: String; public var row: Int }
+
+    public struct Report: Codable, Sendable {
+        /// Feature rows whose checksum was recomputed.
+        public var checkedRows = 0
+        /// Feature rows whose checksum or size does not match.
+        public var corrupt: [CorruptRow] = []
+        public var levels = 0
+        public var checkpointTensors = 0
+        public var modules = 0
+        public var metrics = 0
+        /// Everything else found wrong, one line each ("level 1 train: 599 rows, 600 in its metadata").
+        public var problems: [String] = []
+        public var integrityCheck = "not run"
+
+        public var isClean: Bool { corrupt.isEmpty && problems.isEmpty }
+    }
+
+    /// Runs every check; a check SQLite cannot complete becomes a problem, and the others still run.
+    public static func verify(_ store: FeatureStore) throws -> Report {
+        var report = Report()
+        let db = store.database
+        func attempt(_ what: String, _ body: () throws -> Void) {
+            do { try body() } catch { report.problems.append("\(what): \(error)") }
+        }
+        attempt("SQLite integrity_check") {
+            let statement = try db.prepare("PRAGMA integrity_check(20)")
+            var lines: [String] = []
+            while try statement.step() { lines.append(statement.string(0)) }
+            report.integrityCheck = lines == ["ok"] ? "ok" : "\(lines.count) problems"
+            if lines != ["ok"] { report.problems += lines.map { "SQLite integrity_check: \($0)" } }
+        }
+        var identity: FeatureStore.RunIdentity?
+        attempt("run record (table run)") {
+            let count = try db.integer("SELECT count(*) FROM run") ?? 0
+            if count == 0 {
+                if try db.integer("SELECT count(*) FROM levels") ?? 0 > 0 { report.problems.append("run record (table run): missing, but the store holds levels") }
+                return
+            }
+            identity = try store.storedIdentity()
+        }
+        attempt("levels") { try checkLevels(store, identity: identity, into: &report) }
+        attempt("feature rows") { try checkRows(store, into: &report) }
+        attempt("modules and checkpoints") { try checkModules(store, identity: identity, into: &report) }
+        attempt("metrics") {
+            let statement = try db.prepare("SELECT log, module, lap, epoch FROM metrics ORDER BY lap, module, epoch")
+            while try statement.step() {
+                report.metrics += 1
+                do {
+                    _ = try store.decodeStored(EpochLog.self, statement.string(0), what: "metrics.log of module \(statement.int(1) + 1) lap \(statement.int(2) + 1) epoch \(statement.int(3) + 1)")
+                } catch StoreError.damaged(_, let what) { report.problems.append(what) }
+            }
+        }
+        attempt("saved report (table report)") {
+            if let json = try store.savedReport(), (try? JSONSerialization.jsonObject(with: Data(json.utf8))) == nil {
+                report.problems.append("saved report (table report): not valid JSON")
+            }
+        }
+        return report
+    }
+
+    /// Each level: its rows exactly 0..<row_count, row_count what the run's data says, no rows
+    /// without a level.
+    static func checkLevels(_ store: FeatureStore, identity: FeatureStore.RunIdentity?, into report: inout Report) throws {
+        let db = store.database
+        let levels = try db.prepare("SELECT level, split, row_count, complete FROM levels ORDER BY level, split")
+        var known = Set<Int64>()
+        while try levels.step() {
+            report.levels += 1
+            let level = levels.int(0), splitName = levels.string(1), rowCount = levels.int(2)
+            guard let split = Split(rawValue: splitName) else { report.problems.append("level \(level): unknown split '\(splitName)'"); continue }
+            let base = FeatureStore.rowID(level: level, split: split, row: 0)
+            known.insert(base)
+            let rows = try db.prepare("SELECT count(*), min(row), max(row) FROM features WHERE id >= ? AND id < ?")
+            try rows.bind([base, base + (1 << 32)])
+            _ = try rows.step()
+            let count = rows.int(0)
+            if levels.int(3) == 1 {
+                if count != rowCount || (count > 0 && (rows.int(1) != 0 || rows.int(2) != rowCount - 1)) {
+                    report.problems.append("level \(level) \(splitName): table features holds \(count) rows"
+                        + (count > 0 ? " (\(rows.int(1))...\(rows.int(2)))" : "") + ", its metadata says rows 0..<\(rowCount)")
+                }
+                if let data = identity?.data {
+                    let samples = split == .train ? data.trainCount : data.testCount
+                    if rowCount != samples {
+                        report.problems.append("level \(level) \(splitName): \(rowCount) rows in its metadata, the run has \(samples) \(splitName) samples")
+                    }
+                }
+            } else if count > rowCount {
+                report.problems.append("level \(level) \(splitName) (being written): \(count) rows, more than its \(rowCount)")
+            }
+        }
+        let orphans = try db.prepare("SELECT DISTINCT level, split FROM features")
+        while try orphans.step() {
+            guard let split = Split(rawValue: orphans.string(1)) else { continue }
+            if !known.contains(FeatureStore.rowID(level: orphans.int(0), split: split, row: 0)) {
+                report.problems.append("table features holds rows of level \(orphans.int(0)) \(orphans.string(1)), which table levels does not list")
+            }
+        }
+    }
+
+    /// Every feature row: its checksum, its size from its level's shape and encoding, its id.
+    static func checkRows(_ store: FeatureStore, into report: inout Report) throws {
+        var rowBytes: [String: Int] = [:]
+        let levels = try store.database.prepare("SELECT level, split, channels * height * width, encoding FROM levels")
+        while try levels.step() {
+            let bytesPerValue = FeatureEncoding(rawValue: levels.string(3))?.bytesPerValue ?? 4
+            rowBytes["\(levels.int(0)).\(levels.string(1))"] = levels.int(2) * bytesPerValue
+        }
+        let statement = try store.database.prepare("SELECT level, split, row, label, checksum, data, id FROM features ORDER BY id")
+        while try statement.step() {
+            report.checkedRows += 1
+            let blob = statement.blob(5)
+            var sum = checksum(blob)
+            sum = withUnsafeBytes(of: Int32(truncatingIfNeeded: statement.int(3)).littleEndian) { checksum($0, seed: sum) }
+            let level = statement.int(0), split = statement.string(1), row = statement.int(2)
+            let expectedBytes = rowBytes["\(level).\(split)"]
+            let idMatches = Split(rawValue: split).map { Int64(statement.int(6)) == FeatureStore.rowID(level: level, split: $0, row: row) } ?? false
+            if sum != UInt32(truncatingIfNeeded: statement.int(4)) || (expectedBytes != nil && blob.count != expectedBytes) || !idMatches {
+                report.corrupt.append(CorruptRow(level: level, split: split, row: row))
+            }
+        }
+    }
+
+    /// Every module's state decodes, and its checkpoint tensors are complete, sized and whole.
+    static func checkModules(_ store: FeatureStore, identity: FeatureStore.RunIdentity?, into report: inout Report) throws {
+        let db = store.database
+        // Latest status per module (a later lap's row supersedes an earlier one).
+        var latest: [Int: (lap: Int, status: String)] = [:]
+        let modules = try db.prepare("SELECT module, lap, status, state, evaluation FROM modules ORDER BY module, lap")
+        while try modules.step() {
+            report.modules += 1
+            let module = modules.int(0), lap = modules.int(1), status = modules.string(2)
+            let what = "modules.state of module \(module + 1) lap \(lap + 1)"
+            do {
+                switch status {
+                case "complete":
+                    _ = try store.decodeStored(CompletedModule.self, modules.string(3), what: what)
+                    _ = try store.decodeStored(ModuleEvaluation.self, modules.string(4), what: "modules.evaluation of module \(module + 1) lap \(lap + 1)")
+                case "training":
+                    _ = try store.decodeStored(EpochCheckpoint.self, modules.string(3), what: what)
+                default:
+                    report.problems.append("module \(module + 1) lap \(lap + 1): unknown status '\(status)'")
+                }
+            } catch StoreError.damaged(_, let message) { report.problems.append(message) }
+            latest[module] = (lap, status)
+        }
+        // Each tensor: checksum and size against its shape.
+        var saved: [Int: [String: [String: Int]]] = [:]  // module -> kind -> name -> values
+        let tensors = try db.prepare("SELECT module, name, kind, shape, checksum, data FROM checkpoints ORDER BY module, kind, name")
+        while try tensors.step() {
+            report.checkpointTensors += 1
+            let module = tensors.int(0), name = tensors.string(1), kind = tensors.string(2)
+            let blob = tensors.blob(5)
+            let declared = tensors.string(3).trimmingCharacters(in: CharacterSet(charactersIn: "[] "))
+                .split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.reduce(1, *)
+            if checksum(blob) != UInt32(truncatingIfNeeded: tensors.int(4)) {
+                report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): fails its checksum")
+            } else if blob.count != declared * 4 {
+                report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): \(blob.count) bytes, its shape \(tensors.string(3)) needs \(declared * 4)")
+            }
+            saved[module, default: [:]][kind, default: [:]][name] = blob.count / 4
+        }
+        guard let model = identity?.configuration.model else { return }
+        for (module, state) in latest.sorted(by: { $0.key < $1.key }) {
+            guard module >= 0 && module < model.modules else {
+                report.problems.append("module \(module + 1): the run has \(model.modules) modules")
+                continue
+            }
+            let specs = ResNetModule.parameterSpecs(configuration: model, index: module)
+            for kind in state.status == "training" ? ["value", "momentum"] : ["value"] {
+                let have = saved[module]?[kind] ?? [:]
+                for spec in specs where kind == "value" || spec.isTrainable {
+                    let expected = spec.shape.reduce(1, *)
+                    if let count = have[spec.name] {
+                        if count != expected { report.problems.append("checkpoint \(spec.name) (\(kind)) of module \(module + 1): \(count) values, the model needs \(expected)") }
+                    } else {
+                        report.problems.append("checkpoint \(spec.name) (\(kind)) of module \(module + 1): missing (module \(state.status) in lap \(state.lap + 1))")
+                    }
+                }
+            }
+        }
+    }
+}
