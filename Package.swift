@@ -52,7 +52,7 @@ let package = Package(
         .testTarget(name: "BlockwiseTrainingTests", dependencies: ["BlockwiseTraining"]),
         .testTarget(name: "BlockwiseStoreTests", dependencies: ["BlockwiseStore"]),
         .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice", "BlockwiseStore", "BlockwiseReports"]),
-        .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise", "BlockwiseTraining", "BlockwiseDevice"]),
+        .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise", "BlockwiseData", "BlockwiseTraining", "BlockwiseDevice", "BlockwiseStore"]),
     ],
     swiftLanguageModes: [.v5]
 )

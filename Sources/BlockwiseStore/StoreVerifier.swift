@@ -39,6 +39,15 @@ public enum StoreVerifier {
             report.integrityCheck = lines == ["ok"] ? "ok" : "\(lines.count) problems"
             if lines != ["ok"] { report.problems += lines.map { "SQLite integrity_check: \($0)" } }
         }
+        attempt("file size") {
+            // SQLite reads a short last page as if it were whole: a file cut by a few bytes can
+            // pass integrity_check, so its length is checked against the page size.
+            let pageSize = try db.integer("PRAGMA page_size") ?? 4096
+            let fileBytes = StoreFile.fileSize(store.path)
+            if pageSize > 0 && fileBytes % pageSize != 0 {
+                report.problems.append("file size: \(fileBytes) bytes is not a whole number of \(pageSize)-byte pages (the file was truncated or appended to)")
+            }
+        }
         var identity: FeatureStore.RunIdentity?
         attempt("run record (table run)") {
             let count = try db.integer("SELECT count(*) FROM run") ?? 0

@@ -60,6 +60,9 @@ struct Compare: ParsableCommand {
 
     func run() throws {
         compute.apply()
+        // Every option is checked before the data is read (the model's input shape is checked
+        // again once the data is known).
+        _ = try trainingOptions.configuration(model: try modelOptions.model(dataset: nil))
         let (train, test) = try dataOptions.load(seed: trainingOptions.seed)
         let model = try modelOptions.model(dataset: train)
         let trgl = try trainingOptions.configuration(model: model)

@@ -46,9 +46,9 @@ struct Train: ParsableCommand {
 
     func run() throws {
         compute.apply()
-        let (train, test) = try dataOptions.load(seed: trainingOptions.seed)
-        let model = try modelOptions.model(dataset: train)
-        let configuration = try trainingOptions.configuration(model: model)
+        // Every option is checked before the data is read (the model's input shape is checked
+        // again once the data is known).
+        _ = try trainingOptions.configuration(model: try modelOptions.model(dataset: nil))
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else {
             throw ValidationError("--feature-dtype must be fp32, fp16 or bf16 (got '\(featureDtype)')")
         }
@@ -57,11 +57,15 @@ struct Train: ParsableCommand {
             throw ValidationError("--resume: no store at '\(store)'. Run without --resume to start, or pass --store PATH.")
         }
         let (profile, budget) = try device.resolve()
+        let storeCacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
+        let (train, test) = try dataOptions.load(seed: trainingOptions.seed)
+        let model = try modelOptions.model(dataset: train)
+        let configuration = try trainingOptions.configuration(model: model)
         var session = TrainingSession(configuration: configuration, train: train, test: test)
         session.title = "\(model.modules)-\(model.blocksPerModule) ResNet w\(model.width), \(configuration.procedure.rawValue), tau \(configuration.tau.isOff ? "off (VanGL)" : "on (TRGL)")"
         session.storePath = inMemory ? nil : store
         session.encoding = encoding
-        session.storeCacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
+        session.storeCacheBytes = storeCacheBytes
         session.fresh = fresh
         session.profile = profile
         session.budget = budget

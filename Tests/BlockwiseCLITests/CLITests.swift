@@ -7,37 +7,7 @@ import BlockwiseDevice
 import BlockwiseTraining
 
 /// End-to-end: runs the built `blockwise` binary.
-final class CLITests: XCTestCase {
-    var binary: URL { Bundle.main.bundleURL.appendingPathComponent("blockwise") }
-    var directory: String!
-
-    override func setUpWithError() throws {
-        directory = NSTemporaryDirectory() + "blockwise-cli-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: directory) }
-
-    var repository: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    }
-
-    /// Runs the binary; returns (exit code, stdout, stderr).
-    @discardableResult
-    func run(_ arguments: [String]) throws -> (code: Int32, out: String, err: String) {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: repository)
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
-    }
-
+final class CLITests: CLITestCase {
     func testHelpOnEveryCommand() throws {
         for command in [[], ["train"], ["compare"], ["plan"], ["profiles"], ["profiles", "show"], ["profiles", "validate"], ["cache"],
                         ["cache", "ls"], ["cache", "stats"], ["cache", "show"], ["cache", "verify"], ["cache", "export"], ["cache", "vacuum"],
