@@ -48,7 +48,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "BlockwiseKernelsTests", dependencies: ["BlockwiseKernels"]),
-        .testTarget(name: "BlockwiseDataTests", dependencies: ["BlockwiseData"]),
+        .testTarget(name: "BlockwiseDataTests", dependencies: ["BlockwiseData", "BlockwiseKernels"]),
         .testTarget(name: "BlockwiseTrainingTests", dependencies: ["BlockwiseTraining"]),
         .testTarget(name: "BlockwiseStoreTests", dependencies: ["BlockwiseStore"]),
         .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice", "BlockwiseStore", "BlockwiseReports"]),

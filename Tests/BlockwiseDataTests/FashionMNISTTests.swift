@@ -1,4 +1,5 @@
 import BlockwiseData
+import BlockwiseKernels
 import Foundation
 import XCTest
 
@@ -166,5 +167,43 @@ final class MNIST5kTests: XCTestCase {
         XCTAssertThrowsError(try MNIST5k.load(path: path)) { error in
             XCTAssertTrue("\(error)".contains(path) && "\(error)".contains("line 1"), "\(error)")
         }
+    }
+
+    /// Issue 17: 600 seeded mutations of a small IDX file's header and length (sizes of 0,
+    /// 2^31, 2^32 - 1, products that overflow, files cut or extended): each is refused with a
+    /// DataError or parsed to exactly the announced number of bytes; nothing crashes.
+    func testHeaderMutationsAreRefusedOrExact() throws {
+        var generator = SeededGenerator(seed: 17)
+        let base: [UInt8] = [0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28] + [UInt8](repeating: 7, count: 3 * 784)
+        let specials: [UInt32] = [0, 1, 2, 3, 27, 28, 29, 784, 1 << 16, 1 << 31, 0xFFFF_FFFF, 0x8000_0001]
+        var refused = 0, parsed = 0
+        for _ in 0..<600 {
+            var bytes = base
+            for _ in 0..<(1 + Int(generator.next() % 3)) {
+                switch generator.next() % 4 {
+                case 0 where bytes.count >= 16:  // one header byte
+                    bytes[Int(generator.next() % 16)] = UInt8(truncatingIfNeeded: generator.next())
+                case 1 where bytes.count >= 16:  // one size set to a special value
+                    let value = specials[Int(generator.next() % UInt64(specials.count))]
+                    let at = 4 + 4 * Int(generator.next() % 3)
+                    bytes[at] = UInt8(value >> 24); bytes[at + 1] = UInt8((value >> 16) & 0xFF)
+                    bytes[at + 2] = UInt8((value >> 8) & 0xFF); bytes[at + 3] = UInt8(value & 0xFF)
+                case 2:  // cut
+                    bytes = Array(bytes.prefix(Int(generator.next() % UInt64(bytes.count + 1))))
+                default:  // extended
+                    bytes += [UInt8](repeating: 1, count: Int(generator.next() % 2000))
+                }
+            }
+            do {
+                let array = try IDXReader.parse(bytes, path: "mutated", expectedDimensions: 3)
+                XCTAssertEqual(array.bytes.count, array.dimensions.reduce(1, *))
+                XCTAssertEqual(bytes.count, 16 + array.bytes.count, "only an exact file parses")
+                parsed += 1
+            } catch is DataError {
+                refused += 1
+            }
+        }
+        XCTAssertGreaterThan(refused, 500)
+        print("IDX header mutations: \(refused) refused with a DataError, \(parsed) parsed exactly")
     }
 }

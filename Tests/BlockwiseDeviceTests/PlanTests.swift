@@ -164,6 +164,30 @@ final class ProfileTests: XCTestCase {
         XCTAssertEqual(try DeviceProfile.load(file: try write("ok.json") { $0["name"] = "mine" }).name, "mine")
     }
 
+    /// Issue 17: numbers JSON can hold but a device cannot have are refused naming the field,
+    /// never "not valid JSON" and never a time of "inf days".
+    func testOutOfRangeNumbersNameTheField() throws {
+        let text = try String(contentsOfFile: repositoryProfiles + "/nrf52840.json", encoding: .utf8)
+        let cases: [(String, String, String)] = [
+            ("ramBytes", "1.5", "ramBytes"), ("ramBytes", "1e30", "ramBytes"), ("ramBytes", "9223372036854775808", "ramBytes"),
+            ("ramBytes", "-4", "ramBytes"), ("reservedBytes", "0.5", "reservedBytes"),
+            ("writeMBps", "5e-324", "storage.writeMBps"), ("readMBps", "1e300", "storage.readMBps"),
+            ("latencyMs", "1e308", "storage.latencyMs"), ("activeW", "1e308", "power.activeW"), ("idleW", "-1", "power.idleW"),
+            ("computeGflops", "1e-300", "computeGflops"),
+        ]
+        for (key, value, field) in cases {
+            guard let range = text.range(of: "\"\(key)\": ") else { return XCTFail("no \(key) in the profile") }
+            let end = text[range.upperBound...].firstIndex(where: { $0 == "," || $0 == "\n" || $0 == "}" })!
+            let path = directory + "/\(key)-\(value).json"
+            try (text[..<range.upperBound] + value + text[end...]).write(toFile: path, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try DeviceProfile.load(file: path), "\(key) = \(value)") { error in
+                guard case .invalidField(let file, let named, _)? = error as? ProfileError else { return XCTFail("\(key) = \(value): \(error)") }
+                XCTAssertEqual(file, path)
+                XCTAssertEqual(named, field, "\(key) = \(value): \(error)")
+            }
+        }
+    }
+
     func testSizeParsing() throws {
         XCTAssertEqual(try SizeParser.parse("320KB"), 320_000)
         XCTAssertEqual(try SizeParser.parse("256KiB"), 262_144)
