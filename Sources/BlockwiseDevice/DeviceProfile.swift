@@ -105,6 +105,11 @@ extension DeviceProfile {
         guard let data = FileManager.default.contents(atPath: file) else {
             throw ProfileError.unreadable(file: file, reason: FileManager.default.fileExists(atPath: file) ? "permission denied" : "no such file")
         }
+        return try parse(data, file: file)
+    }
+
+    /// Parses and validates a profile's JSON; `file` names it in errors.
+    public static func parse(_ data: Data, file: String) throws -> DeviceProfile {
         let object: Any
         do { object = try JSONSerialization.jsonObject(with: data) } catch {
             throw ProfileError.unreadable(file: file, reason: "not valid JSON (\(error.localizedDescription))")
