@@ -22,7 +22,7 @@ struct Plan: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var trainingOptions: TrainingOptions
     @OptionGroup var device: DeviceOptions
-    @Option(help: "Training samples: a count or a percentage of Fashion-MNIST's 60000.")
+    @Option(parsing: .unconditional, help: "Training samples: a count or a percentage of Fashion-MNIST's 60000.")
     var trainSize: String = "all"
     @Option(parsing: .unconditional, help: "Test samples.")
     var testSize: Int = 10000
@@ -39,7 +39,13 @@ struct Plan: ParsableCommand {
         let model = try modelOptions.model(dataset: nil)
         let configuration = try trainingOptions.configuration(model: model)
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
-        let trainCount = (try? SubsetSize(parsing: trainSize))?.resolve(total: 60000) ?? 60000
+        // Fashion-MNIST's split sizes: plan reads no data, but a size the data cannot give is
+        // refused as train would refuse it.
+        let trainCount: Int
+        do { trainCount = try SubsetSize(parsing: trainSize, option: "--train-size").resolve(total: 60000, option: "--train-size", split: "Fashion-MNIST's training split") } catch DataError.badSubset(let message) {
+            throw ValidationError(message)
+        }
+        guard (1...10000).contains(testSize) else { throw ValidationError("--test-size must be in 1...10000, the test split's size (got \(testSize))") }
         let (profile, budget) = try device.resolve()
         if configuration.procedure == .parallel || configuration.procedure == .e2e {
             // Every module is resident at once and nothing is cached between modules.

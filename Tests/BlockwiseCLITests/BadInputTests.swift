@@ -73,6 +73,13 @@ final class BadInputTests: CLITestCase {
             XCTAssertEqual(result.code, 2, "\(arguments): \(result.err)")
             XCTAssertTrue(result.err.contains(expected), "\(arguments): \(result.err)")
         }
+        // plan reads no data but refuses the same sizes (it used to plan 60000 samples for any bad size).
+        for (arguments, expected) in [(["--train-size", "60001"], "--train-size 60001"), (["--train-size", "lots"], "--train-size 'lots'"),
+                                      (["--test-size", "20000"], "--test-size")] {
+            let result = try run(["plan", "--profile", "none"] + arguments)
+            XCTAssertEqual(result.code, 2, "plan \(arguments): \(result.err)")
+            XCTAssertTrue(result.err.contains(expected), "plan \(arguments): \(result.err)")
+        }
     }
 
     func testEveryNumericOptionIsRangeCheckedBeforeAnythingRuns() throws {
