@@ -9,15 +9,7 @@ import XCTest
 final class ResumeTests: XCTestCase {
     struct Interrupted: Error {}
 
-    nonisolated(unsafe) static var data: (train: Dataset, test: Dataset)?
-
-    func realData() throws -> (train: Dataset, test: Dataset) {
-        if let data = Self.data { return data }
-        let (train, test) = try FashionMNIST.load()
-        let data = (try train.balancedSubset(size: .count(300), seed: 2), try test.balancedSubset(size: .count(200), seed: 2))
-        Self.data = data
-        return data
-    }
+    func realData() throws -> (train: Dataset, test: Dataset) { try TestData.fashion() }
 
     func configuration(_ procedure: Procedure = .sequential, tau: TauSchedule = .multipliers(lambda0: 1, h: 1, s: 4)) -> TrainingConfiguration {
         var c = TrainingConfiguration()

@@ -17,14 +17,7 @@ final class StoreIntegrityTests: XCTestCase {
     }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: directory) }
 
-    nonisolated(unsafe) static var data: (train: Dataset, test: Dataset)?
-    func realData() throws -> (train: Dataset, test: Dataset) {
-        if let data = Self.data { return data }
-        let (train, test) = try FashionMNIST.load()
-        let data = (try train.balancedSubset(size: .count(300), seed: 2), try test.balancedSubset(size: .count(200), seed: 2))
-        Self.data = data
-        return data
-    }
+    func realData() throws -> (train: Dataset, test: Dataset) { try TestData.fashion() }
 
     var configuration: TrainingConfiguration {
         var c = TrainingConfiguration()
