@@ -178,22 +178,22 @@ class Driver:
             for cell in todo:
                 cells[(cell.part, cell.key)] = cell
                 futures[self.submit(client, cell, 0)] = (cell, 0)
-            running, finished, failed, seconds = set(), 0, 0, []
+            running, finished, failed, seconds = {}, 0, 0, []  # running: cell -> worker of its last attempt
             started_at, last_print, last_state = time.time(), 0.0, None
             while futures:
                 time.sleep(0.5)
                 for event in queue.get(batch=True):
                     cell = cells[(event["part"], event["key"])]
                     db.attempt_started(run_id, cell.part, cell.key, self.command_text(cell, event), json.dumps(cell.options), event)
-                    running.add((cell.part, cell.key))
+                    running[(cell.part, cell.key)] = event["worker"]
                 for future in [f for f in futures if f.done()]:
                     for event in queue.get(batch=True):  # events of this attempt arrive first
                         c = cells[(event["part"], event["key"])]
                         db.attempt_started(run_id, c.part, c.key, self.command_text(c, event), json.dumps(c.options), event)
-                        running.add((c.part, c.key))
+                        running[(c.part, c.key)] = event["worker"]
                     cell, retry = futures.pop(future)
                     result = self.outcome(future)
-                    running.discard((cell.part, cell.key))
+                    running.pop((cell.part, cell.key), None)
                     if (result["status"] == "failed" and result.get("kind") not in NO_RETRY
                             and result.get("kind") != "worker-deaths" and retry < args.retries):
                         print(f"sweep: {cell.part}/{cell.key}: {result['error'].splitlines()[0]}; "
@@ -222,10 +222,12 @@ class Driver:
                         first = (result.get("error") or "").strip().splitlines()
                         print(f"sweep: FAILED {cell.part}/{cell.key}: exit {result.get('exit_code')}: "
                               f"{first[-1] if first else ''}", flush=True)
-                state = (finished, len(running), failed)
+                alive = set(client.scheduler_info().get("workers", {}))
+                busy = sum(1 for w in running.values() if w in alive)  # a dead worker's cell waits to run again
+                state = (finished, busy, failed)
                 if state != last_state or time.time() - last_print > 30:
                     last_state, last_print = state, time.time()
-                    self.progress(started_at, len(todo), finished, len(running), failed, seconds, len(client.scheduler_info()["workers"]))
+                    self.progress(started_at, len(todo), finished, busy, failed, seconds, len(alive))
             db.end_run(run_id, finished, failed, "finished")
             export(db, self.parts, self.existing)
             print(f"sweep: run {run_id} finished: {finished} done, {failed} failed in {duration(time.time() - started_at)}; "
