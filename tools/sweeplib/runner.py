@@ -127,6 +127,14 @@ def run(spec, parts, args, root):
     return Driver(spec, parts, args, root, db, existing).drive(todo)
 
 
+def shipped(function):
+    """`function` wrapped so that Dask sends it by value: Dask pickles a task graph with plain pickle
+    (functions by reference: the scheduler and workers would have to import sweeplib) unless that
+    fails; a lambda makes it fail, and cloudpickle then ships the lambda and, since task.py is
+    registered by value, run_cell and its module's helpers with it."""
+    return lambda job: function(job)
+
+
 class Driver:
     def __init__(self, spec, parts, args, root, db, existing):
         self.spec, self.parts, self.args, self.root, self.db, self.existing = spec, parts, args, root, db, existing
@@ -252,7 +260,7 @@ class Driver:
 
     def submit(self, client, cell, retry):
         key = f"blockwise-cell-{self.spec.name}-{cell_task.digest(cell.part + '/' + cell.key)}-{retry}-{self.queue_name[-8:]}"
-        return client.submit(cell_task.run_cell, self.job(cell), key=key, pure=False)
+        return client.submit(shipped(cell_task.run_cell), self.job(cell), key=key, pure=False)
 
     def command_text(self, cell, event):
         scratch = event["scratch"] if event else cell_task.scratch_for(self.job(cell))

@@ -10,9 +10,11 @@
    cell is retried by Dask to the end within one run), it finishes only what was left and every
    cell is recorded exactly once, one attempt counted per try.
 4. A cell that fails on its own (budget cannot be met, exit 3) is recorded failed with its exit
-   code and error, once, not retried; the report writes its tables and plot.
+   code and error, once, not retried.
+5. An existing cluster (`dask scheduler`, `dask worker` started outside the repository, loopback
+   only) runs a sweep through --scheduler; the report writes its tables and plot.
 """
-import csv, json, os, signal, sqlite3, subprocess, sys, tempfile, time
+import csv, json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -252,6 +254,9 @@ def main():
     check("1 failed cells skipped" in out.stdout and rows(bad_db)["budget=10KB"]["attempts"] == 1,
           "a rerun skips the failed cell (until --retry-failed)")
 
+    print("-- an existing cluster: dask scheduler + dask worker, workers without this repository", flush=True)
+    external(tmp, scratch)
+
     print("-- report", flush=True)
     out_dir = os.path.join(tmp, "report")
     out = sweep("report", spec, "--db", db, "--out", out_dir)
@@ -263,8 +268,55 @@ def main():
     return finish(tmp)
 
 
+def external(tmp, scratch):
+    """`dask scheduler` and `dask worker` (on this machine, loopback only), started outside the
+    repository and without PYTHONPATH, as on another machine; tools/sweep run --scheduler."""
+    bin_dir = os.path.dirname(sys.executable)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    state = os.path.join(tmp, "cluster")
+    os.makedirs(state)
+    address_file = os.path.join(state, "scheduler.json")
+    logs = open(os.path.join(state, "cluster.log"), "w")
+    started = []
+    try:
+        started.append(subprocess.Popen([os.path.join(bin_dir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                         "--no-dashboard", "--scheduler-file", address_file],
+                                        cwd=state, env=env, stdout=logs, stderr=subprocess.STDOUT))
+        if not check(wait_for(lambda: os.path.exists(address_file), 60) is not None, "dask scheduler started"):
+            return
+        time.sleep(0.5)
+        with open(address_file) as f:
+            address = json.load(f)["address"]
+        started.append(subprocess.Popen([os.path.join(bin_dir, "dask"), "worker", "--scheduler-file", address_file,
+                                         "--nthreads", "1", "--nworkers", "2", "--no-dashboard"],
+                                        cwd=state, env=env, stdout=logs, stderr=subprocess.STDOUT))
+        spec = os.path.join(tmp, "two.toml")
+        with open(spec, "w") as f:
+            f.write('name = "two"\n' + BASE.replace("epochs = 4", "epochs = 1") + '[axes]\nseed = [0, 1]\n')
+        db = os.path.join(tmp, "two.sqlite")
+        time.sleep(3)  # the workers register
+        out = sweep("run", spec, "--db", db, "--scheduler", address, "--scratch", scratch, timeout=300)
+        r = rows(db) if os.path.exists(db) else {}
+        workers = {v["worker"] for v in r.values()}
+        check(out.returncode == 0 and len(r) == 2 and all(v["status"] == "done" for v in r.values()),
+              f"tools/sweep run --scheduler {address}: both cells done on the cluster's workers",
+              "; ".join(sorted(workers)) if out.returncode == 0 else (out.stdout + out.stderr).strip()[-400:])
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in reversed(started):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        logs.close()
+
+
 def finish(tmp):
-    print(f"(logs and databases in {tmp})")
+    if FAILED:
+        print(f"(logs and databases kept in {tmp})")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"sweep: {len(PASSED)} passed, {len(FAILED)} failed")
     return 1 if FAILED else 0
 
