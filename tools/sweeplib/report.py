@@ -55,6 +55,8 @@ def row_figures(row):
 
 FIGURES = ["status", "attempts", "last %", "best %", "peak MiB", "budget MiB", "budget held", "device compute s",
            "device storage s", "device energy J", "host s", "wall s", "host peak RSS MiB", "exit code", "error"]
+FLOATS = {"last %", "best %", "peak MiB", "budget MiB", "device compute s", "device storage s", "device energy J",
+          "host s", "wall s", "host peak RSS MiB"}
 GROUPED = ["last %", "best %", "peak MiB", "device compute s", "device storage s", "device energy J", "host s", "wall s"]
 
 
@@ -129,7 +131,7 @@ def markdown(spec, parts, names, table, group_names, groups, header_lines, image
             if c in figures:
                 v, sd = g.get(c), g.get(c + " sd")
                 digits = 1 if c.endswith("s") or c.endswith("J") else 2
-                cells.append("" if v is None else fmt(float(v), digits) + (f" ± {sd:.{digits}f}" if sd is not None else ""))
+                cells.append("" if v is None else fmt(float(v), digits) + (f" ± {sd:.{digits}f}" if sd else ""))
             else:
                 cells.append(md(g.get(c)))
         out.append("| " + " | ".join(cells) + " |")
@@ -139,7 +141,8 @@ def markdown(spec, parts, names, table, group_names, groups, header_lines, image
     out.append("| " + " | ".join(columns) + " |")
     out.append("|" + "---|" * len(columns))
     for e in table:
-        out.append("| " + " | ".join(md(e.get(c), 1 if c.endswith(" s") or c.endswith("J") else 2) for c in columns) + " |")
+        out.append("| " + " | ".join(md(float(e[c]) if c in FLOATS and e.get(c) is not None else e.get(c),
+                                        1 if c.endswith(" s") or c.endswith("J") else 2) for c in columns) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -170,7 +173,7 @@ def svg_plot(groups, group_names, series_names, title):
     if x1 - x0 < 1e-9:
         x0, x1 = x0 - (0.5 if logx else max(0.5, x0 * 0.1)), x1 + (0.5 if logx else max(0.5, x1 * 0.1))
     pad = (x1 - x0) * 0.06
-    x0, x1 = x0 - pad, x1 + pad
+    x0, x1 = x0 - pad, x1 + pad * (4 if label_names else 1)  # room for the points' labels
     y0, y1 = math.floor(min(ys) / 5) * 5, math.ceil(max(ys) / 5) * 5
     if y1 - y0 < 5:
         y1 = y0 + 5
@@ -205,6 +208,7 @@ def svg_plot(groups, group_names, series_names, title):
     out.append(f'<text x="{(left + w - right) / 2}" y="{h - 14}" text-anchor="middle">counted peak memory (MiB{", log scale" if logx else ""})</text>')
     out.append(f'<text x="18" y="{(top + h - bottom) / 2}" text-anchor="middle" transform="rotate(-90 18 {(top + h - bottom) / 2})">last module test accuracy (%)</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="none" stroke="#444"/>')
+    labels = {}  # points at the same place (e.g. two devices with the same figures) share one stacked label
     for i, (name, members) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         members = sorted(members, key=lambda g: g["peak MiB"])
@@ -213,11 +217,23 @@ def svg_plot(groups, group_names, series_names, title):
             tip = html.escape(", ".join(f"{n}={g.get(n)}" for n in group_names) + f": {g['last %']:.2f}% at {g['peak MiB']:.2f} MiB")
             out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}" fill-opacity="0.85"><title>{tip}</title></circle>')
             if label_names:
-                label = html.escape(" ".join(str(g.get(n)) for n in label_names))
-                out.append(f'<text x="{cx + 7:.1f}" y="{cy - 6:.1f}" font-size="10" fill="#333">{label}</text>')
+                place = (round(cx / 4), round(cy / 4))
+                labels.setdefault(place, (cx, cy, []))[2].append(" ".join(str(g.get(n)) for n in label_names))
         ly = top + 10 + 20 * i
         out.append(f'<circle cx="{w - right + 24}" cy="{ly}" r="5" fill="{color}"/>')
         out.append(f'<text x="{w - right + 36}" y="{ly + 4}">{html.escape(name)}</text>')
+    for cx, cy, texts in labels.values():
+        for k, text in enumerate(texts):
+            out.append(f'<text x="{cx + 7:.1f}" y="{cy - 6 - 11 * (len(texts) - 1 - k):.1f}" font-size="10" fill="#333">{html.escape(text)}</text>')
+    missing = [g for g in groups if g.get("peak MiB") is None or g.get("last %") is None]
+    if missing:
+        ly = top + 10 + 20 * len(series) + (40 if label_names else 10)
+        out.append(f'<text x="{w - right + 16}" y="{ly}" font-size="10" fill="#333">not plotted ({len(missing)}, no cell done):</text>')
+        for k, g in enumerate(missing[:12]):
+            text = " ".join(str(g.get(n)) for n in group_names)
+            out.append(f'<text x="{w - right + 16}" y="{ly + 13 * (k + 1)}" font-size="10" fill="#777">{html.escape(text)}</text>')
+        if len(missing) > 12:
+            out.append(f'<text x="{w - right + 16}" y="{ly + 13 * 13}" font-size="10" fill="#777">and {len(missing) - 12} more</text>')
     if label_names:
         ly = top + 10 + 20 * len(series) + 10
         out.append(f'<text x="{w - right + 16}" y="{ly}" font-size="10" fill="#333">labels: {html.escape(" ".join(label_names))}</text>')
