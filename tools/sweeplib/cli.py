@@ -94,6 +94,24 @@ def load(args):
     return spec, parts
 
 
+def check_profiles(parts, directory):
+    """Every cell's --profile names a profile in `directory`, 'none', or a JSON file."""
+    known = sorted(n[:-5] for n in os.listdir(directory) if n.endswith(".json")) if os.path.isdir(directory) else []
+    for part in parts:
+        for cell in part.cells:
+            value = cell.options.get("profile")
+            if value is None or value == "none":
+                continue
+            value = str(value)
+            if "/" in value or value.endswith(".json"):
+                if not os.path.isfile(value):
+                    raise specs.SpecError(f"part {part.name}, cell {cell.key}: --profile {value}: no such file "
+                                          "(a profile path in a spec must be absolute: cells run in scratch directories)")
+            elif known and value not in known:
+                raise specs.SpecError(f"part {part.name}, cell {cell.key}: --profile {value} is not a profile in {directory} "
+                                      f"(known: {', '.join(known)}, or 'none', or a path to a JSON file)")
+
+
 def command_list(spec, parts, args):
     from . import lines as result_lines
     rows = {}
@@ -184,6 +202,13 @@ def main(argv=None):
     except specs.SpecError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
+    if args.command in ("list", "run"):
+        args.profiles = os.path.abspath(getattr(args, "profiles", None) or default_profiles())
+        try:
+            check_profiles(parts, args.profiles)
+        except specs.SpecError as error:
+            print(f"sweep: error: {error}", file=sys.stderr)
+            return 2
     if args.command == "list":
         return command_list(spec, parts, args)
     if args.command == "report":
@@ -205,7 +230,6 @@ def main(argv=None):
         print("sweep: error: --workers sizes a LocalCluster; with --scheduler the workers are those started with "
               "`dask worker`", file=sys.stderr)
         return 2
-    args.profiles = os.path.abspath(args.profiles or default_profiles())
     if not args.scheduler and not os.path.isdir(args.profiles):
         print(f"sweep: error: profiles directory {args.profiles} not found: pass --profiles DIR or set BLOCKWISE_PROFILES",
               file=sys.stderr)

@@ -204,7 +204,8 @@ class Driver:
                     running.pop((cell.part, cell.key), None)
                     if (result["status"] == "failed" and result.get("kind") not in NO_RETRY
                             and result.get("kind") != "worker-deaths" and retry < args.retries):
-                        print(f"sweep: {cell.part}/{cell.key}: {result['error'].splitlines()[0]}; "
+                        lines = (result.get("error") or "").strip().splitlines()
+                        print(f"sweep: {cell.part}/{cell.key}: exit {result.get('exit_code')}: {lines[-1] if lines else ''}; "
                               f"trying again ({retry + 1} of {args.retries})", flush=True)
                         self.close_attempt(result)
                         futures[self.submit(client, cell, retry + 1)] = (cell, retry + 1)
