@@ -94,6 +94,12 @@ def load(args):
     return spec, parts
 
 
+def shown(path):
+    """A path relative to the current directory when it is below it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def check_profiles(parts, directory):
     """Every cell's --profile names a profile in `directory`, 'none', or a JSON file."""
     known = sorted(n[:-5] for n in os.listdir(directory) if n.endswith(".json")) if os.path.isdir(directory) else []
@@ -135,17 +141,19 @@ def command_list(spec, parts, args):
         extra = ", ".join(f"{n} {k}" for k, n in counts.items() if n and k not in ("done",))
         stray = exported - {c.key for c in part.cells}
         print(f"{part.name}: {counts['done']}/{len(part.cells)} cells done" + (f" ({extra})" if extra else "")
-              + (f"; {len(stray)} lines in {os.path.relpath(part.export)} are not cells of the part" if stray else ""))
+              + (f"; {len(stray)} lines in {shown(part.export)} are not cells of the part" if stray else ""))
     return 0
 
 
 def command_report(spec, parts, args):
     from . import report
     from .db import Results
-    if not os.path.exists(args.db):
+    if not os.path.exists(args.db) and not any(p.export and os.path.exists(p.export) for p in parts):
         print(f"sweep: no results database at {args.db}: run 'tools/sweep run {args.spec}' first (or pass --db)", file=sys.stderr)
         return 2
     db = Results(args.db)
+    from .runner import sync_exports
+    sync_exports(db, parts)  # the spec's result lines count as done cells
     names, table = report.build(parts, db)
     group_names, groups = report.grouped(names, table)
     suffix = f"-{args.part}" if args.part else ""
