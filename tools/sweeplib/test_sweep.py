@@ -63,7 +63,10 @@ def attempts(db):
 def wait_for(condition, timeout, step=0.2):
     end = time.time() + timeout
     while time.time() < end:
-        value = condition()
+        try:
+            value = condition()
+        except sqlite3.OperationalError:  # the database is being created
+            value = None
         if value:
             return value
         time.sleep(step)
@@ -179,8 +182,17 @@ def main():
                    and r["attempts"] == len(tried.get(k, [])) for k, r in snapshot.items())
     check(integrity == "ok" and complete, "after the driver's kill the database holds whole rows only, attempts = attempt rows",
           f"integrity {integrity}; statuses {sorted(r['status'] for r in snapshot.values())}")
-    left = wait_for(lambda: not processes_under(scratch) and "none", 20)
-    check(left == "none", "no worker or blockwise process outlived the driver", f"still: {processes_under(scratch)}")
+    worker_pids = {a["pid"] for tries in tried.values() for a in tries}
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    left = wait_for(lambda: not processes_under(scratch) and not any(alive(p) for p in worker_pids) and "none", 20)
+    check(left == "none", "no worker process (pids " + ", ".join(map(str, sorted(worker_pids))) + ") or blockwise process "
+          "outlived the driver", f"still: binaries {processes_under(scratch)}, workers {[p for p in worker_pids if alive(p)]}")
     try:
         os.killpg(driver.pid, signal.SIGKILL)  # whatever is left of its process group, so the test goes on
     except ProcessLookupError:
