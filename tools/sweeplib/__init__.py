@@ -1,0 +1,1 @@
+"""tools/sweep: grids of `blockwise train` on Dask distributed (see cli.py and the README's "Sweeps")."""
