@@ -94,7 +94,7 @@ public enum IDXReader {
     /// Parses the bytes of an IDX file as stored (plain or gzip); `path` names it in errors.
     public static func parse(_ file: [UInt8], path: String, expectedDimensions: Int) throws -> Array {
         let headerBytes = 4 + 4 * expectedDimensions
-        let header = isGzip(file) ? try gunzip(file, path: path, limit: headerBytes) : file
+        let header = isGzip(file) ? try inflateGzip(file, path: path, limit: headerBytes).bytes : file
         let expectedMagic = UInt32(0x0000_0800) | UInt32(expectedDimensions)
         guard header.count >= 4 else { throw DataError.truncated(path: path, expectedBytes: 4, actualBytes: header.count) }
         let magic = bigEndian(header, at: 0)
@@ -117,9 +117,12 @@ public enum IDXReader {
         }
         let expectedBytes = headerBytes + payload
         // One byte more than announced is enough to tell a longer file.
-        let bytes = isGzip(file) ? try gunzip(file, path: path, limit: expectedBytes + 1) : file
+        let (bytes, ended) = isGzip(file) ? try inflateGzip(file, path: path, limit: expectedBytes + 1) : (file, true)
         guard bytes.count >= expectedBytes else {
             throw DataError.truncated(path: path, expectedBytes: expectedBytes, actualBytes: bytes.count)
+        }
+        guard ended || bytes.count > expectedBytes else {
+            throw DataError.unreadable(path: path, reason: "its gzip data ends before the gzip trailer (a truncated .gz file): its checksum cannot be checked")
         }
         guard bytes.count == expectedBytes else {
             throw DataError.badHeader(path: path, reason: "its header announces \(dimensions.map(String.init).joined(separator: "x")) values "
@@ -132,9 +135,12 @@ public enum IDXReader {
         (UInt32(bytes[offset]) << 24) | (UInt32(bytes[offset + 1]) << 16) | (UInt32(bytes[offset + 2]) << 8) | UInt32(bytes[offset + 3])
     }
 
-    /// Inflates a gzip stream with zlib (`inflateInit2` with 16 + MAX_WBITS selects gzip).
-    /// - limit: stop once this many bytes are out (the rest of the stream is not inflated).
-    static func gunzip(_ compressed: [UInt8], path: String, limit: Int = Int.max) throws -> [UInt8] {
+    /// Inflates a gzip file with zlib (`inflateInit2` with 16 + MAX_WBITS selects gzip), every
+    /// member of it in turn as `gzip -d` does, and checks each member's CRC and length trailer.
+    /// - limit: stop once this many bytes are out (the rest is not inflated).
+    /// - Returns: the bytes, and whether the file ended properly (false: it stops early, a
+    ///   truncated .gz; the caller says so, or, for an IDX file, its size check does).
+    static func inflateGzip(_ compressed: [UInt8], path: String, limit: Int = Int.max) throws -> (bytes: [UInt8], ended: Bool) {
         var stream = z_stream()
         guard inflateInit2_(&stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw DataError.unreadable(path: path, reason: "zlib could not start inflating")
@@ -145,10 +151,11 @@ public enum IDXReader {
         let chunkSize = 1 << 20
         var chunk = [UInt8](repeating: 0, count: chunkSize)
         var status: Int32 = Z_OK
+        var trailing = 0
         compressed.withUnsafeBufferPointer { input in
             stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
             stream.avail_in = uInt(input.count)
-            repeat {
+            while output.count < limit {
                 chunk.withUnsafeMutableBufferPointer { out in
                     stream.next_out = out.baseAddress
                     stream.avail_out = uInt(chunkSize)
@@ -156,17 +163,34 @@ public enum IDXReader {
                     let produced = chunkSize - Int(stream.avail_out)
                     output.append(contentsOf: out[0..<min(produced, limit - output.count)])
                 }
-            } while status == Z_OK && output.count < limit
+                if status == Z_STREAM_END {
+                    let left = Int(stream.avail_in)
+                    guard left > 0 else { break }
+                    let next = input.count - left
+                    // Another member follows (concatenated .gz files); anything else is garbage.
+                    guard left >= 2, input[next] == 0x1f, input[next + 1] == 0x8b else { trailing = left; break }
+                    inflateReset(&stream)
+                    status = Z_OK
+                    continue
+                }
+                if status != Z_OK { break }
+            }
         }
-        if output.count >= limit { return output }
-        if status == Z_BUF_ERROR || (status == Z_OK) {
-            // The stream ended before gzip's trailer: a truncated .gz file. What was
-            // inflated is returned, and the IDX size check reports the truncation.
-            return output
+        if output.count >= limit { return (output, true) }
+        if trailing > 0 {
+            throw DataError.unreadable(path: path, reason: "\(trailing) bytes of garbage follow its gzip data")
         }
+        if status == Z_BUF_ERROR || status == Z_OK { return (output, false) }  // ends before its trailer
         guard status == Z_STREAM_END else {
-            throw DataError.unreadable(path: path, reason: "corrupt gzip data (zlib status \(status))")
+            throw DataError.unreadable(path: path, reason: "corrupt gzip data (zlib: \(status == Z_DATA_ERROR ? "invalid data or a wrong CRC" : "status \(status)"))")
         }
-        return output
+        return (output, true)
+    }
+
+    /// The inflated bytes of a whole gzip file (up to `limit`); a truncated file is refused.
+    static func gunzip(_ compressed: [UInt8], path: String, limit: Int = Int.max) throws -> [UInt8] {
+        let (bytes, ended) = try inflateGzip(compressed, path: path, limit: limit)
+        guard ended else { throw DataError.unreadable(path: path, reason: "its gzip data ends early (a truncated .gz file)") }
+        return bytes
     }
 }

@@ -43,7 +43,9 @@ public enum MNIST5k {
         func endValue() throws {
             guard sawDigit else { throw DataError.unreadable(path: file, reason: "empty field on line \(line + 1)") }
             if column < 784 {
-                guard value <= 255 else { throw DataError.unreadable(path: file, reason: "pixel \(value) > 255 on line \(line + 1)") }
+                guard value <= 255 else {
+                    throw DataError.unreadable(path: file, reason: "pixel \(column + 1) on line \(line + 1) is \(value >= 1000 ? "above 999" : "\(value)"), above 255")
+                }
                 images.append(UInt8(value))
             } else if column == 784 {
                 guard value <= 9 else { throw DataError.badLabel(path: file, index: line, label: value) }
@@ -71,6 +73,7 @@ public enum MNIST5k {
             }
         }
         if column > 0 { try endValue(); line += 1 }
+        guard !bytes.isEmpty else { throw DataError.unreadable(path: file, reason: "the file is empty: 5000 lines of 785 comma-separated integers expected") }
         guard labels.count * 784 == images.count, labels.count > 0 else {
             throw DataError.truncated(path: file, expectedBytes: labels.count * 784, actualBytes: images.count)
         }

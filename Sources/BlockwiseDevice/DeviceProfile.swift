@@ -102,6 +102,10 @@ extension DeviceProfile {
 
     /// Parses and validates a profile file.
     public static func load(file: String) throws -> DeviceProfile {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ProfileError.unreadable(file: file, reason: "it is a directory; pass a profile's .json file")
+        }
         guard let data = FileManager.default.contents(atPath: file) else {
             throw ProfileError.unreadable(file: file, reason: FileManager.default.fileExists(atPath: file) ? "permission denied" : "no such file")
         }
@@ -111,8 +115,11 @@ extension DeviceProfile {
     /// Parses and validates a profile's JSON; `file` names it in errors.
     public static func parse(_ data: Data, file: String) throws -> DeviceProfile {
         let object: Any
-        do { object = try JSONSerialization.jsonObject(with: data) } catch {
+        do { object = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
             throw ProfileError.unreadable(file: file, reason: "not valid JSON (\(error.localizedDescription))")
+        }
+        if let duplicate = duplicateKey(in: data) {
+            throw ProfileError.invalidField(file: file, field: duplicate, expected: "appears twice: JSON readers disagree on which one counts, keep one")
         }
         guard let fields = object as? [String: Any] else {
             throw ProfileError.unreadable(file: file, reason: "not a JSON object; see profiles/*.json for the fields")
@@ -131,22 +138,82 @@ extension DeviceProfile {
         do {
             profile = try JSONDecoder().decode(DeviceProfile.self, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
-            throw ProfileError.invalidField(file: file, field: (context.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: "."),
+            throw ProfileError.invalidField(file: file, field: DeviceProfile.fieldName(context.codingPath + [key]),
                                             expected: "is missing")
         } catch let DecodingError.typeMismatch(type, context) {
-            throw ProfileError.invalidField(file: file, field: context.codingPath.map(\.stringValue).joined(separator: "."),
+            throw ProfileError.invalidField(file: file, field: DeviceProfile.fieldName(context.codingPath),
                                             expected: "should be a \(type == String.self ? "string" : (type == Bool.self ? "boolean" : "number"))")
         } catch let DecodingError.valueNotFound(_, context) {
-            throw ProfileError.invalidField(file: file, field: context.codingPath.map(\.stringValue).joined(separator: "."), expected: "is null")
+            throw ProfileError.invalidField(file: file, field: DeviceProfile.fieldName(context.codingPath), expected: "is null")
         } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
             // A number JSON can hold but the field cannot: 1.5 or 1e30 bytes.
-            throw ProfileError.invalidField(file: file, field: context.codingPath.map(\.stringValue).joined(separator: "."),
+            throw ProfileError.invalidField(file: file, field: DeviceProfile.fieldName(context.codingPath),
                                             expected: "should be a whole number within 0...\(DeviceProfile.maximumBytes) (\(context.debugDescription))")
         } catch {
             throw ProfileError.unreadable(file: file, reason: "not valid JSON (\(error.localizedDescription))")
         }
         try profile.validate(file: file)
         return profile
+    }
+
+    /// The first key that appears twice in one JSON object of `data` ("power.idleW"), if any.
+    /// A scan of valid JSON's structure: strings (with escapes), objects and arrays.
+    static func duplicateKey(in data: Data) -> String? {
+        let bytes = [UInt8](data)
+        // One frame per open object or array: its keys so far and its name in the path.
+        var frames: [(isObject: Bool, keys: Set<String>, name: String)] = []
+        var index = 0
+        var pendingKey: String?
+        func path(_ key: String) -> String { (frames.map(\.name).filter { !$0.isEmpty } + [key]).joined(separator: ".") }
+        while index < bytes.count {
+            let byte = bytes[index]
+            switch byte {
+            case UInt8(ascii: "\""):
+                var end = index + 1
+                var text: [UInt8] = []
+                while end < bytes.count && bytes[end] != UInt8(ascii: "\"") {
+                    if bytes[end] == UInt8(ascii: "\\") { text.append(bytes[end]); end += 1 }
+                    if end < bytes.count { text.append(bytes[end]) }
+                    end += 1
+                }
+                var after = end + 1
+                while after < bytes.count && [0x20, 0x09, 0x0A, 0x0D].contains(bytes[after]) { after += 1 }
+                if let frame = frames.last, frame.isObject, after < bytes.count, bytes[after] == UInt8(ascii: ":") {
+                    let key = String(decoding: text, as: UTF8.self)
+                    if frame.keys.contains(key) { return path(key) }
+                    frames[frames.count - 1].keys.insert(key)
+                    pendingKey = key
+                }
+                index = end + 1
+                continue
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                frames.append((byte == UInt8(ascii: "{"), [], pendingKey ?? ""))
+                pendingKey = nil
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                if !frames.isEmpty { frames.removeLast() }
+            case UInt8(ascii: ","):
+                pendingKey = nil
+            default: break
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// "sources[0].field" for a coding path (array elements by index, not "Index 0").
+    static func fieldName(_ path: [CodingKey]) -> String {
+        var name = ""
+        for key in path {
+            if let index = key.intValue { name += "[\(index)]" } else { name += (name.isEmpty ? "" : ".") + key.stringValue }
+        }
+        return name
+    }
+
+    /// The numeric fields a `sources` entry may describe, with their values.
+    var describedFields: [String: Double] {
+        ["ramBytes": Double(ramBytes), "reservedBytes": Double(reservedBytes), "storage.readMBps": storage.readMBps,
+         "storage.writeMBps": storage.writeMBps, "storage.latencyMs": storage.latencyMs, "computeGflops": computeGflops,
+         "power.activeW": power.activeW, "power.idleW": power.idleW]
     }
 
     /// Checks ranges and relations between fields.
@@ -174,6 +241,18 @@ extension DeviceProfile {
         }
         guard power.idleW <= power.activeW else { throw fail("power.idleW", "should be between 0 and power.activeW") }
         guard !sources.isEmpty else { throw fail("sources", "should list where the figures come from") }
+        let fields = describedFields
+        for (index, entry) in sources.enumerated() {
+            guard let value = fields[entry.field] else {
+                throw fail("sources[\(index)].field", "should name a figure of the profile (\(fields.keys.sorted().joined(separator: ", "))), not '\(entry.field)'")
+            }
+            if let stated = entry.value, abs(stated - value) > 1e-9 * max(abs(value), 1) {
+                throw fail("sources[\(index)].value", "is \(stated) but \(entry.field) is \(value): the source must describe the figure used")
+            }
+            guard !entry.source.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw fail("sources[\(index)].source", "should say where \(entry.field) comes from")
+            }
+        }
     }
 }
 

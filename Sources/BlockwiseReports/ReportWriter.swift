@@ -104,19 +104,6 @@ public struct ReportWriteError: Error, CustomStringConvertible {
             + "then 'blockwise report --store \(store)' writes the report again (or pass --report DIR)."
     }
 
-    /// The reason in words, from the POSIX error beneath Foundation's (not a Cocoa error dump).
-    public static func reason(_ error: Error) -> String {
-        let nsError = error as NSError
-        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(underlying.code)))
-        }
-        if nsError.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(nsError.code))) }
-        switch nsError.code {
-        case NSFileWriteOutOfSpaceError: return "no space left on device"
-        case NSFileWriteNoPermissionError: return "permission denied"
-        case NSFileWriteVolumeReadOnlyError: return "the file system is read-only"
-        case NSFileNoSuchFileError: return "no such directory"
-        default: return nsError.localizedDescription
-        }
-    }
+    /// The reason in words (see ``describeFileError(_:)``).
+    public static func reason(_ error: Error) -> String { describeFileError(error) }
 }

@@ -76,10 +76,16 @@ public struct RunReport: Codable, Sendable {
     public func json() throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        // A test accuracy or kinetic energy that is not finite is reported as such, not a crash.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return try encoder.encode(self)
     }
 
-    public static func decode(_ data: Data) throws -> RunReport { try JSONDecoder().decode(RunReport.self, from: data) }
+    public static func decode(_ data: Data) throws -> RunReport {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return try decoder.decode(RunReport.self, from: data)
+    }
 
     /// The per-module table and the closing lines, as printed at the end of a run.
     public func summary() -> String {

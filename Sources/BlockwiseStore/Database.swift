@@ -18,6 +18,8 @@ public enum StoreError: Error, CustomStringConvertible {
     case notADatabase(path: String, reason: String)
     /// Another process holds the store's writer lock.
     case locked(path: String, holder: String)
+    /// The store holds no finished run (no report yet).
+    case unfinished(path: String)
     /// The file system refused: the disk is full, the directory is missing or read-only...
     case fileSystem(path: String, problem: String)
 
@@ -34,6 +36,9 @@ public enum StoreError: Error, CustomStringConvertible {
         case .locked(let path, let holder):
             return "the store '\(path)' is being written by another process (\(holder)). Wait for it to finish, "
                 + "or pass --store with another file; reading it (blockwise cache ls/stats/show/export) works meanwhile."
+        case .unfinished(let path):
+            return "'\(path)' holds no finished run yet (its report is written when training ends). "
+                + "Finish it with blockwise train --resume --store \(path) (and the run's options)."
         case .fileSystem(let path, let problem):
             return "cannot write the store '\(path)': \(problem)"
         case .missingFile(let path):
@@ -271,6 +276,12 @@ public final class Statement {
         reset()
         try bind(values)
         try step()
+    }
+
+    /// The first column of the first row as text, nil when there is no row.
+    public func firstString() throws -> String? {
+        reset()
+        return try step() ? string(0) : nil
     }
 
     public func isNull(_ column: Int) -> Bool { sqlite3_column_type(handle, Int32(column)) == SQLITE_NULL }

@@ -13,6 +13,9 @@ import Foundation
 /// is bounded (`PRAGMA cache_size`) and its memory is counted in the ledger's store-engine
 /// category after every batch of operations.
 public final class FeatureStore: FeatureCache, TrainingJournal {
+    /// The most values one stored sample may have (a level's C x H x W); more is damage.
+    public static let maximumSampleValues = 1 << 24
+
     /// Version of the schema and of the feature format (PRAGMA user_version).
     public static let formatVersion: Int32 = 1
 
@@ -43,22 +46,26 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         self.path = path
         self.encoding = encoding
         self.ledger = ledger
-        lock = try StoreLock(storePath: path, purpose: purpose)
+        guard !path.isEmpty else { throw StoreError.invalidArgument("--store: the store needs a file name (got an empty path)") }
+        if let reason = StoreFile.notAFile(path) { throw StoreError.fileSystem(path: path, problem: reason) }
+        // The real file: a symbolic link is followed, so two spellings of one store share one lock.
+        let real = StoreFile.resolve(path)
+        lock = try StoreLock(storePath: real, purpose: purpose)
         // Decided before anything is written: a foreign database is refused untouched.
-        let file = StoreFile.identify(path)
+        let file = StoreFile.identify(real)
         switch file {
         case .foreign(let reason): throw StoreError.notAStore(path: path, reason: reason)
         case .absent, .emptyDatabase: break
         case .blockwise:
-            if replace { try StoreFile.remove(path); replacedFile = file }
+            if replace { try StoreFile.remove(real); replacedFile = file }
         case .damagedBlockwise(let what):
             guard replace else { throw StoreError.damaged(path: path, what: what) }
-            try StoreFile.remove(path); replacedFile = file
+            try StoreFile.remove(real); replacedFile = file
         case .notADatabase(let reason):
             guard replace else { throw StoreError.notADatabase(path: path, reason: reason) }
-            try StoreFile.remove(path); replacedFile = file
+            try StoreFile.remove(real); replacedFile = file
         }
-        database = try Database(path: path)
+        database = try Database(path: real)
         try FeatureStore.migrate(database, path: path)
         try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -\(cacheKiB);")
         try accountEngineMemory()
@@ -69,6 +76,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         self.path = path
         self.ledger = nil
         lock = nil
+        if let reason = StoreFile.notAFile(path) { throw StoreError.fileSystem(path: path, problem: reason) }
         guard FileManager.default.fileExists(atPath: path) else { throw StoreError.missingFile(path: path) }
         switch StoreFile.identify(path) {
         case .blockwise: break
@@ -83,7 +91,12 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
             throw StoreError.newerFormat(path: path, found: version, supported: FeatureStore.formatVersion)
         }
         encoding = try FeatureStore.readEncoding(database) ?? .fp32
+        if let classes = (try? storedIdentity())??.configuration.model.classes { labelLimit = classes }
     }
+
+    /// Labels a row may hold: the run's classes once the run is known (a label outside them
+    /// would index past the classifier's outputs).
+    var labelLimit = 65536
 
     static func readEncoding(_ database: Database) throws -> FeatureEncoding? {
         let statement = try database.prepare("SELECT feature_encoding FROM run WHERE id = 1")
@@ -152,6 +165,21 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                 try database.setUserVersion(formatVersion)
             }
         }
+    }
+
+    /// The number of values a checkpoint's shape text ("[120]", "[8, 4]") describes; nil if it is not a shape.
+    static func shapeCount(_ text: String) -> Int? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard trimmed.hasPrefix("["), trimmed.hasSuffix("]") else { return nil }
+        let parts = trimmed.dropFirst().dropLast().split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
+        var count = 1
+        for part in parts {
+            let (product, overflow) = count.multipliedReportingOverflow(by: part!)
+            if overflow { return nil }
+            count = product
+        }
+        return count
     }
 
     /// Decodes a JSON column; a value that does not decode is damage, named by `what`.
@@ -246,6 +274,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     /// (its completed modules are reused); a store of another run is refused with the
     /// differences unless `fresh`, which empties it first.
     public func begin(_ identity: RunIdentity, fresh: Bool) throws -> OpenOutcome {
+        labelLimit = identity.configuration.model.classes
         if replacedFile != nil {
             try record(identity)
             return .restarted
@@ -263,8 +292,13 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         if let stored {
             let differences = FeatureStore.differences(stored, identity)
             guard differences.isEmpty else { throw StoreError.fingerprintMismatch(path: path, differences: differences) }
-            try checkLevels(against: identity.data)
+            try checkResumable(identity)
             return .resumed
+        }
+        // No run record: only an empty store may take a run, or modules of another run would be reused.
+        for table in ["levels", "modules", "checkpoints"] where try database.integer("SELECT count(*) FROM \(table)") ?? 0 > 0 {
+            throw StoreError.damaged(path: path, what: "its run record (table run) is missing but table \(table) holds rows: "
+                + "what they belong to cannot be told")
         }
         try record(identity)
         return .created
@@ -273,6 +307,30 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     /// Before a resume: every complete level holds one row per sample of the run's data,
     /// rows 0..<n exactly (its keys only; ``source(level:split:)`` checks again when it is read).
     /// - Throws: ``StoreError/damaged`` naming the level.
+    func checkResumable(_ identity: RunIdentity) throws {
+        // A file cut or extended by a few bytes can still read: SQLite reads a short last page as whole.
+        let pageSize = try database.integer("PRAGMA page_size") ?? 4096
+        let bytes = StoreFile.fileSize(StoreFile.resolve(path))
+        if pageSize > 0 && bytes % pageSize != 0 {
+            throw StoreError.damaged(path: path, what: "its size, \(bytes) bytes, is not a whole number of \(pageSize)-byte pages (the file was truncated or appended to)")
+        }
+        let statuses = try database.prepare("SELECT module, lap, status, epochs_done FROM modules WHERE status NOT IN ('training', 'complete') OR epochs_done < 0")
+        if try statuses.step() {
+            throw StoreError.damaged(path: path, what: "module \(statuses.int(0) + 1) lap \(statuses.int(1) + 1) has status '\(statuses.string(2))' and \(statuses.int(3)) epochs done in table modules")
+        }
+        try checkLevels(against: identity.data)
+        if identity.configuration.procedure == .sequential {
+            // A completed module's output level is complete (sequential: nothing rewrites it later).
+            let outputs = try database.prepare("""
+                SELECT m.module, s.split FROM modules m, (SELECT 'train' AS split UNION ALL SELECT 'test') s
+                WHERE m.status = 'complete' AND NOT EXISTS (SELECT 1 FROM levels l WHERE l.level = m.module + 1 AND l.split = s.split AND l.complete = 1)
+                """)
+            if try outputs.step() {
+                throw StoreError.damaged(path: path, what: "module \(outputs.int(0) + 1) is complete but its output level \(outputs.int(0) + 1) \(outputs.string(1)) is not")
+            }
+        }
+    }
+
     func checkLevels(against data: DataIdentity) throws {
         let levels = try database.prepare("SELECT level, split FROM levels WHERE complete = 1 ORDER BY level, split")
         var complete: [(Int, Split)] = []
@@ -289,6 +347,25 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                 throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) holds \(source.count) rows but the run has \(samples) \(split.rawValue) samples")
             }
         }
+        // Each level's labels, train then test, are the run's (its data identity's checksum).
+        for level in Set(complete.map(\.0)).sorted() where complete.contains(where: { $0 == (level, .train) }) && complete.contains(where: { $0 == (level, .test) }) {
+            let sum = try labelsChecksum(level: level)
+            guard sum == data.labelsChecksum else {
+                throw StoreError.damaged(path: path, what: "the labels of level \(level) are not the run's (their checksum is \(sum), the run's \(data.labelsChecksum))")
+            }
+        }
+    }
+
+    /// CRC-32 of a level's labels in row order, train then test (as ``DataIdentity`` computes it).
+    func labelsChecksum(level: Int) throws -> UInt32 {
+        var labels: [UInt8] = []
+        for split in [Split.train, .test] {
+            let base = FeatureStore.rowID(level: level, split: split, row: 0)
+            let statement = try database.prepare("SELECT label FROM features WHERE id >= ? AND id < ? ORDER BY id")
+            try statement.bind([base, base + (1 << 32)])
+            while try statement.step() { labels.append(UInt8(truncatingIfNeeded: statement.int(0))) }
+        }
+        return labels.withUnsafeBytes { checksum($0) }
     }
 
     func record(_ identity: RunIdentity) throws {
@@ -421,6 +498,9 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         try statement.bind([level, split.rawValue])
         guard try statement.step() else { throw StoreError.missingLevel(path: path, level: level, split: split.rawValue) }
         let shape = [statement.int(0), statement.int(1), statement.int(2)]
+        guard shape.allSatisfy({ (1...65536).contains($0) }), shape.reduce(1, *) <= FeatureStore.maximumSampleValues else {
+            throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) has the shape \(shape.map(String.init).joined(separator: "x")) in table levels")
+        }
         shapes["\(level).\(split)"] = shape
         return shape
     }
@@ -486,8 +566,11 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let blob = statement.blob(2)
         var sum = checksum(blob)
         sum = withUnsafeBytes(of: label.littleEndian) { checksum($0, seed: sum) }
-        guard sum == stored, blob.count == size * encoding.bytesPerValue, label >= 0, label < 65536 else {
+        guard sum == stored, blob.count == size * encoding.bytesPerValue else {
             throw StoreError.corruptRow(path: path, level: level, split: split.rawValue, row: row)
+        }
+        guard label >= 0, label < labelLimit else {
+            throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) sample \(row) has label \(label); the run's classes are 0...\(labelLimit - 1)")
         }
         encoding.decode(blob.baseAddress!, count: size, into: values)
         bytesRead += blob.count
@@ -500,6 +583,9 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let statement = try database.prepare("SELECT encoding FROM levels WHERE level = ? AND split = ?")
         try statement.bind([level, split.rawValue])
         let value = try statement.step() ? statement.string(0) : encoding.rawValue
+        guard FeatureEncoding(rawValue: value) != nil else {
+            throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) has the encoding '\(value)' in table levels")
+        }
         encodings["\(level).\(split)"] = value
         return value
     }
@@ -607,7 +693,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     }
 
     func loadParameters(module: Int, kind: String) throws -> [String: [Float]] {
-        let statement = try database.prepare("SELECT name, checksum, data FROM checkpoints WHERE module = ? AND kind = ?")
+        let statement = try database.prepare("SELECT name, checksum, data, shape FROM checkpoints WHERE module = ? AND kind = ?")
         try statement.bind([module, kind])
         var result: [String: [Float]] = [:]
         while try statement.step() {
@@ -618,6 +704,10 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
             // SQLite's page memory need not be aligned for Float: copy the bytes.
             guard blob.count % 4 == 0 else {
                 throw StoreError.damaged(path: path, what: "checkpoint \(statement.string(0)) (\(kind)) of module \(module + 1) has \(blob.count) bytes, not whole floats")
+            }
+            let declared = FeatureStore.shapeCount(statement.string(3))
+            guard declared == blob.count / 4 else {
+                throw StoreError.damaged(path: path, what: "checkpoint \(statement.string(0)) (\(kind)) of module \(module + 1) has \(blob.count / 4) values but the shape '\(statement.string(3))'")
             }
             var values = [Float](repeating: 0, count: blob.count / 4)
             values.withUnsafeMutableBytes { $0.copyMemory(from: blob) }

@@ -33,6 +33,37 @@ public enum StoreFile: Equatable, Sendable {
 
     static let sqliteHeader = Array("SQLite format 3\u{0}".utf8)
 
+    /// The file a store path names: symbolic links resolved (the lock, `--fresh` and SQLite all
+    /// act on the real file, however the user spells or links it); for a file that does not
+    /// exist yet, its directory resolved.
+    public static func resolve(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        if FileManager.default.fileExists(atPath: path) { return url.resolvingSymlinksInPath().path }
+        let directory = url.deletingLastPathComponent().resolvingSymlinksInPath()
+        return directory.appendingPathComponent(url.lastPathComponent).path
+    }
+
+    /// Why `path` cannot hold a store at all, whatever it holds (a directory, a FIFO, a device);
+    /// nil for a regular file or no file. Never replaced, not even by `--fresh`.
+    public static func notAFile(_ path: String) -> String? {
+        var isDirectory: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            // A dangling symbolic link: the name exists, its target does not.
+            if (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil {
+                return "it is a symbolic link to a file that does not exist"
+            }
+            return nil
+        }
+        if isDirectory.boolValue { return "it is a directory; pass a file name, e.g. --store \(path)/blockwise.sqlite" }
+        guard let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType else { return nil }
+        switch type {
+        case .typeRegular, .typeSymbolicLink: return nil
+        case .typeCharacterSpecial, .typeBlockSpecial: return "it is a device, not a regular file"
+        case .typeSocket: return "it is a socket, not a regular file"
+        default: return "it is not a regular file (a FIFO or another special file)"
+        }
+    }
+
     /// Looks at `path` (read-only).
     public static func identify(_ path: String) -> StoreFile {
         guard let handle = FileHandle(forReadingAtPath: path) else {
@@ -57,9 +88,27 @@ public enum StoreFile: Equatable, Sendable {
             }
             return .foreign(reason: "it is another application's SQLite database (tables \(tables.keys.sorted().prefix(8).joined(separator: ", ")))")
         } catch {
-            if looksLikeBlockwise { return .damagedBlockwise(what: "SQLite cannot read it: \(error)") }
-            return .foreign(reason: "SQLite cannot read it and it does not look like a blockwise store: \(error)")
+            let reason: String
+            switch error as? StoreError {
+            case .damaged(_, let what)?: reason = what
+            case .sqlite(_, let message, _)?: reason = "SQLite: \(message)"
+            default: reason = "\(error)"
+            }
+            if looksLikeBlockwise { return .damagedBlockwise(what: "SQLite cannot read it (\(reason))") }
+            return .foreign(reason: "SQLite cannot read it (\(reason)) and it does not look like a blockwise store")
         }
+    }
+
+    /// Whether two paths name one file (the same inode, or the same path once links are resolved).
+    public static func isSameFile(_ a: String, _ b: String) -> Bool {
+        if resolve(a) == resolve(b) { return true }
+        let manager = FileManager.default
+        guard let x = try? manager.attributesOfItem(atPath: a), let y = try? manager.attributesOfItem(atPath: b),
+              let inodeX = (x[.systemFileNumber] as? NSNumber)?.uint64Value, let inodeY = (y[.systemFileNumber] as? NSNumber)?.uint64Value,
+              let deviceX = (x[.systemNumber] as? NSNumber)?.uint64Value, let deviceY = (y[.systemNumber] as? NSNumber)?.uint64Value else {
+            return false
+        }
+        return inodeX == inodeY && deviceX == deviceY
     }
 
     /// Removes the store file and SQLite's -wal and -shm files beside it (not the lock file,

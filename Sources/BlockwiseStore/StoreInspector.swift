@@ -126,22 +126,38 @@ public enum StoreInspector {
     public static func exportNPY(_ store: FeatureStore, level: Int, split: Split, path: String) throws -> (rows: Int, labelsPath: String) {
         let source = try store.source(level: level, split: split)
         let shape = [source.count] + source.sampleShape
+        let labelsPath = (path.hasSuffix(".npy") ? String(path.dropLast(4)) : path) + "-labels.npy"
+        for output in [path, labelsPath] where StoreFile.isSameFile(output, store.path) {
+            throw StoreError.invalidArgument("--output '\(output)' is the store itself: pass another file name")
+        }
         guard FileManager.default.createFile(atPath: path, contents: NPY.header(dtype: "<f4", shape: shape)),
               let handle = FileHandle(forWritingAtPath: path) else {
-            throw StoreError.invalidArgument("cannot write '\(path)': check the directory exists and is writable")
+            throw OutputFileError(path: path, reason: Database.whyCannotOpen(path, readOnly: false) ?? "check the directory exists and is writable")
         }
-        defer { try? handle.close() }
-        handle.seekToEndOfFile()
-        var values = [Float](repeating: 0, count: source.sampleShape.reduce(1, *))
-        var labels = [Int32](repeating: 0, count: source.count)
-        for row in 0..<source.count {
-            try values.withUnsafeMutableBufferPointer { try source.fill(indices: [row][...], into: $0.baseAddress!, labels: &labels[row]) }
-            handle.write(values.withUnsafeBytes { Data($0) })
+        // A failed export leaves no partial file behind.
+        var finished = false
+        defer {
+            try? handle.close()
+            if !finished { try? FileManager.default.removeItem(atPath: path) }
         }
-        let labelsPath = (path.hasSuffix(".npy") ? String(path.dropLast(4)) : path) + "-labels.npy"
-        var labelFile = NPY.header(dtype: "<i4", shape: [source.count])
-        labelFile.append(labels.withUnsafeBytes { Data($0) })
-        try labelFile.write(to: URL(fileURLWithPath: labelsPath))
+        do {
+            try handle.seekToEnd()
+            var values = [Float](repeating: 0, count: source.sampleShape.reduce(1, *))
+            var labels = [Int32](repeating: 0, count: source.count)
+            for row in 0..<source.count {
+                try values.withUnsafeMutableBufferPointer { try source.fill(indices: [row][...], into: $0.baseAddress!, labels: &labels[row]) }
+                try handle.write(contentsOf: values.withUnsafeBytes { Data($0) })
+            }
+            try handle.synchronize()
+            var labelFile = NPY.header(dtype: "<i4", shape: [source.count])
+            labelFile.append(labels.withUnsafeBytes { Data($0) })
+            try labelFile.write(to: URL(fileURLWithPath: labelsPath), options: .atomic)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw OutputFileError(path: path, error: error)
+        }
+        finished = true
         return (source.count, labelsPath)
     }
 

@@ -56,9 +56,13 @@ public enum StoreVerifier {
                 return
             }
             identity = try store.storedIdentity()
+            if let identity, let stored = try db.prepare("SELECT fingerprint FROM run WHERE id = 1").firstString(),
+               stored != FeatureStore.fingerprint(identity) {
+                report.problems.append("run record (table run): fingerprint \(stored) is not the configuration's (\(FeatureStore.fingerprint(identity)))")
+            }
         }
         attempt("levels") { try checkLevels(store, identity: identity, into: &report) }
-        attempt("feature rows") { try checkRows(store, into: &report) }
+        attempt("feature rows") { try checkRows(store, identity: identity, into: &report) }
         attempt("modules and checkpoints") { try checkModules(store, identity: identity, into: &report) }
         attempt("metrics") {
             let statement = try db.prepare("SELECT log, module, lap, epoch FROM metrics ORDER BY lap, module, epoch")
@@ -108,6 +112,14 @@ public enum StoreVerifier {
                 report.problems.append("level \(level) \(splitName) (being written): \(count) rows, more than its \(rowCount)")
             }
         }
+        if let data = identity?.data {
+            let both = try db.prepare("SELECT level FROM levels WHERE complete = 1 GROUP BY level HAVING count(*) = 2 ORDER BY level")
+            var levelsWithBoth: [Int] = []
+            while try both.step() { levelsWithBoth.append(both.int(0)) }
+            for level in levelsWithBoth where try store.labelsChecksum(level: level) != data.labelsChecksum {
+                report.problems.append("level \(level): its labels are not the run's (their checksum differs from the run record's)")
+            }
+        }
         let orphans = try db.prepare("SELECT DISTINCT level, split FROM features")
         while try orphans.step() {
             guard let split = Split(rawValue: orphans.string(1)) else { continue }
@@ -118,13 +130,25 @@ public enum StoreVerifier {
     }
 
     /// Every feature row: its checksum, its size from its level's shape and encoding, its id.
-    static func checkRows(_ store: FeatureStore, into report: inout Report) throws {
+    static func checkRows(_ store: FeatureStore, identity: FeatureStore.RunIdentity?, into report: inout Report) throws {
         var rowBytes: [String: Int] = [:]
-        let levels = try store.database.prepare("SELECT level, split, channels * height * width, encoding FROM levels")
+        let levels = try store.database.prepare("SELECT level, split, channels, height, width, encoding FROM levels")
         while try levels.step() {
-            let bytesPerValue = FeatureEncoding(rawValue: levels.string(3))?.bytesPerValue ?? 4
-            rowBytes["\(levels.int(0)).\(levels.string(1))"] = levels.int(2) * bytesPerValue
+            let shape = [levels.int(2), levels.int(3), levels.int(4)]
+            let name = "level \(levels.int(0)) \(levels.string(1))"
+            guard shape.allSatisfy({ (1...65536).contains($0) }), shape.reduce(1, *) <= FeatureStore.maximumSampleValues else {
+                report.problems.append("\(name): the shape \(shape.map(String.init).joined(separator: "x")) in table levels"); continue
+            }
+            guard let encoding = FeatureEncoding(rawValue: levels.string(5)) else {
+                report.problems.append("\(name): unknown encoding '\(levels.string(5))' in table levels"); continue
+            }
+            if let identity, encoding != identity.encoding {
+                report.problems.append("\(name): encoding \(encoding.rawValue), the run's features are \(identity.encoding.rawValue)")
+            }
+            rowBytes["\(levels.int(0)).\(levels.string(1))"] = shape.reduce(1, *) * encoding.bytesPerValue
         }
+        let classes = identity?.configuration.model.classes ?? 65536
+        var badLabels = 0
         let statement = try store.database.prepare("SELECT level, split, row, label, checksum, data, id FROM features ORDER BY id")
         while try statement.step() {
             report.checkedRows += 1
@@ -137,7 +161,13 @@ public enum StoreVerifier {
             if sum != UInt32(truncatingIfNeeded: statement.int(4)) || (expectedBytes != nil && blob.count != expectedBytes) || !idMatches {
                 report.corrupt.append(CorruptRow(level: level, split: split, row: row))
             }
+            let label = statement.int(3)
+            if label < 0 || label >= classes {
+                if badLabels < 20 { report.problems.append("level \(level) \(split) sample \(row): label \(label), the run's classes are 0...\(classes - 1)") }
+                badLabels += 1
+            }
         }
+        if badLabels > 20 { report.problems.append("and \(badLabels - 20) more samples with labels outside the run's classes") }
     }
 
     /// Every module's state decodes, and its checkpoint tensors are complete, sized and whole.
@@ -145,16 +175,29 @@ public enum StoreVerifier {
         let db = store.database
         // Latest status per module (a later lap's row supersedes an earlier one).
         var latest: [Int: (lap: Int, status: String)] = [:]
-        let modules = try db.prepare("SELECT module, lap, status, state, evaluation FROM modules ORDER BY module, lap")
+        let modules = try db.prepare("SELECT module, lap, status, state, evaluation, epochs_done FROM modules ORDER BY module, lap")
         while try modules.step() {
             report.modules += 1
-            let module = modules.int(0), lap = modules.int(1), status = modules.string(2)
+            let module = modules.int(0), lap = modules.int(1), status = modules.string(2), epochsDone = modules.int(5)
             let what = "modules.state of module \(module + 1) lap \(lap + 1)"
+            if let configuration = identity?.configuration, module >= 0, module < configuration.model.modules,
+               !(0...configuration.epochsPerLap(module: module)).contains(epochsDone) {
+                report.problems.append("module \(module + 1) lap \(lap + 1): \(epochsDone) epochs done in table modules, it trains \(configuration.epochsPerLap(module: module))")
+            }
             do {
                 switch status {
                 case "complete":
-                    _ = try store.decodeStored(CompletedModule.self, modules.string(3), what: what)
+                    let completed = try store.decodeStored(CompletedModule.self, modules.string(3), what: what)
                     _ = try store.decodeStored(ModuleEvaluation.self, modules.string(4), what: "modules.evaluation of module \(module + 1) lap \(lap + 1)")
+                    let metrics = try db.integer("SELECT count(*) FROM metrics WHERE module = ? AND lap = ?", [module, lap]) ?? 0
+                    if metrics != completed.logs.count {
+                        report.problems.append("module \(module + 1) lap \(lap + 1): \(metrics) rows in table metrics, its state records \(completed.logs.count) epochs")
+                    }
+                    if identity?.configuration.procedure == .sequential {
+                        for split in ["train", "test"] where try db.integer("SELECT complete FROM levels WHERE level = ? AND split = ?", [module + 1, split]) != 1 {
+                            report.problems.append("module \(module + 1) is complete but its output level \(module + 1) \(split) is not")
+                        }
+                    }
                 case "training":
                     _ = try store.decodeStored(EpochCheckpoint.self, modules.string(3), what: what)
                 default:
@@ -165,6 +208,7 @@ public enum StoreVerifier {
         }
         // Each tensor: checksum and size against its shape.
         var saved: [Int: [String: [String: Int]]] = [:]  // module -> kind -> name -> values
+        var shapes: [String: String] = [:]
         let tensors = try db.prepare("SELECT module, name, kind, shape, checksum, data FROM checkpoints ORDER BY module, kind, name")
         while try tensors.step() {
             report.checkpointTensors += 1
@@ -178,8 +222,18 @@ public enum StoreVerifier {
                 report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): \(blob.count) bytes, its shape \(tensors.string(3)) needs \(declared * 4)")
             }
             saved[module, default: [:]][kind, default: [:]][name] = blob.count / 4
+            shapes["\(module).\(kind).\(name)"] = tensors.string(3)
         }
         guard let model = identity?.configuration.model else { return }
+        for (module, kinds) in saved.sorted(by: { $0.key < $1.key }) {
+            let known = Set((module >= 0 && module < model.modules ? ResNetModule.parameterSpecs(configuration: model, index: module) : []).map(\.name))
+            for (kind, names) in kinds.sorted(by: { $0.key < $1.key }) {
+                if kind != "value" && kind != "momentum" { report.problems.append("checkpoints of module \(module + 1): unknown kind '\(kind)'") }
+                for name in names.keys.sorted() where !known.contains(name) {
+                    report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): not a parameter of the model")
+                }
+            }
+        }
         for (module, state) in latest.sorted(by: { $0.key < $1.key }) {
             guard module >= 0 && module < model.modules else {
                 report.problems.append("module \(module + 1): the run has \(model.modules) modules")
@@ -192,6 +246,9 @@ public enum StoreVerifier {
                     let expected = spec.shape.reduce(1, *)
                     if let count = have[spec.name] {
                         if count != expected { report.problems.append("checkpoint \(spec.name) (\(kind)) of module \(module + 1): \(count) values, the model needs \(expected)") }
+                        else if let shape = shapes["\(module).\(kind).\(spec.name)"], shape != "[\(expected)]" {
+                            report.problems.append("checkpoint \(spec.name) (\(kind)) of module \(module + 1): shape '\(shape)', saved as '[\(expected)]'")
+                        }
                     } else {
                         report.problems.append("checkpoint \(spec.name) (\(kind)) of module \(module + 1): missing (module \(state.status) in lap \(state.lap + 1))")
                     }

@@ -68,6 +68,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     case ledgerNotAtBaseline(module: Int, live: MemoryBreakdown)
     /// A saved module state (resume) lacks tensors or holds them with the wrong size.
     case incompleteCheckpoint(module: Int, what: String, problems: [String])
+    /// An epoch's loss or kinetic energy is not finite.
+    case diverged(module: Int, lap: Int, epoch: Int, loss: Double, kinetic: Double, learningRate: Double)
     /// A cached level does not hold one row per sample of the run's data.
     case levelRowCount(level: Int, split: String, rows: Int, samples: Int)
 
@@ -88,6 +90,9 @@ public enum TrainingError: Error, CustomStringConvertible {
         case .invalidConfiguration(let problems): return "invalid configuration: " + problems.joined(separator: "; ")
         case .ledgerNotAtBaseline(let module, let live):
             return "internal error: after module \(module) the ledger still holds \(live)"
+        case .diverged(let module, let lap, let epoch, let loss, let kinetic, let learningRate):
+            return "module \(module + 1)\(lap > 0 ? " lap \(lap + 1)" : "") diverged in epoch \(epoch + 1) (loss \(loss), kinetic energy \(kinetic)): "
+                + "lower --lr (\(learningRate) now), or raise --tau; its last good epoch stays checkpointed in the store."
         case .incompleteCheckpoint, .levelRowCount:
             return "the store is damaged: \(damage!). Run blockwise cache verify; --fresh starts over."
         }
@@ -254,6 +259,15 @@ public final class Trainer {
         return result
     }
 
+    /// A diverged epoch (a loss or kinetic energy that is NaN or infinite) stops the run before
+    /// it is checkpointed: nothing after it would mean anything.
+    func checkFinite(_ log: EpochLog) throws {
+        guard log.taskLoss.isFinite, log.kineticEnergy.isFinite else {
+            throw TrainingError.diverged(module: log.module, lap: log.lap, epoch: log.epoch, loss: log.taskLoss,
+                                         kinetic: log.kineticEnergy, learningRate: configuration.optimizer.learningRate)
+        }
+    }
+
     /// Trains one module for its epochs of this lap on `source`, continuing from the journal's
     /// epoch checkpoint when there is one. Each epoch's shuffle has its own seeded stream, so a
     /// resumed module sees exactly the batches an uninterrupted one would.
@@ -321,6 +335,7 @@ public final class Trainer {
                                trainAccuracy: Double(sum.correct) / Double(max(sum.samples, 1)), learningRate: rate,
                                transportWeight: configuration.tau.isOff ? 0 : transport.weight, samples: sum.samples,
                                seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            try checkFinite(log)
             logs.append(log)
             if let journal {
                 var momentum: [String: [Float]] = [:]
@@ -460,6 +475,7 @@ public final class Trainer {
                                    trainAccuracy: Double(sums[k].correct) / Double(max(sums[k].samples, 1)), learningRate: rate,
                                    transportWeight: endToEnd || configuration.tau.isOff ? 0 : transports[k].weight,
                                    samples: sums[k].samples, seconds: seconds)
+                try checkFinite(log)
                 result.epochs.append(log)
                 try observer?(.epochFinished(log))
             }

@@ -19,9 +19,9 @@ struct Blockwise: ParsableCommand {
             } catch let error as ValidationError {
                 // A rule that needs the data or the options together, checked in run(): a usage
                 // error of this subcommand, not of the root command.
-                let name = type(of: command)._commandName
-                FileHandle.standardError.write(Data("error: \(error.message)\nSee 'blockwise \(name) --help'.\n".utf8))
-                Foundation.exit(2)
+                usageError(error.message, command: type(of: command))
+            } catch StoreError.invalidArgument(let message) {
+                usageError(message, command: type(of: command))  // an option value the store cannot give
             }
         } catch let error as BudgetCannotBeMet {
             FileHandle.standardError.write(Data(("error: " + error.description + "\n").utf8))
@@ -38,6 +38,23 @@ struct Blockwise: ParsableCommand {
             }
             Foundation.exit(isUsage ? 2 : (code == .success ? 0 : 1))
         }
+    }
+
+    /// Prints a usage error with the subcommand's help hint and exits 2.
+    static func usageError(_ message: String, command: ParsableCommand.Type) -> Never {
+        FileHandle.standardError.write(Data("error: \(message)\nSee '\(commandPath(command)) --help'.\n".utf8))
+        Foundation.exit(2)
+    }
+
+    /// "blockwise cache show" for CacheShow: the subcommand's full name.
+    static func commandPath(_ command: ParsableCommand.Type) -> String {
+        func search(_ node: ParsableCommand.Type, _ path: [String]) -> [String]? {
+            let here = path + [node._commandName]
+            if node == command { return here }
+            for child in node.configuration.subcommands { if let found = search(child, here) { return found } }
+            return nil
+        }
+        return (search(Blockwise.self, []) ?? ["blockwise", command._commandName]).joined(separator: " ")
     }
 
     static let configuration = CommandConfiguration(

@@ -85,7 +85,10 @@ struct CacheShow: ParsableCommand {
         let (values, shape, label) = try StoreInspector.sample(try FeatureStore(readingAt: options.store), level: level,
                                                                split: try splitArgument(split), index: sample)
         if let png {
-            try PNGWriter.channelGrid(values: values, shape: shape).write(to: URL(fileURLWithPath: png))
+            if StoreFile.isSameFile(png, options.store) { throw ValidationError("--png '\(png)' is the store itself: pass another file name") }
+            do { try PNGWriter.channelGrid(values: values, shape: shape).write(to: URL(fileURLWithPath: png), options: .atomic) } catch {
+                throw OutputFileError(path: png, error: error)
+            }
             print("wrote \(png): level \(level) \(split) sample \(sample) (label \(label)), \(shape[0]) channels of \(shape[1])x\(shape[2])")
             return
         }

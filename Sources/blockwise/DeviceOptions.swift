@@ -18,7 +18,12 @@ struct DeviceOptions: ParsableArguments {
 
     /// The profile (nil for 'none') and the budget in bytes (nil: unlimited).
     func resolve() throws -> (DeviceProfile?, Int?) {
-        let loaded = profile == "none" ? nil : try DeviceProfile.load(profile)
+        let loaded: DeviceProfile?
+        do { loaded = profile == "none" ? nil : try DeviceProfile.load(profile) } catch let error as ProfileError {
+            // An unknown name is a wrong option value (exit 2); a malformed file stays a file error (exit 1).
+            if case .unknownName = error { throw ValidationError("--profile: \(error)") }
+            throw error
+        }
         if let budget {
             return (loaded, try parseSize(budget, option: "--budget"))
         }

@@ -28,7 +28,7 @@ struct Plan: ParsableCommand {
     var testSize: Int = 10000
     @Option(help: "Encoding of the stored features: fp32, fp16 or bf16.")
     var featureDtype: String = "fp32"
-    @Option(help: "Bound on SQLite's page cache.")
+    @Option(parsing: .unconditional, help: "Bound on SQLite's page cache.")
     var storeCache: String = "2MiB"
     @Flag(help: "Plan for features kept in memory instead of the store.")
     var inMemory = false

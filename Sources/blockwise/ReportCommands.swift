@@ -22,7 +22,8 @@ struct Report: ParsableCommand {
     func run() throws {
         let store = try FeatureStore(readingAt: options.store)
         guard let json = try store.savedReport() else {
-            throw ValidationError("'\(options.store)' holds no finished run yet (its report is written when training ends). Finish it with blockwise train --resume --store \(options.store).")
+            // The store is what it is (exit 1), not a wrong option.
+            throw StoreError.unfinished(path: options.store)
         }
         let runReport = try RunReport.decode(Data(json.utf8))
         let directory = report ?? defaultReportDirectory(store: options.store)

@@ -53,6 +53,14 @@ struct Train: ParsableCommand {
             throw ValidationError("--feature-dtype must be fp32, fp16 or bf16 (got '\(featureDtype)')")
         }
         if resume && fresh { throw ValidationError("--resume and --fresh contradict each other: pick one") }
+        if !inMemory && store.isEmpty { throw ValidationError("--store needs a file name (got an empty path)") }
+        for (option, value) in [("--json", json), ("--report", report)] {
+            guard let value else { continue }
+            if value.isEmpty { throw ValidationError("\(option) needs a path (got an empty one)") }
+            if !inMemory && StoreFile.isSameFile(value, store) {
+                throw ValidationError("\(option) '\(value)' is the store itself: pass another path, or it would overwrite the store")
+            }
+        }
         if resume && !FileManager.default.fileExists(atPath: store) {
             throw ValidationError("--resume: no store at '\(store)'. Run without --resume to start, or pass --store PATH.")
         }

@@ -94,6 +94,10 @@ struct TrainingOptions: ParsableArguments {
             throw ValidationError("--procedure must be one of: \(Procedure.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(self.procedure)')")
         }
         c.procedure = procedure
+        // Checked whatever the schedule: a value that is never used is still a typo to report.
+        for (option, value) in [("--lambda0", lambda0), ("--multiplier-step", multiplierStep)] where !value.isFinite || value < 0 {
+            throw ValidationError("\(option) must be a finite number >= 0 (got \(value))")
+        }
         if tau == "off" {
             c.tau = .off
         } else {

@@ -91,7 +91,7 @@ final class BadInputTests: CLITestCase {
             (["--tau-schedule", "multipliers", "--lambda0", "inf"], "--lambda0"), (["--threads", "10000"], "--threads"),
             (["--threads", "0"], "--threads"), (["--width", "-3"], "--width"), (["--modules", "0"], "--modules"),
             (["--batch-size", "-1"], "--batch-size"), (["--epochs", "-2"], "--epochs"), (["--workspace", "0"], "--workspace"),
-            (["--budget", "-5"], "--budget"),
+            (["--budget", "-5"], "--budget"), (["--profile", "rpi-zero-3"], "unknown profile 'rpi-zero-3'"),
         ]
         for (arguments, option) in cases {
             let store = directory + "/never.sqlite"
