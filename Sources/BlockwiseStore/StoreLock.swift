@@ -17,8 +17,9 @@ public final class StoreLock {
     public let lockPath: String
     let descriptor: Int32
 
-    /// The lock file's path for a store.
-    public static func lockPath(for storePath: String) -> String { storePath + "-lock" }
+    /// The lock file's path for a store: beside the real file, symbolic links resolved, so that
+    /// every spelling of one store takes one lock.
+    public static func lockPath(for storePath: String) -> String { StoreFile.resolve(storePath) + "-lock" }
 
     /// Takes the lock or throws ``StoreError/locked`` naming its holder.
     /// - purpose: recorded for the next process that asks ("blockwise train").

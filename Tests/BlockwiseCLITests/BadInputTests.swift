@@ -224,11 +224,134 @@ final class BadInputTests: CLITestCase {
         XCTAssertEqual(vacuum.code, 1)
         XCTAssertTrue(vacuum.err.contains("being written by another process"), vacuum.err)
         XCTAssertEqual(try run(["cache", "ls", "--store", store]).code, 0, "readers keep working")
+        // Another spelling of the same file (a symbolic link) is the same store.
+        let link = directory + "/link.sqlite"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: store)
+        for command in [["train", "--store", link] + long, ["cache", "vacuum", "--store", link]] {
+            let result = try run(command)
+            XCTAssertEqual(result.code, 1, "\(command): \(result.err)")
+            XCTAssertTrue(result.err.contains("being written by another process (pid \(first.processIdentifier)"), result.err)
+        }
         // kill -9: the kernel releases the lock, and the next writer gets it.
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
         let after = try run(["train", "--store", store, "--fresh"] + tiny)
         XCTAssertEqual(after.code, 0, after.err)
         XCTAssertEqual(try run(["cache", "verify", "--store", store]).code, 0)
+    }
+
+    /// Runs a Python snippet on a store (sqlite3 and zlib: to forge rows whose checksums match).
+    func python(_ script: String, _ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script] + arguments
+        try process.run()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, script)
+    }
+
+    /// Rewrites labels of level 1 train rows `rows` with checksums that match, so only the label
+    /// checks can tell.
+    let forgeLabels = """
+        import sqlite3, struct, sys, zlib
+        db = sqlite3.connect(sys.argv[1]); first, last, mode = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+        for rid, label, data in db.execute("SELECT id, label, data FROM features WHERE level = 1 AND split = 'train' AND row BETWEEN ? AND ?", (first, last)).fetchall():
+            new = 10 if mode == 'outside' else (label + 1) % 10
+            db.execute("UPDATE features SET label = ?, checksum = ? WHERE id = ?", (new, zlib.crc32(struct.pack('<i', new), zlib.crc32(data)), rid))
+        db.commit()
+        """
+
+    func testLabelsOutsideTheClassesOrNotTheRunsAreDamage() throws {
+        let store = try finishedStore("labels")
+        for (name, first, last, mode, expected) in [("outside", 5, 5, "outside", "label 10"), ("shifted", 0, 49, "shifted", "labels are not the run's")] {
+            let damaged = try copy(store, name)
+            try python(forgeLabels, [damaged, "\(first)", "\(last)", mode])
+            let verify = try run(["cache", "verify", "--store", damaged])
+            XCTAssertEqual(verify.code, 1, "\(name): \(verify.out)")
+            XCTAssertTrue(verify.out.contains(expected), "\(name): \(verify.out)")
+            let train = try run(["train", "--store", damaged] + tiny)
+            XCTAssertEqual(train.code, 1, "\(name): \(train.out)")
+            XCTAssertTrue(train.err.contains("is damaged") && train.err.contains("label"), "\(name): \(train.err)")
+        }
+        // Read by the inspectors too: a label outside the classes is damage, not a crash.
+        let outside = try copy(store, "outside-show")
+        try python(forgeLabels, [outside, "5", "5", "outside"])
+        let show = try run(["cache", "show", "--store", outside, "--level", "1", "--sample", "5"])
+        XCTAssertEqual(show.code, 1, show.err)
+        XCTAssertTrue(show.err.contains("label 10"), show.err)
+    }
+
+    func testOutputsThatWouldOverwriteTheStoreAreRefused() throws {
+        let store = try finishedStore("precious")
+        let link = directory + "/alias.sqlite"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: store)
+        for command in [["cache", "export", "--store", store, "--level", "1", "--output", store],
+                        ["cache", "export", "--store", store, "--level", "1", "--output", link],
+                        ["cache", "show", "--store", store, "--level", "1", "--sample", "0", "--png", store],
+                        ["train", "--store", store, "--json", link] + tiny, ["train", "--store", store, "--report", store] + tiny] {
+            let result = try run(command)
+            XCTAssertEqual(result.code, 2, "\(command): \(result.err)")
+            XCTAssertTrue(result.err.contains("is the store itself"), "\(command): \(result.err)")
+        }
+        XCTAssertEqual(try run(["cache", "verify", "--store", store]).code, 0, "the store is untouched")
+        // Option values the store cannot give are usage errors; an unfinished run is not.
+        let sample = try run(["cache", "show", "--store", store, "--level", "1", "--sample", "100"])
+        XCTAssertEqual(sample.code, 2, sample.err)
+        XCTAssertTrue(sample.err.contains("--sample 100 is outside 0..<100") && sample.err.contains("blockwise cache show --help"), sample.err)
+    }
+
+    func testStorePathsThatCannotHoldAStore() throws {
+        let empty = try run(["train", "--store", ""] + tiny)
+        XCTAssertEqual(empty.code, 2, empty.err)
+        XCTAssertTrue(empty.err.contains("--store needs a file name"), empty.err)
+        for option in ["--json", "--report"] {
+            let result = try run(["train", "--store", directory + "/x.sqlite", option, ""] + tiny)
+            XCTAssertEqual(result.code, 2, "\(option): \(result.err)")
+        }
+        let fifo = directory + "/fifo.sqlite"
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        for extra in [[], ["--fresh"]] {
+            let result = try run(["train", "--store", fifo] + extra + tiny)  // used to block forever holding the lock
+            XCTAssertEqual(result.code, 1, result.err)
+            XCTAssertTrue(result.err.contains("not a regular file"), result.err)
+        }
+        let folder = directory + "/folder"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let result = try run(["train", "--store", folder] + tiny)
+        XCTAssertEqual(result.code, 1)
+        XCTAssertTrue(result.err.contains("is a directory"), result.err)
+    }
+
+    func testMoreDamageThatTrainAndTheReadersRefuse() throws {
+        let store = try finishedStore("more")
+        // A level whose shape is impossible: the readers used to crash (Illegal instruction, or a 800 GB allocation).
+        let shape = try copy(store, "shape", sql: "UPDATE levels SET channels = -8 WHERE level = 1")
+        for command in [["cache", "stats", "--level", "1"], ["cache", "show", "--level", "1", "--sample", "0"],
+                        ["cache", "export", "--level", "1", "--output", directory + "/x.npy"]] {
+            let result = try run(command + ["--store", shape])
+            XCTAssertEqual(result.code, 1, "\(command): \(result.err)")
+            XCTAssertTrue(result.err.contains("is damaged") && result.err.contains("shape"), "\(command): \(result.err)")
+        }
+        // No run record but modules: another configuration would reuse them.
+        let orphan = try copy(store, "orphan", sql: "DELETE FROM run")
+        var other = tiny
+        other[other.firstIndex(of: "--width")! + 1] = "8"
+        let reused = try run(["train", "--store", orphan] + other)
+        XCTAssertEqual(reused.code, 1, reused.out)
+        XCTAssertTrue(reused.err.contains("run record (table run) is missing"), reused.err)
+        // An unfinished run has no report: a state of the store (exit 1), not a wrong option.
+        let unfinished = try copy(store, "unfinished", sql: "DELETE FROM report")
+        let report = try run(["report", "--store", unfinished])
+        XCTAssertEqual(report.code, 1, report.err)
+        XCTAssertTrue(report.err.contains("holds no finished run"), report.err)
+    }
+
+    func testADivergingRunStopsWithAMessage() throws {
+        let result = try run(["train", "--store", directory + "/diverge.sqlite", "--modules", "1", "--blocks", "1", "--width", "8",
+                              "--train-size", "600", "--test-size", "100", "--epochs", "2", "--lr", "100", "--threads", "1",
+                              "--profile", "none", "--quiet"])
+        XCTAssertEqual(result.code, 1, result.out + result.err)
+        XCTAssertTrue(result.err.contains("diverged in epoch") && result.err.contains("lower --lr"), result.err)
+        XCTAssertFalse(result.err.contains("EncodingError"), result.err)
     }
 }

