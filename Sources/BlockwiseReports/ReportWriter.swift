@@ -70,7 +70,7 @@ public enum ReportWriter {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw ReportWriteError(path: directory, reason: ReportWriteError.reason(error))
+            throw ReportWriteError(path: directory, reason: ReportWriteError.reason(error, path: directory))
         }
         let files: [(String, Data)] = [
             ("report.json", try report.json()),
@@ -82,7 +82,7 @@ public enum ReportWriter {
         for (name, data) in files {
             let path = (directory as NSString).appendingPathComponent(name)
             do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-                throw ReportWriteError(path: path, reason: ReportWriteError.reason(error))
+                throw ReportWriteError(path: path, reason: ReportWriteError.reason(error, path: path))
             }
             paths.append(path)
         }
@@ -105,5 +105,5 @@ public struct ReportWriteError: Error, CustomStringConvertible {
     }
 
     /// The reason in words (see ``describeFileError(_:)``).
-    public static func reason(_ error: Error) -> String { describeFileError(error) }
+    public static func reason(_ error: Error, path: String? = nil) -> String { describeFileError(error, path: path) }
 }

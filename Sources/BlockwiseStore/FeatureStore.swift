@@ -110,7 +110,10 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         if version > formatVersion { throw StoreError.newerFormat(path: path, found: version, supported: formatVersion) }
         if version == 0 {
             let tables = try database.integer("SELECT count(*) FROM sqlite_master") ?? 0
-            if tables > 0 { throw StoreError.notAStore(path: path, reason: "it is a SQLite file with other tables") }
+            if tables > 0 {
+                // Identified as blockwise's by its tables, yet its format version was reset: damage.
+                throw StoreError.damaged(path: path, what: "its format version (PRAGMA user_version) is 0, blockwise's is \(formatVersion)")
+            }
             try database.transaction {
                 try database.execute("""
                 CREATE TABLE run (

@@ -100,7 +100,7 @@ struct Train: ParsableCommand {
         print("report: \(directory)/report.html (report.json, accuracy.svg, memory.svg)")
         if let json {
             do { try runReport.json().write(to: URL(fileURLWithPath: json)) } catch {
-                throw ReportWriteError(path: json, reason: ReportWriteError.reason(error), store: featureStore?.path)
+                throw ReportWriteError(path: json, reason: ReportWriteError.reason(error, path: json), store: featureStore?.path)
             }
             print("wrote \(json)")
         }
