@@ -19,7 +19,12 @@ public struct DeviceCost: Codable, Equatable, Sendable {
 public func formatDuration(_ seconds: Double) -> String {
     if seconds < 1 { return String(format: "%.0f ms", seconds * 1000) }
     if seconds < 120 { return String(format: "%.1f s", seconds) }
-    if seconds < 7200 { return String(format: "%.0f min %.0f s", (seconds / 60).rounded(.down), seconds.truncatingRemainder(dividingBy: 60)) }
+    if seconds < 7200 {
+        // Rounded to whole seconds first: 4659.7 s is "77 min 40 s" and 4679.6 s "78 min 0 s", never "77 min 60 s".
+        let total = seconds.rounded()
+        let minutes = (total / 60).rounded(.down)
+        return String(format: "%.0f min %.0f s", minutes, total - 60 * minutes)
+    }
     if seconds < 172_800 { return String(format: "%.1f h", seconds / 3600) }
     return String(format: "%.1f days", seconds / 86400)
 }

@@ -124,6 +124,31 @@ extension DeviceProfile {
         guard let fields = object as? [String: Any] else {
             throw ProfileError.unreadable(file: file, reason: "not a JSON object; see profiles/*.json for the fields")
         }
+        // Unknown keys are refused: a misspelt field ("computeGFlops") would otherwise be ignored
+        // and the bundled default-less field reported missing, or worse, an optional one dropped.
+        let known: [String: Set<String>] = [
+            "": ["schemaVersion", "name", "displayName", "class", "ramBytes", "reservedBytes", "storage", "computeGflops", "power", "sources", "notes"],
+            "storage": ["medium", "readMBps", "writeMBps", "latencyMs"], "power": ["activeW", "idleW"],
+            "sources[]": ["field", "value", "estimate", "source"],
+        ]
+        func unknownKeys(_ object: [String: Any], _ scope: String) -> String? {
+            for key in object.keys.sorted() where !(known[scope]?.contains(key) ?? true) {
+                return (scope.isEmpty ? "" : scope + ".") + key
+            }
+            return nil
+        }
+        var unknown = unknownKeys(fields, "")
+        for scope in ["storage", "power"] where unknown == nil {
+            if let nested = fields[scope] as? [String: Any] { unknown = unknownKeys(nested, scope) }
+        }
+        if unknown == nil, let sources = fields["sources"] as? [[String: Any]] {
+            for (index, entry) in sources.enumerated() where unknown == nil {
+                unknown = unknownKeys(entry, "sources[]").map { $0.replacingOccurrences(of: "sources[]", with: "sources[\(index)]") }
+            }
+        }
+        if let unknown {
+            throw ProfileError.invalidField(file: file, field: unknown, expected: "is not a profile field (see profiles/*.json and the README's Device profiles)")
+        }
         // Byte counts are checked before decoding: JSONDecoder reports 1.5 or 1e30 for an Int
         // field as "not valid JSON" without naming it.
         for field in ["ramBytes", "reservedBytes"] {

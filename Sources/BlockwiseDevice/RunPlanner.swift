@@ -98,7 +98,7 @@ public enum RunPlanner {
 
     /// The smallest (micro-)batch we train with: batch norm needs at least two samples to have
     /// a variance (at one, the 1cnn head's BatchNorm1d outputs a constant and passes no gradient).
-    public static let minimumBatch = 2
+    public static let minimumBatch = TrainingConfiguration.minimumBatchSize
 
     /// The largest batch (<= requested, >= ``minimumBatch`` unless the requested batch is smaller)
     /// whose module plan fits `budget`, or nil if none does.

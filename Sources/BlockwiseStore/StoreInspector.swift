@@ -1,3 +1,4 @@
+import BlockwiseData
 import BlockwiseKernels
 import BlockwiseTraining
 import Foundation
@@ -107,6 +108,13 @@ public enum StoreInspector {
         }
         return LevelStatistics(level: level, split: split.rawValue, rows: source.count, channels: stats,
                                meanSquaredNorm: norms / Double(Swift.max(source.count, 1)))
+    }
+
+    /// "6 (Shirt)" for a Fashion-MNIST store, "6" otherwise: a label as a person reads it.
+    public static func labelName(_ store: FeatureStore, _ label: Int32) -> String {
+        guard let dataset = (try? store.storedIdentity())??.data.dataset, dataset.hasPrefix("fashion-mnist"),
+              label >= 0, Int(label) < FashionMNIST.classNames.count else { return "\(label)" }
+        return "\(label) (\(FashionMNIST.classNames[Int(label)]))"
     }
 
     /// One sample's values [C, H, W] and label.

@@ -63,6 +63,8 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// Limits checked by ``problems()`` (large enough for any real run, small enough that sizes
     /// computed from them cannot overflow).
     public static let maximumBatchSize = 1 << 16
+    /// Batch norm needs two samples to have a variance: the smallest batch and micro-batch.
+    public static let minimumBatchSize = 2
     public static let maximumEpochs = 100_000
     public static let tauRange: ClosedRange<Double> = 1e-6...1e12
 
@@ -79,7 +81,10 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
                 result.append("\(option) must be a finite number in [\(range.lowerBound), \(range.upperBound)\(upper ? ")" : "]") (got \(value))\(hint)")
             }
         }
-        whole("--batch-size", batchSize, 1...Self.maximumBatchSize)
+        whole("--batch-size", batchSize, Self.minimumBatchSize...Self.maximumBatchSize)
+        if batchSize < Self.minimumBatchSize {
+            result[result.count - 1] += ": batch norm needs at least \(Self.minimumBatchSize) samples per batch (at 1 it has no variance and the run trains nothing)"
+        }
         whole("--epochs", epochsBase, 1...Self.maximumEpochs)
         whole("--epochs-per-module", epochsPerModule, 0...Self.maximumEpochs)
         whole("--laps", laps, 1...1000)

@@ -6,6 +6,9 @@ import BlockwiseStore
 import BlockwiseTraining
 import Foundation
 
+/// The version `blockwise --version` prints (raised with each release of main).
+let blockwiseVersion = "0.4.0"
+
 @main
 struct Blockwise: ParsableCommand {
     /// Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 budget cannot be met.
@@ -60,12 +63,13 @@ struct Blockwise: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blockwise",
         abstract: "Block-wise (minimizing-movement, TRGL) training of ResNets under a memory budget.",
+        version: blockwiseVersion,
         subcommands: [Train.self, Compare.self, Plan.self, Profiles.self, Cache.self, Report.self, Bench.self])
 }
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure kernel throughput (use a release build: swift run -c release blockwise bench ...).",
+        abstract: "Measure kernel throughput (use a release build: swift build -c release, then .build/release/blockwise bench ...).",
         subcommands: [BenchKernels.self, BenchTrain.self, BenchCache.self])
 }
 
@@ -78,7 +82,7 @@ struct BenchKernels: ParsableCommand {
         GFLOP/s of 3x3 convolutions at widths 16, 32, 64 (batch 128, 28x28), each as a ratio to it.
 
         Example:
-          swift run -c release blockwise bench kernels --threads 2
+          .build/release/blockwise bench kernels --threads 2
         """)
 
     @OptionGroup var compute: ComputeOptions
@@ -123,7 +127,7 @@ struct BenchCache: ParsableCommand {
         file (sequential write + fsync, sequential read) in the same run.
 
         Example:
-          swift run -c release blockwise bench cache --rows 2000
+          .build/release/blockwise bench cache --rows 2000
         """)
 
     @Option(parsing: .unconditional, help: "Samples to write and read.")
@@ -155,7 +159,7 @@ struct BenchTrain: ParsableCommand {
         in memory: the difference is the store's I/O.
 
         Example:
-          swift run -c release blockwise bench train --threads 2
+          .build/release/blockwise bench train --threads 2
         """)
 
     @OptionGroup var compute: ComputeOptions

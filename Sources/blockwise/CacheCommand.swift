@@ -60,7 +60,7 @@ struct CacheStats: ParsableCommand {
 
     func run() throws {
         let stats = try StoreInspector.statistics(try FeatureStore(readingAt: options.store), level: level, split: try splitArgument(split))
-        print("level \(stats.level) \(stats.split): \(stats.rows) samples, mean squared norm \(String(format: "%.5g", stats.meanSquaredNorm))")
+        print("level \(stats.level) \(stats.split): \(stats.rows) samples, mean squared value per element \(String(format: "%.5g", stats.meanSquaredNorm)) (||x||^2 / (C H W), averaged over samples)")
         print(pad("channel", 9) + pad("mean", 12) + pad("std", 12) + pad("min", 12) + "max")
         for (c, s) in stats.channels.enumerated() {
             print(pad("\(c)", 9) + pad(String(format: "%.4g", s.mean), 12) + pad(String(format: "%.4g", s.std), 12)
@@ -82,17 +82,18 @@ struct CacheShow: ParsableCommand {
     var png: String?
 
     func run() throws {
-        let (values, shape, label) = try StoreInspector.sample(try FeatureStore(readingAt: options.store), level: level,
-                                                               split: try splitArgument(split), index: sample)
+        let store = try FeatureStore(readingAt: options.store)
+        let (values, shape, label) = try StoreInspector.sample(store, level: level, split: try splitArgument(split), index: sample)
+        let labelText = StoreInspector.labelName(store, label)
         if let png {
             if StoreFile.isSameFile(png, options.store) { throw ValidationError("--png '\(png)' is the store itself: pass another file name") }
             do { try PNGWriter.channelGrid(values: values, shape: shape).write(to: URL(fileURLWithPath: png), options: .atomic) } catch {
                 throw OutputFileError(path: png, error: error)
             }
-            print("wrote \(png): level \(level) \(split) sample \(sample) (label \(label)), \(shape[0]) channels of \(shape[1])x\(shape[2])")
+            print("wrote \(png): level \(level) \(split) sample \(sample) (label \(labelText)), \(shape[0]) channels of \(shape[1])x\(shape[2])")
             return
         }
-        print("level \(level) \(split) sample \(sample): label \(label), shape \(shape.map(String.init).joined(separator: "x"))")
+        print("level \(level) \(split) sample \(sample): label \(labelText), shape \(shape.map(String.init).joined(separator: "x"))")
         let plane = shape[1] * shape[2]
         for c in 0..<shape[0] {
             print("channel \(c):")

@@ -14,7 +14,7 @@ struct Plan: ParsableCommand {
         plus the store engine's bound; a real run's ledger measures the same figures.
 
         Examples:
-          blockwise plan --profile stm32f746-disco --width 8 --batch-size 1 --workspace 2000
+          blockwise plan --profile stm32f746-disco --width 8 --batch-size 2 --workspace 2000 --store-cache 16KiB
           blockwise plan --profile rpi-zero-2w --modules 8 --width 32 --train-size 6000
           blockwise plan --profile phone-3gb --json plan.json
         """)

@@ -215,6 +215,14 @@ final class ProfileTests: XCTestCase {
         XCTAssertThrowsError(try DeviceProfile.load(file: scalar)) { XCTAssertTrue("\($0)".contains("not a JSON object"), "\($0)") }
     }
 
+    /// Issue 20: whole seconds are rounded before they are split, never "77 min 60 s".
+    func testDurationsRoundBeforeSplitting() {
+        XCTAssertEqual(formatDuration(4679.6), "78 min 0 s")
+        XCTAssertEqual(formatDuration(4659.7), "77 min 40 s")
+        XCTAssertEqual(formatDuration(125), "2 min 5 s")
+        XCTAssertEqual(formatDuration(0.25), "250 ms")
+    }
+
     func testSizeParsing() throws {
         XCTAssertEqual(try SizeParser.parse("320KB"), 320_000)
         XCTAssertEqual(try SizeParser.parse("256KiB"), 262_144)

@@ -1,0 +1,51 @@
+import Foundation
+import XCTest
+
+/// Issue 20's small frictions that are fixed so far (each as a new user meets it).
+final class NewcomerTests: CLITestCase {
+    func testVersionAndOneDefaultPerOption() throws {
+        let version = try run(["--version"])
+        XCTAssertEqual(version.code, 0)
+        XCTAssertFalse(version.out.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+        let help = try run(["train", "--help"]).out
+        let threads = help.components(separatedBy: "\n").drop { !$0.contains("--threads") }.prefix(3).joined()
+        XCTAssertEqual(threads.components(separatedBy: "default").count - 1, 1, "one default shown for --threads: \(threads)")
+        XCTAssertFalse(try run(["bench", "--help"]).out.contains("swift run"), "bench help names the built binary")
+    }
+
+    /// Batch norm cannot learn from one sample: plan and train refuse batch 1 alike.
+    func testBatchOfOneIsRefusedByPlanAndTrain() throws {
+        for command in [["train", "--store", directory + "/one.sqlite", "--quiet"], ["plan", "--profile", "stm32f746-disco"]] {
+            let result = try run(command + ["--batch-size", "1"])
+            XCTAssertEqual(result.code, 2, "\(command): \(result.err)")
+            XCTAssertTrue(result.err.contains("batch norm needs at least 2 samples"), "\(command): \(result.err)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/one.sqlite"))
+    }
+
+    func testUsageErrorsInRunNameTheSubcommand() throws {
+        let result = try run(["cache", "export", "--store", directory + "/none.sqlite", "--level", "1", "--format", "csv"])
+        XCTAssertEqual(result.code, 2, result.err)
+        XCTAssertTrue(result.err.contains("See 'blockwise cache export --help'"), result.err)
+    }
+
+    func testUnknownProfileKeysAreRefused() throws {
+        let text = try String(contentsOfFile: repository + "/profiles/nrf52840.json", encoding: .utf8)
+        let path = directory + "/typo.json"
+        let first = try XCTUnwrap(text.range(of: "\"computeGflops\":"))
+        try text.replacingCharacters(in: first, with: "\"computeGFlops\": 1, \"computeGflops\":").write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try run(["profiles", "validate", path])
+        XCTAssertEqual(result.code, 1)
+        XCTAssertTrue(result.err.contains("field 'computeGFlops' is not a profile field"), result.err)
+    }
+
+    func testCacheShowNamesTheClass() throws {
+        let store = directory + "/classes.sqlite"
+        XCTAssertEqual(try run(["train", "--store", store, "--modules", "1", "--width", "4", "--train-size", "100", "--test-size", "100",
+                                "--epochs", "1", "--threads", "1", "--profile", "none", "--quiet"]).code, 0)
+        let shown = try run(["cache", "show", "--store", store, "--level", "0", "--sample", "0"])
+        XCTAssertEqual(shown.code, 0, shown.err)
+        XCTAssertTrue(shown.out.range(of: #"label \d \((T-shirt/top|Trouser|Pullover|Dress|Coat|Sandal|Shirt|Sneaker|Bag|Ankle boot)\)"#,
+                                      options: .regularExpression) != nil, shown.out)
+    }
+}
