@@ -151,8 +151,21 @@ extension DeviceProfile {
         }
         // Byte counts are checked before decoding: JSONDecoder reports 1.5 or 1e30 for an Int
         // field as "not valid JSON" without naming it.
+        // Byte counts may be written with a unit ("512KiB", "320KB"), as --budget takes them.
+        var data = data
+        var withUnits = fields
         for field in ["ramBytes", "reservedBytes"] {
-            guard let number = fields[field] as? NSNumber else { continue }  // missing or not a number: decoding names it
+            guard let text = fields[field] as? String else { continue }
+            guard let bytes = try? SizeParser.parse(text) else {
+                throw ProfileError.invalidField(file: file, field: field, expected: "should be a number of bytes or a size such as 512KiB or 320KB (got '\(text)')")
+            }
+            withUnits[field] = bytes
+        }
+        if withUnits.count == fields.count, ["ramBytes", "reservedBytes"].contains(where: { fields[$0] is String }) {
+            data = try JSONSerialization.data(withJSONObject: withUnits)
+        }
+        for field in ["ramBytes", "reservedBytes"] {
+            guard let number = withUnits[field] as? NSNumber else { continue }  // missing or not a number: decoding names it
             let value = number.doubleValue
             guard value.isFinite, value == value.rounded(), value >= 0, value <= Double(DeviceProfile.maximumBytes) else {
                 throw ProfileError.invalidField(file: file, field: field,

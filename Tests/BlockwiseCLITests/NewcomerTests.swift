@@ -39,6 +39,22 @@ final class NewcomerTests: CLITestCase {
         XCTAssertTrue(result.err.contains("field 'computeGFlops' is not a profile field"), result.err)
     }
 
+    func testProfileByteCountsTakeUnits() throws {
+        let text = try String(contentsOfFile: repository + "/profiles/nrf52840.json", encoding: .utf8)
+        let withUnits = directory + "/units.json"
+        try text.replacingOccurrences(of: "\"ramBytes\": 262144,", with: "\"ramBytes\": \"256KiB\",")
+            .replacingOccurrences(of: "\"reservedBytes\": 32768,", with: "\"reservedBytes\": \"32KiB\",")
+            .write(toFile: withUnits, atomically: true, encoding: .utf8)
+        let valid = try run(["profiles", "validate", withUnits])
+        XCTAssertEqual(valid.code, 0, valid.err)
+        XCTAssertTrue(valid.out.contains("budget 224 KiB"), valid.out)
+        let bad = directory + "/bad-units.json"
+        try text.replacingOccurrences(of: "\"ramBytes\": 262144,", with: "\"ramBytes\": \"lots\",").write(toFile: bad, atomically: true, encoding: .utf8)
+        let refused = try run(["profiles", "validate", bad])
+        XCTAssertEqual(refused.code, 1)
+        XCTAssertTrue(refused.err.contains("field 'ramBytes' should be a number of bytes or a size"), refused.err)
+    }
+
     func testCacheShowNamesTheClass() throws {
         let store = directory + "/classes.sqlite"
         XCTAssertEqual(try run(["train", "--store", store, "--modules", "1", "--width", "4", "--train-size", "100", "--test-size", "100",
