@@ -84,20 +84,28 @@ extension DeviceProfile {
         return "profiles"
     }
 
-    /// Names of the bundled profiles, sorted.
+    /// Names of the profiles: those in `directory` and those the binary carries, sorted.
     public static func bundledNames(directory: String = profilesDirectory()) -> [String] {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return files.filter { $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }.sorted()
+        return Set(files.filter { $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }).union(BundledProfiles.files.keys).sorted()
     }
 
-    /// Loads a profile by bundled name or by path (anything containing "/" or ending in .json).
+    /// Where the named profile comes from: its file in `directory` (so that an edit there counts),
+    /// else the copy the binary carries (`tools/embed-profiles` makes it from `profiles/`).
+    public static func origin(of name: String, directory: String = profilesDirectory()) -> String {
+        let path = (directory as NSString).appendingPathComponent(name + ".json")
+        return FileManager.default.fileExists(atPath: path) ? path : "(built in) \(name).json"
+    }
+
+    /// Loads a profile by name or by path (anything containing "/" or ending in .json). A name is
+    /// looked up in `directory` first, then among the profiles the binary carries, so a copied or
+    /// installed binary finds every bundled profile.
     public static func load(_ nameOrPath: String, directory: String = profilesDirectory()) throws -> DeviceProfile {
         if nameOrPath.contains("/") || nameOrPath.hasSuffix(".json") { return try load(file: nameOrPath) }
         let path = (directory as NSString).appendingPathComponent(nameOrPath + ".json")
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw ProfileError.unknownName(nameOrPath, known: bundledNames(directory: directory))
-        }
-        return try load(file: path)
+        if FileManager.default.fileExists(atPath: path) { return try load(file: path) }
+        if let text = BundledProfiles.files[nameOrPath] { return try parse(Data(text.utf8), file: "(built in) \(nameOrPath).json") }
+        throw ProfileError.unknownName(nameOrPath, known: bundledNames(directory: directory))
     }
 
     /// Parses and validates a profile file.

@@ -124,7 +124,9 @@ struct ProfilesList: ParsableCommand {
             print(pad(p.name, 18) + pad(p.class, 7) + pad(formatBytes(p.ramBytes), 11) + pad(formatBytes(p.budgetBytes), 11)
                   + pad(String(format: "%g", p.computeGflops), 9) + pad(String(format: "%g / %g", p.storage.readMBps, p.storage.writeMBps), 18) + p.displayName)
         }
-        print("(from \(directory); pass --profile PATH for your own file)")
+        let fromFiles = DeviceProfile.bundledNames(directory: directory).filter { !DeviceProfile.origin(of: $0, directory: directory).hasPrefix("(built in)") }
+        print(fromFiles.isEmpty ? "(built into this binary; pass --profile PATH for your own file, or set BLOCKWISE_PROFILES to a directory of them)"
+                                : "(from \(directory), the others built in; pass --profile PATH for your own file)")
     }
 }
 

@@ -55,6 +55,30 @@ final class NewcomerTests: CLITestCase {
         XCTAssertTrue(refused.err.contains("field 'ramBytes' should be a number of bytes or a size"), refused.err)
     }
 
+    /// A copied binary, run outside the checkout without BLOCKWISE_PROFILES, finds every profile.
+    func testACopiedBinaryFindsTheBundledProfiles() throws {
+        let copy = directory + "/bin/blockwise"
+        try FileManager.default.createDirectory(atPath: directory + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: binary.path, toPath: copy)
+        for arguments in [["profiles"], ["plan", "--profile", "rpi-zero-2w", "--modules", "1", "--train-size", "600"]] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: copy)
+            process.arguments = arguments
+            process.currentDirectoryURL = URL(fileURLWithPath: directory)
+            var environment = ProcessInfo.processInfo.environment
+            environment["BLOCKWISE_PROFILES"] = nil
+            process.environment = environment
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationStatus, 0, "\(arguments): \(text)")
+            XCTAssertTrue(text.contains("Raspberry Pi Zero 2 W"), "\(arguments): \(text)")
+        }
+    }
+
     func testCacheShowNamesTheClass() throws {
         let store = directory + "/classes.sqlite"
         XCTAssertEqual(try run(["train", "--store", store, "--modules", "1", "--width", "4", "--train-size", "100", "--test-size", "100",

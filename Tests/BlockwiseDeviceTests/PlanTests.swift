@@ -215,6 +215,19 @@ final class ProfileTests: XCTestCase {
         XCTAssertThrowsError(try DeviceProfile.load(file: scalar)) { XCTAssertTrue("\($0)".contains("not a JSON object"), "\($0)") }
     }
 
+    /// The profiles the binary carries are exactly the files in profiles/ (issue 20: a copied or
+    /// installed binary finds them); `tools/embed-profiles` regenerates them after an edit.
+    func testBuiltInProfilesAreTheFiles() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: repositoryProfiles).filter { $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }
+        XCTAssertEqual(Set(BundledProfiles.files.keys), Set(names), "run tools/embed-profiles")
+        for name in names {
+            let file = try String(contentsOfFile: repositoryProfiles + "/\(name).json", encoding: .utf8)
+            XCTAssertEqual(BundledProfiles.files[name].map { $0 + "\n" }, file.hasSuffix("\n") ? file : file + "\n",
+                           "\(name): the built-in copy differs from profiles/\(name).json: run tools/embed-profiles")
+            XCTAssertEqual(try DeviceProfile.load(name, directory: "/nonexistent"), try DeviceProfile.load(file: repositoryProfiles + "/\(name).json"))
+        }
+    }
+
     /// Issue 20: whole seconds are rounded before they are split, never "77 min 60 s".
     func testDurationsRoundBeforeSplitting() {
         XCTAssertEqual(formatDuration(4679.6), "78 min 0 s")
