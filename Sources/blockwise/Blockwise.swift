@@ -25,6 +25,8 @@ struct Blockwise: ParsableCommand {
                 usageError(error.message, command: type(of: command))
             } catch StoreError.invalidArgument(let message) {
                 usageError(message, command: type(of: command))  // an option value the store cannot give
+            } catch let code as ExitCode {
+                Foundation.exit(code.rawValue)  // a command's own verdict (plan: 3 when nothing fits)
             }
         } catch let error as BudgetCannotBeMet {
             FileHandle.standardError.write(Data(("error: " + error.description + "\n").utf8))

@@ -22,10 +22,12 @@ struct Plan: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var trainingOptions: TrainingOptions
     @OptionGroup var device: DeviceOptions
-    @Option(parsing: .unconditional, help: "Training samples: a count or a percentage of Fashion-MNIST's 60000.")
-    var trainSize: String = "all"
-    @Option(parsing: .unconditional, help: "Test samples.")
-    var testSize: Int = 10000
+    @Option(help: "Data set planned for: fashion-mnist (60000 training / 10000 test images) or mnist5k (4000 / 1000), as train takes it.")
+    var dataset: String = "fashion-mnist"
+    @Option(parsing: .unconditional, help: "Training samples: a count (600), a percentage (1%) or 'all'; the same default as train.")
+    var trainSize: String = "20%"
+    @Option(parsing: .unconditional, help: "Test samples: a count, a percentage or 'all'.")
+    var testSize: String = "all"
     @Option(help: "Encoding of the stored features: fp32, fp16 or bf16.")
     var featureDtype: String = "fp32"
     @Option(parsing: .unconditional, help: "Bound on SQLite's page cache.")
@@ -41,11 +43,21 @@ struct Plan: ParsableCommand {
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
         // Fashion-MNIST's split sizes: plan reads no data, but a size the data cannot give is
         // refused as train would refuse it.
-        let trainCount: Int
-        do { trainCount = try SubsetSize(parsing: trainSize, option: "--train-size").resolve(total: 60000, option: "--train-size", split: "Fashion-MNIST's training split") } catch DataError.badSubset(let message) {
+        // The data set's split sizes: plan reads no data, but it plans the counts train would use
+        // and refuses the sizes train would refuse.
+        let splits: (train: Int, test: Int, name: String)
+        switch dataset {
+        case "fashion-mnist": splits = (60000, 10000, "Fashion-MNIST")
+        case "mnist5k": splits = (4000, 1000, "mnist5k")
+        default: throw ValidationError("--dataset must be fashion-mnist or mnist5k (got '\(dataset)')")
+        }
+        let trainCount: Int, testCount: Int
+        do {
+            trainCount = try SubsetSize(parsing: trainSize, option: "--train-size").resolve(total: splits.train, option: "--train-size", split: "\(splits.name)'s training split")
+            testCount = try SubsetSize(parsing: testSize, option: "--test-size").resolve(total: splits.test, option: "--test-size", split: "\(splits.name)'s test split")
+        } catch DataError.badSubset(let message) {
             throw ValidationError(message)
         }
-        guard (1...10000).contains(testSize) else { throw ValidationError("--test-size must be in 1...10000, the test split's size (got \(testSize))") }
         let (profile, budget) = try device.resolve()
         if configuration.procedure == .parallel || configuration.procedure == .e2e {
             // Every module is resident at once and nothing is cached between modules.
@@ -55,13 +67,15 @@ struct Plan: ParsableCommand {
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
             print("peak \(formatBytes(resident.total)) (\(resident.total) bytes; \(resident)): "
                   + (budget.map { resident.total <= $0 ? "fits the budget" : "does NOT fit the budget (use --procedure sequential)" } ?? "no budget"))
+            // A plan that does not fit exits 3, as train would: a script can gate on it.
+            if let budget, resident.total > budget { throw ExitCode(3) }
             return
         }
         let rowBuffer = RunPlanner.rowBufferFloats(configuration, bytesPerValue: encoding.bytesPerValue) * 4
         let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBuffer, cacheBytes: try parseSize(storeCache, option: "--store-cache", minimum: 1024))
-        let report = PlanReport(configuration: configuration, trainCount: trainCount, testCount: testSize, residence: residence,
+        let report = PlanReport(configuration: configuration, trainCount: trainCount, testCount: testCount, residence: residence,
                                 budget: budget, profile: profile, encoding: encoding.bytesPerValue, fit: try device.fitPolicy())
-        print("plan: \(model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testSize) test samples; "
+        print("plan: \(model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testCount) test samples; "
               + (inMemory ? "features in memory" : "features in the store (\(encoding.rawValue), page cache \(storeCache))"))
         if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
         print(pad("module", 8) + pad("peak", 11) + pad("fits", 6) + pad("largest batch", 15) + pad("micro-batch", 13)
@@ -99,6 +113,8 @@ struct Plan: ParsableCommand {
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))
             print("wrote \(json)")
         }
+        // A plan that does not fit exits 3, as train would: a script can gate on it.
+        if budget != nil && !report.fits { throw ExitCode(3) }
     }
 }
 

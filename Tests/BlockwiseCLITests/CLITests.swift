@@ -90,6 +90,7 @@ final class CLITests: CLITestCase {
         }
         let tight = try run(["plan", "--procedure", "e2e", "--budget", "100KB"] + model.dropLast(2))
         XCTAssertTrue(tight.out.contains("does NOT fit"), tight.out)
+        XCTAssertEqual(tight.code, 3, "a plan that does not fit exits 3, as train does")
     }
 
     /// `plan --fit microbatch` plans what `train --fit microbatch` runs (the README's microcontroller
@@ -99,7 +100,7 @@ final class CLITests: CLITestCase {
                    "--workspace", "200", "--store-cache", "16KiB", "--train-size", "600", "--test-size", "1000",
                    "--feature-dtype", "fp16"]
         let strict = try run(mcu)
-        XCTAssertEqual(strict.code, 0, strict.err)
+        XCTAssertEqual(strict.code, 3, "does not fit: exit 3 " + strict.err)
         XCTAssertTrue(strict.out.contains("does NOT fit the budget (train with --fit microbatch"), strict.out)
         let micro = try run(mcu + ["--fit", "microbatch"])
         XCTAssertEqual(micro.code, 0, micro.err)

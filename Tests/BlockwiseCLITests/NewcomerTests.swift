@@ -79,6 +79,18 @@ final class NewcomerTests: CLITestCase {
         }
     }
 
+    /// plan takes train's defaults and data set, and gates a script: exit 3 when nothing fits.
+    func testPlanHasTrainsDefaultsAndAnExitCode() throws {
+        let fits = try run(["plan", "--profile", "rpi-zero-2w"])
+        XCTAssertEqual(fits.code, 0, fits.err)
+        XCTAssertTrue(fits.out.contains("12000 train / 10000 test samples"), "20% of Fashion-MNIST, as train: " + fits.out)
+        let mnist = try run(["plan", "--profile", "rpi-zero-2w", "--dataset", "mnist5k", "--train-size", "all"])
+        XCTAssertTrue(mnist.out.contains("4000 train / 1000 test samples"), mnist.out)
+        let tooBig = try run(["plan", "--profile", "stm32f746-disco"])
+        XCTAssertEqual(tooBig.code, 3, "nothing fits: exit 3 " + tooBig.out)
+        XCTAssertTrue(tooBig.out.contains("does NOT fit"), tooBig.out)
+    }
+
     func testCacheShowNamesTheClass() throws {
         let store = directory + "/classes.sqlite"
         XCTAssertEqual(try run(["train", "--store", store, "--modules", "1", "--width", "4", "--train-size", "100", "--test-size", "100",
