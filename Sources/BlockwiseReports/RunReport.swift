@@ -114,7 +114,13 @@ public struct RunReport: Codable, Sendable {
         var memory = "peak memory \(formatBytes(peakBytes)) (\(peakBreakdown))"
         if let budget { memory += "; budget \(formatBytes(budget)) " + (budgetHeld == true ? "held" : "EXCEEDED") }
         lines.append(memory)
-        var time = String(format: "host time %.1f s", hostSeconds)
+        // A resumed run reuses modules trained by earlier processes: the run's time is the modules'
+        // own, this process's is said beside it (it was "0.0 s" after a resume).
+        let modulesSeconds = modules.reduce(0) { $0 + $1.evaluation.seconds }
+        var time = String(format: "host time %.1f s", max(modulesSeconds, hostSeconds))
+        if hostSeconds + 0.05 < modulesSeconds {
+            time += String(format: " (%.1f s in this process; the rest by earlier runs on this store)", hostSeconds)
+        }
         if let device, let profile {
             time += "; emulated \(profile.name): \(formatDuration(device.seconds)) (compute \(formatDuration(device.computeSeconds)), storage \(formatDuration(device.storageSeconds))), \(formatEnergy(device.energyJoules))"
         }
