@@ -93,11 +93,11 @@ final class NewcomerTests: CLITestCase {
 
     func testCacheShowNamesTheClass() throws {
         let store = directory + "/classes.sqlite"
-        XCTAssertEqual(try run(["train", "--store", store, "--modules", "1", "--width", "4", "--train-size", "100", "--test-size", "100",
-                                "--epochs", "1", "--threads", "1", "--profile", "none", "--quiet"]).code, 0)
+        let arguments = ["train", "--store", store, "--modules", "1", "--width", "8", "--train-size", "600", "--test-size", "100",
+                         "--epochs", "2", "--threads", "1", "--profile", "none", "--quiet"]
+        XCTAssertEqual(try run(arguments).code, 0)
         // Rerun: everything is reused, and the host time is still the run's, not "0.0 s".
-        let again = try run(["train", "--store", store, "--modules", "1", "--width", "4", "--train-size", "100", "--test-size", "100",
-                             "--epochs", "1", "--threads", "1", "--profile", "none", "--quiet"])
+        let again = try run(arguments)
         XCTAssertTrue(again.out.range(of: #"host time [0-9.]+ s \([0-9.]+ s in this process; the rest by earlier runs"#, options: .regularExpression) != nil
                       && !again.out.contains("host time 0.0 s"), again.out)
         let shown = try run(["cache", "show", "--store", store, "--level", "0", "--sample", "0"])
