@@ -4,6 +4,8 @@ import BlockwiseTraining
 /// Everything `blockwise plan` shows, computed without allocating or training.
 public struct PlanReport: Codable, Sendable {
     public struct Module: Codable, Sendable {
+        /// The module's number as printed (1 = the first module; `plan.module` counts from 0).
+        public var number: Int
         /// The plan the run would use: at `--batch-size`, or at `microBatch` when `--fit microbatch`
         /// had to shrink it (the same choice ``BudgetResolver/resolve`` makes for the runtime).
         public var plan: ModuleMemoryPlan
@@ -21,6 +23,10 @@ public struct PlanReport: Codable, Sendable {
         public var bytes: [String: Int]
     }
     public var budget: Int?
+    /// The emulated device's profile name (nil: no device).
+    public var profile: String?
+    /// Bytes the store will hold: every level, both splits, in the run's feature encoding.
+    public var storeBytes: Int
     public var modules: [Module]
     public var levels: [Level]
     public var peakBytes: Int
@@ -53,7 +59,7 @@ public struct PlanReport: Codable, Sendable {
             let flops = epochs * plan.trainingFlopsPerEpoch + plan.streamingFlops
             totalFlops += flops; totalRead += read; totalWritten += written; totalOperations += operations
             let cost = profile.map { DeviceCost(profile: $0, flops: flops, bytesRead: read, bytesWritten: written, operations: operations) }
-            modules.append(Module(plan: plan, fits: budget.map { plan.peakBytes <= $0 } ?? true, largestBatch: largest,
+            modules.append(Module(number: k + 1, plan: plan, fits: budget.map { plan.peakBytes <= $0 } ?? true, largestBatch: largest,
                                   microBatch: microBatch, cost: cost))
         }
         self.modules = modules
@@ -63,6 +69,9 @@ public struct PlanReport: Codable, Sendable {
                 RunPlanner.levelBytes(shape: shape, samples: trainCount + testCount, bytesPerValue: $0)
             })
         }
+        self.profile = profile?.name
+        let encodingName = bytesPerValue == 4 ? "fp32" : "fp16"
+        storeBytes = levels.reduce(0) { $0 + ($1.bytes[encodingName] ?? 0) }
         peakBytes = modules.map(\.plan.peakBytes).max() ?? 0
         fits = modules.allSatisfy(\.fits)
         cost = profile.map { DeviceCost(profile: $0, flops: totalFlops, bytesRead: totalRead, bytesWritten: totalWritten, operations: totalOperations) }

@@ -33,9 +33,12 @@ struct CacheList: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "Levels per split (shape, encoding, rows, bytes), modules and the run's configuration.",
                                                     aliases: ["info"])
     @OptionGroup var options: StoreOption
+    @Flag(help: "Print the store's description as JSON instead of the table.")
+    var json = false
 
     func run() throws {
         let info = try StoreInspector.info(try FeatureStore(readingAt: options.store))
+        if json { printJSON(info); return }
         print("store: \(info.path) (\(formatBytes(info.fileBytes)), format version \(info.formatVersion), fingerprint \(info.fingerprint ?? "-"))")
         print(pad("level", 7) + pad("split", 7) + pad("shape", 14) + pad("encoding", 10) + pad("rows", 8) + pad("on disk", 12) + "complete")
         for level in info.levels {
@@ -58,8 +61,12 @@ struct CacheStats: ParsableCommand {
     @Option(help: "train or test.")
     var split: String = "train"
 
+    @Flag(help: "Print the statistics as JSON instead of the table.")
+    var json = false
+
     func run() throws {
         let stats = try StoreInspector.statistics(try FeatureStore(readingAt: options.store), level: level, split: try splitArgument(split))
+        if json { printJSON(stats); return }
         print("level \(stats.level) \(stats.split): \(stats.rows) samples, mean squared value per element \(String(format: "%.5g", stats.meanSquaredNorm)) (||x||^2 / (C H W), averaged over samples)")
         print(pad("channel", 9) + pad("mean", 12) + pad("std", 12) + pad("min", 12) + "max")
         for (c, s) in stats.channels.enumerated() {
@@ -156,4 +163,12 @@ struct CacheVacuum: ParsableCommand {
         let (before, after) = try StoreInspector.vacuum(path: options.store)
         print("vacuum: \(formatBytes(before)) -> \(formatBytes(after))")
     }
+}
+
+/// Prints a value as pretty JSON with sorted keys (non-finite numbers as "nan"/"inf" strings).
+func printJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    if let data = try? encoder.encode(value) { print(String(decoding: data, as: UTF8.self)) }
 }

@@ -132,8 +132,19 @@ struct Profiles: ParsableCommand {
 
 struct ProfilesList: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "The bundled profiles with their budgets.")
+    @Flag(help: "Print the profiles as JSON (every field, and each one's budgetBytes) instead of the table.")
+    var json = false
     func run() throws {
         let directory = DeviceProfile.profilesDirectory()
+        if json {
+            struct Entry: Encodable { var profile: DeviceProfile; var budgetBytes: Int; var origin: String }
+            let entries = try DeviceProfile.bundledNames(directory: directory).map {
+                let profile = try DeviceProfile.load($0, directory: directory)
+                return Entry(profile: profile, budgetBytes: profile.budgetBytes, origin: DeviceProfile.origin(of: $0, directory: directory))
+            }
+            printJSON(entries)
+            return
+        }
         print(pad("name", 18) + pad("class", 7) + pad("RAM", 11) + pad("budget", 11) + pad("GFLOP/s", 9) + pad("storage r/w MB/s", 18) + "device")
         for name in DeviceProfile.bundledNames(directory: directory) {
             let p = try DeviceProfile.load(name, directory: directory)

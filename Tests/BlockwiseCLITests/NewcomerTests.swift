@@ -91,6 +91,29 @@ final class NewcomerTests: CLITestCase {
         XCTAssertTrue(tooBig.out.contains("does NOT fit"), tooBig.out)
     }
 
+    /// Scriptable answers: profiles, cache ls, cache stats and plan as JSON.
+    func testAnswersAsJSON() throws {
+        func object(_ result: (code: Int32, out: String, err: String)) throws -> Any {
+            XCTAssertEqual(result.code, 0, result.err)
+            return try JSONSerialization.jsonObject(with: Data(result.out.utf8))
+        }
+        let profiles = try XCTUnwrap(try object(try run(["profiles", "--json"])) as? [[String: Any]])
+        XCTAssertTrue(profiles.contains { ($0["profile"] as? [String: Any])?["name"] as? String == "stm32f746-disco" && $0["budgetBytes"] as? Int == 294_912 })
+        let store = directory + "/json.sqlite"
+        XCTAssertEqual(try run(["train", "--store", store, "--modules", "1", "--width", "4", "--train-size", "100", "--test-size", "100",
+                                "--epochs", "1", "--threads", "1", "--profile", "none", "--quiet"]).code, 0)
+        let info = try XCTUnwrap(try object(try run(["cache", "ls", "--store", store, "--json"])) as? [String: Any])
+        XCTAssertEqual((info["levels"] as? [Any])?.count, 4, "levels 0 and 1, train and test")
+        let stats = try XCTUnwrap(try object(try run(["cache", "stats", "--store", store, "--level", "1", "--json"])) as? [String: Any])
+        XCTAssertEqual(stats["rows"] as? Int, 100)
+        let planFile = directory + "/plan.json"
+        XCTAssertEqual(try run(["plan", "--profile", "rpi-zero-2w", "--modules", "2", "--json", planFile]).code, 0)
+        let plan = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: planFile))) as? [String: Any])
+        XCTAssertEqual(plan["profile"] as? String, "rpi-zero-2w")
+        XCTAssertEqual((plan["modules"] as? [[String: Any]])?.map { $0["number"] as? Int }, [1, 2])
+        XCTAssertGreaterThan(plan["storeBytes"] as? Int ?? 0, 0)
+    }
+
     func testCacheShowNamesTheClass() throws {
         let store = directory + "/classes.sqlite"
         let arguments = ["train", "--store", store, "--modules", "1", "--width", "8", "--train-size", "600", "--test-size", "100",
