@@ -41,8 +41,6 @@ struct Plan: ParsableCommand {
         let model = try modelOptions.model(dataset: nil)
         let configuration = try trainingOptions.configuration(model: model)
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
-        // Fashion-MNIST's split sizes: plan reads no data, but a size the data cannot give is
-        // refused as train would refuse it.
         // The data set's split sizes: plan reads no data, but it plans the counts train would use
         // and refuses the sizes train would refuse.
         let splits: (train: Int, test: Int, name: String)
