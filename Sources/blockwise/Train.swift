@@ -40,6 +40,8 @@ struct Train: ParsableCommand {
     var json: String?
     @Flag(help: "Print nothing but the summary.")
     var quiet = false
+    @Flag(help: "Check every option (ranges, names, the profile, sizes that need no data) and exit 0 without reading data or training; a bad option exits 2 as it would in a run (tools/sweep checks a spec's cells with it).")
+    var checkOptions = false
 
     @Option(help: "Directory for report.json, accuracy.svg, memory.svg and report.html (default: <store>-report next to the store).")
     var report: String?
@@ -66,6 +68,15 @@ struct Train: ParsableCommand {
         }
         let (profile, budget) = try device.resolve()
         let storeCacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
+        do {
+            _ = try SubsetSize(parsing: dataOptions.trainSize, option: "--train-size")
+            _ = try SubsetSize(parsing: dataOptions.testSize, option: "--test-size")
+        } catch DataError.badSubset(let message) { throw ValidationError(message) }
+        _ = try device.fitPolicy()
+        if checkOptions {
+            print("options: ok")
+            return
+        }
         let (train, test) = try dataOptions.load(seed: trainingOptions.seed)
         let model = try modelOptions.model(dataset: train)
         let configuration = try trainingOptions.configuration(model: model)
