@@ -172,9 +172,15 @@ struct DataOptions: ParsableArguments {
             var (rest, validation) = try trainSubset.split(heldOut: validationSize, seed: seed)
             rest.name = trainSubset.name + "-minus-validation"
             validation.name = trainSubset.name + "-validation"
+            guard rest.count >= TrainingConfiguration.minimumBatchSize else {
+                throw DataError.badSubset("--validation-size \(validationSize) leaves \(rest.count) training sample: batch norm needs at least \(TrainingConfiguration.minimumBatchSize) to learn anything")
+            }
             return (rest, validation)
         }
         let testSubset = try test.balancedSubset(size: testSizeValue, seed: seed, option: "--test-size")
+        guard trainSubset.count >= TrainingConfiguration.minimumBatchSize else {
+            throw DataError.badSubset("--train-size \(trainSize) gives \(trainSubset.count) training sample: batch norm needs at least \(TrainingConfiguration.minimumBatchSize) to learn anything")
+        }
         return (trainSubset, testSubset)
     }
 

@@ -21,6 +21,10 @@ final class NewcomerTests: CLITestCase {
             XCTAssertTrue(result.err.contains("batch norm needs at least 2 samples"), "\(command): \(result.err)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/one.sqlite"))
+        // Nor a training set of one sample.
+        let single = try run(["train", "--store", directory + "/single.sqlite", "--quiet", "--profile", "none", "--train-size", "0.0001%"])
+        XCTAssertEqual(single.code, 2, single.err)
+        XCTAssertTrue(single.err.contains("gives 1 training sample"), single.err)
     }
 
     func testUsageErrorsInRunNameTheSubcommand() throws {
