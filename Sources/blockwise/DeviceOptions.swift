@@ -4,7 +4,7 @@ import BlockwiseDevice
 
 /// Budget and device options shared by train and plan.
 struct DeviceOptions: ParsableArguments {
-    @Option(help: "Emulated device: a profile name (see blockwise profiles) or a path to a profile JSON file; 'none' for no device.")
+    @Option(help: "Emulated device: a profile name (see blockwise profiles) or a path to a profile JSON file; 'none' for no device. plan takes several, comma-separated (one line each).")
     var profile: String = "rpi-zero-2w"
     @Option(parsing: .unconditional, help: "RAM budget (e.g. 320KB, 256KiB, 48MiB, 1.5GB); overrides the profile's RAM less its reserve.")
     var budget: String?
@@ -17,7 +17,10 @@ struct DeviceOptions: ParsableArguments {
     }
 
     /// The profile (nil for 'none') and the budget in bytes (nil: unlimited).
-    func resolve() throws -> (DeviceProfile?, Int?) {
+    func resolve() throws -> (DeviceProfile?, Int?) { try resolve(profileName: profile) }
+
+    /// The named profile (nil for 'none') and the budget on it (`--budget` wins).
+    func resolve(profileName profile: String) throws -> (DeviceProfile?, Int?) {
         let loaded: DeviceProfile?
         do { loaded = profile == "none" ? nil : try DeviceProfile.load(profile) } catch let error as ProfileError {
             // An unknown name is a wrong option value (exit 2); a malformed file stays a file error (exit 1).

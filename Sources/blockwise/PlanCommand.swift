@@ -36,10 +36,13 @@ struct Plan: ParsableCommand {
     var inMemory = false
     @Option(help: "Also write the plan as JSON to this file.")
     var json: String?
+    @Option(help: ArgumentHelp("Find the largest value of this option whose plan fits the budget (the others as given), then plan at it.",
+                               valueName: "width|modules|batch-size"))
+    var maximize: String?
 
     func run() throws {
         let model = try modelOptions.model(dataset: nil)
-        let configuration = try trainingOptions.configuration(model: model)
+        let requested = try trainingOptions.configuration(model: model)
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
         // The data set's split sizes: plan reads no data, but it plans the counts train would use
         // and refuses the sizes train would refuse.
@@ -56,12 +59,72 @@ struct Plan: ParsableCommand {
         } catch DataError.badSubset(let message) {
             throw ValidationError(message)
         }
+        let maximized: PlanParameter?
+        if let maximize {
+            guard let parameter = PlanParameter(rawValue: maximize) else {
+                throw ValidationError("--maximize must be one of: \(PlanParameter.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(maximize)')")
+            }
+            maximized = parameter
+        } else {
+            maximized = nil
+        }
+        let rowBytes = { (c: TrainingConfiguration) in RunPlanner.rowBufferFloats(c, bytesPerValue: encoding.bytesPerValue) * 4 }
+        let cacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
+        let fitPolicy = try device.fitPolicy()
+        /// Whether `c` fits `budget`, and its peak: the same plan `train` resolves.
+        func plan(_ c: TrainingConfiguration, budget: Int?, profile: DeviceProfile?) -> (fits: Bool, peak: Int, report: PlanReport?) {
+            if c.procedure == .parallel || c.procedure == .e2e {
+                let total = BudgetResolver.residentPlan(c).total
+                return (budget.map { total <= $0 } ?? true, total, nil)
+            }
+            let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBytes(c), cacheBytes: cacheBytes)
+            let report = PlanReport(configuration: c, trainCount: trainCount, testCount: testCount, residence: residence,
+                                    budget: budget, profile: profile, encoding: encoding.bytesPerValue, fit: fitPolicy)
+            return (report.fits, report.peakBytes, report)
+        }
+
+        // Several devices: one line each (`--profile a,b,c`).
+        let names = device.profile.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        if names.count > 1 {
+            print("plan: \(model.summary); batch \(requested.batchSize); \(requested.procedure.rawValue); \(trainCount) train / \(testCount) test samples")
+            print(pad("profile", 18) + pad("budget", 11) + pad("peak", 11) + pad("fits", 6)
+                  + (maximized.map { pad("largest \($0.rawValue)", 16) } ?? "") + pad("device time", 16) + "energy")
+            var anyFits = false
+            for name in names {
+                let (profile, budget) = try device.resolve(profileName: name)
+                let result = plan(requested, budget: budget, profile: profile)
+                anyFits = anyFits || result.fits
+                var line = pad(profile?.name ?? name, 18) + pad(budget.map(formatBytes) ?? "unlimited", 11) + pad(formatBytes(result.peak), 11)
+                    + pad(result.fits ? "yes" : "NO", 6)
+                if let maximized {
+                    let best = PlanSearch.largest(maximized, configuration: requested) { plan($0, budget: budget, profile: nil).fits }
+                    line += pad(best.map(String.init) ?? "none", 16)
+                }
+                if let cost = result.report?.cost { line += pad(formatDuration(cost.seconds), 16) + formatEnergy(cost.energyJoules) }
+                print(line)
+            }
+            if !anyFits { throw ExitCode(3) }
+            return
+        }
+
         let (profile, budget) = try device.resolve()
+        var configuration = requested
+        if let maximized {
+            guard budget != nil else { throw ValidationError("--maximize needs a budget: pass --profile NAME or --budget SIZE") }
+            guard let best = PlanSearch.largest(maximized, configuration: configuration, fits: { plan($0, budget: budget, profile: nil).fits }) else {
+                print("maximize \(maximized.rawValue): even \(maximized.range.lowerBound) does not fit the budget \(formatBytes(budget!))")
+                throw ExitCode(3)
+            }
+            let over = best < maximized.range.upperBound ? plan(maximized.setting(best + 1, in: configuration), budget: budget, profile: nil).peak : nil
+            print("maximize \(maximized.rawValue): the largest that fits the budget \(formatBytes(budget!)) is \(best)"
+                  + (over.map { " (at \(best + 1) the peak would be \(formatBytes($0)))" } ?? " (the largest allowed)") + "; its plan:")
+            configuration = maximized.setting(best, in: configuration)
+        }
         if configuration.procedure == .parallel || configuration.procedure == .e2e {
             // Every module is resident at once and nothing is cached between modules.
             let resident = BudgetResolver.residentPlan(configuration)
-            print("plan: \(model.summary); batch \(configuration.batchSize); \(configuration.procedure.rawValue) keeps all "
-                  + "\(model.modules) modules resident (no feature cache)")
+            print("plan: \(configuration.model.summary); batch \(configuration.batchSize); \(configuration.procedure.rawValue) keeps all "
+                  + "\(configuration.model.modules) modules resident (no feature cache)")
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
             print("peak \(formatBytes(resident.total)) (\(resident.total) bytes; \(resident)): "
                   + (budget.map { resident.total <= $0 ? "fits the budget" : "does NOT fit the budget (use --procedure sequential)" } ?? "no budget"))
@@ -69,11 +132,8 @@ struct Plan: ParsableCommand {
             if let budget, resident.total > budget { throw ExitCode(3) }
             return
         }
-        let rowBuffer = RunPlanner.rowBufferFloats(configuration, bytesPerValue: encoding.bytesPerValue) * 4
-        let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBuffer, cacheBytes: try parseSize(storeCache, option: "--store-cache", minimum: 1024))
-        let report = PlanReport(configuration: configuration, trainCount: trainCount, testCount: testCount, residence: residence,
-                                budget: budget, profile: profile, encoding: encoding.bytesPerValue, fit: try device.fitPolicy())
-        print("plan: \(model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testCount) test samples; "
+        let report = plan(configuration, budget: budget, profile: profile).report!
+        print("plan: \(configuration.model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testCount) test samples; "
               + (inMemory ? "features in memory" : "features in the store (\(encoding.rawValue), page cache \(storeCache))"))
         if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
         print(pad("module", 8) + pad("peak", 11) + pad("fits", 6) + pad("largest batch", 15) + pad("micro-batch", 13)

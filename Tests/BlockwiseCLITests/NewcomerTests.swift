@@ -118,6 +118,25 @@ final class NewcomerTests: CLITestCase {
         XCTAssertGreaterThan(plan["storeBytes"] as? Int ?? 0, 0)
     }
 
+    /// "Which of my devices?" and "the largest model that fits", without a loop.
+    func testPlanAcrossProfilesAndMaximize() throws {
+        let across = try run(["plan", "--profile", "stm32f746-disco,esp32-s3-psram,rpi-zero-2w", "--width", "8", "--store-cache", "16KiB",
+                              "--fit", "microbatch", "--maximize", "width"])
+        XCTAssertEqual(across.code, 0, across.err)
+        let rows = across.out.components(separatedBy: "\n").filter { ["stm32f746-disco", "esp32-s3-psram", "rpi-zero-2w"].contains(where: $0.hasPrefix) }
+        XCTAssertEqual(rows.count, 3, across.out)
+        XCTAssertTrue(across.out.contains("largest width"), across.out)
+        let mcu = ["plan", "--profile", "stm32f746-disco", "--modules", "4", "--batch-size", "32", "--fit", "microbatch", "--workspace", "200",
+                   "--store-cache", "16KiB", "--feature-dtype", "fp16", "--train-size", "600", "--test-size", "1000"]
+        let best = try run(mcu + ["--maximize", "width"])
+        XCTAssertEqual(best.code, 0, best.out + best.err)
+        let match = try XCTUnwrap(best.out.range(of: #"the largest that fits the budget 288 KiB is (\d+)"#, options: .regularExpression))
+        let width = try XCTUnwrap(Int(best.out[match].split(separator: " ").last!))
+        // The answer is exact: that width fits, one more does not.
+        XCTAssertEqual(try run(mcu + ["--width", "\(width)"]).code, 0)
+        XCTAssertEqual(try run(mcu + ["--width", "\(width + 1)"]).code, 3)
+    }
+
     func testCacheShowNamesTheClass() throws {
         let store = directory + "/classes.sqlite"
         let arguments = ["train", "--store", store, "--modules", "1", "--width", "8", "--train-size", "600", "--test-size", "100",
