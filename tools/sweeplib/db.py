@@ -133,7 +133,8 @@ class Results:
                 if "binary_version" not in columns:  # a database of an older tools/sweep
                     self.db.execute("ALTER TABLE runs ADD COLUMN binary_version TEXT")
         except sqlite3.OperationalError as error:
-            raise DatabaseError(f"results database {path}: {error}")
+            what = "read-only" if "readonly" in str(error) else str(error)
+            raise DatabaseError(f"results database {path}: {what}")
 
     @classmethod
     def snapshot(cls, path):

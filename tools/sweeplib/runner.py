@@ -141,6 +141,27 @@ def run(spec, parts, args, root):
     return Driver(spec, parts, args, root, db, existing).drive(todo)
 
 
+def abandon_startup():
+    """A LocalCluster half started cannot be closed cleanly (Dask's own exit hook then prints a
+    traceback): its processes are killed and the driver leaves at once, exit 130."""
+    try:
+        import psutil
+        # (not multiprocessing's resource tracker: it goes by itself, and killed it prints tracebacks)
+        children = [c for c in psutil.Process().children(recursive=True)
+                    if "resource_tracker" not in " ".join(c.cmdline())]
+        for child in children:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(children, timeout=5)
+    except Exception:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def shipped(function):
     """`function` wrapped so that Dask sends it by value: Dask pickles a task graph with plain pickle
     (functions by reference: the scheduler and workers would have to import sweeplib) unless that
@@ -179,6 +200,10 @@ class Driver:
                                   "its port is open from here, or wait longer with --connect-timeout")
             return client, None, self.args.scheduler
         n = self.args.workers or os.cpu_count() or 1
+        # multiprocessing's resource tracker (a process of its own) warns of "leaked" semaphores
+        # when a LocalCluster is stopped while it starts: nothing is leaked that matters
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                              "ignore:resource_tracker:UserWarning"]))
         dask.config.set({"distributed.scheduler.allowed-failures": self.args.allowed_failures})
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
         return Client(cluster), cluster, f"LocalCluster({n} worker processes x 1 thread)"
@@ -294,6 +319,8 @@ class Driver:
         except KeyboardInterrupt:
             why = f"signal {stop['signal']}" if stop["signal"] else "interrupted"
             print(f"sweep: stopping ({why}); cells not finished will run again next time", file=sys.stderr, flush=True)
+            if client is None:
+                abandon_startup()  # stopped while the cluster started: nothing ran, nothing to record
             left = [cell for cell, _ in futures.values()]
             self.stop_cells(client, futures)
             for cell in left:
@@ -325,7 +352,7 @@ class Driver:
             client.cancel(list(futures), force=True)
             if scratches:
                 killed = client.run(cell_task.stop_attempts, scratches, wait=True)
-                count = sum(len(k) for k in killed.values())
+                count = len({pid for pids in killed.values() for pid in pids})  # workers of a machine share it
                 if count:
                     print(f"sweep: killed {count} running cells' binaries on the workers", file=sys.stderr, flush=True)
         except Exception as error:  # the scheduler is gone: nothing more can be done from here
