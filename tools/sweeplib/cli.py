@@ -118,7 +118,7 @@ def check_profiles(parts, directory):
             if "/" in value or value.endswith(".json"):
                 if not os.path.isfile(value):
                     raise specs.SpecError(f"part {part.name}, cell {cell.key}: --profile {value}: no such file "
-                                          "(a profile path in a spec must be absolute: cells run in scratch directories)")
+                                          "(a relative profile path in a spec is relative to the spec's folder)")
             elif known and value not in known:
                 raise specs.SpecError(f"part {part.name}, cell {cell.key}: --profile {value} is not a profile in {directory} "
                                       f"(known: {', '.join(known)}, or 'none', or a path to a JSON file)")

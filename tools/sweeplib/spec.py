@@ -279,7 +279,7 @@ def expand(prefix, part_name, base, axes, cells, key_template, options, folder):
                 if isinstance(value, dict):
                     raise SpecError(f"{vpath}: the axis is the option --{axis}: expected a value, got a table")
                 check_option(vpath, axis, value, options)
-                entries.append(absolute_paths({axis: value}, folder))
+                entries.append({axis: value})
             else:
                 if not isinstance(value, dict):
                     close = difflib.get_close_matches(axis, list(options), n=1)
@@ -290,7 +290,7 @@ def expand(prefix, part_name, base, axes, cells, key_template, options, folder):
                 if not value:
                     raise SpecError(f"{vpath}: expected a table of at least one option, got an empty table")
                 check_options(vpath, value, options)
-                entries.append(absolute_paths(value, folder))
+                entries.append(value)
         for entry in entries:
             for name in entry:
                 if sets.get(name, axis) != axis:
@@ -307,7 +307,7 @@ def expand(prefix, part_name, base, axes, cells, key_template, options, folder):
         raise SpecError(f"{prefix}cells: expected an array of tables ([[cells]]), got {type_name(cells)}")
     for i, cell in enumerate(cells):
         check_options(f"{prefix}cells[{i}]", cell, options)
-        out.append((merge(base, absolute_paths(cell, folder)), list(cell)))
+        out.append((merge(base, cell), list(cell)))
     if not out:
         raise SpecError(f"{prefix.rstrip('.') or 'the spec'}: no cells: give axes or cells")
     result, seen = [], {}
@@ -317,7 +317,8 @@ def expand(prefix, part_name, base, axes, cells, key_template, options, folder):
             raise SpecError(f"{prefix}key: cells {seen[key] + 1} and {number + 1} of part '{part_name}' have the same "
                             f"key '{key}': add the option that tells them apart to the key template")
         seen[key] = number
-        result.append(Cell(part_name, key, cell_options, varying))
+        # the key keeps the values as written; the command gets path values made absolute
+        result.append(Cell(part_name, key, absolute_paths(cell_options, folder), varying))
     return result
 
 
@@ -388,8 +389,7 @@ def load(path, options):
         export = expect(f"{prefix}export", part["export"], str) if "export" in part else top_export
         if export is not None:
             export = os.path.normpath(os.path.join(folder, export.replace("{part}", part_name)))
-        cells = expand(prefix, part_name, absolute_paths(merge(base, part_base), folder), axes, part.get("cells", []),
-                       key, options, folder)
+        cells = expand(prefix, part_name, merge(base, part_base), axes, part.get("cells", []), key, options, folder)
         parts[part_name] = Part(part_name, expect(f"{prefix}description", part.get("description", ""), str),
                                 key, export, cells)
     writers = {}
