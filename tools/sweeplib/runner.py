@@ -10,7 +10,12 @@ Faults and what happens:
   failed at once; any other failure (exit 1, a signal) is tried again up to --retries more times;
 - the driver dies: every change to the database was one transaction; on the next run cells left
   `running` become `interrupted` (their open attempt closed as "driver stopped") and are run again;
-  done cells are skipped, failed ones too unless --retry-failed.
+  done cells are skipped, failed ones too unless --retry-failed;
+- a finished cell's worker dies: nothing (its future was released as soon as its result was read,
+  so Dask does not run it again; and an attempt of a done cell is never recorded);
+- the driver is stopped cleanly (SIGINT/SIGTERM/SIGHUP): queued cells are cancelled and the running
+  binaries killed on their workers (stop_attempts); killed with kill -9 on an external cluster,
+  its running binaries finish in their own attempt directories and their results are dropped.
 """
 import fcntl, json, os, shlex, signal, subprocess, sys, time, uuid
 
