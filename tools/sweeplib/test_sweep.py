@@ -381,14 +381,14 @@ def finished_cell_kept(tmp, scratch):
     spec = os.path.join(tmp, "kept.toml")
     with open(spec, "w") as f:
         f.write('name = "kept"\nkey = "{epochs}"\n' + BASE + '[[cells]]\nepochs = 1\ntrain-size = 500\n'
-                '[[cells]]\nepochs = 12\n')
+                '[[cells]]\nepochs = 8\n')
     db = os.path.join(tmp, "kept.sqlite")
     log_path = os.path.join(tmp, "driver-kept.log")
     with open(log_path, "w") as log:
         driver = subprocess.Popen([SWEEP, "run", spec, "--db", db, "--workers", "2", "--scratch", scratch],
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         short = wait_for(lambda: os.path.exists(db) and rows(db).get("1", {}).get("status") == "done"
-                         and rows(db).get("12", {}).get("status") == "running" and attempts(db)["1"], 90, step=0.1)
+                         and rows(db).get("8", {}).get("status") == "running" and attempts(db)["1"], 90, step=0.1)
         if check(short is not None, "the short cell is done while the long one runs"):
             os.kill(short[0]["pid"], signal.SIGKILL)
             print(f"   killed worker process {short[0]['pid']} (kill -9), which ran the short cell", flush=True)
@@ -403,7 +403,7 @@ def finished_cell_kept(tmp, scratch):
             os.killpg(driver.pid, signal.SIGKILL)
             code = "timeout"
     r, tried = rows(db), attempts(db)
-    check(code == 0 and r["12"]["status"] == "done", "the run finishes, exit 0", f"exit {code}")
+    check(code == 0 and r["8"]["status"] == "done", "the run finishes, exit 0", f"exit {code}")
     check(r["1"]["status"] == "done" and r["1"]["attempts"] == 1 and len(tried["1"]) == 1 and r["1"]["report"],
           "the short cell stays done once, 1 attempt, its report kept",
           f"{r['1']['status']}, attempts {r['1']['attempts']}, attempt rows {len(tried['1'])}")
