@@ -12,9 +12,12 @@ is sweep-results/<spec name>.sqlite under the repository unless --db says otherw
 Exit codes: 0 every selected cell done; 1 some cell failed (or a runtime error); 2 the spec or
 the arguments are wrong (nothing ran); 130 stopped by a signal (rerun to resume).
 """
-import argparse, json, os, shlex, sys
+import argparse, json, os, shlex, signal, sys
 
+from . import lines as result_lines
 from . import spec as specs
+
+LARGE = 10_000  # cells: above this, a warning (a typo in an axis multiplies the grid)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -69,6 +72,9 @@ def parser():
                                      "done (in the database or the spec's result-lines file), failed, to do.")
     add_common(lst)
     lst.add_argument("--cells", action="store_true", help="one line per cell: status, key and arguments")
+    lst.add_argument("--no-check", action="store_true",
+                     help="skip asking the binary to check each cell's options (`train --check-options`, a few "
+                          "milliseconds per distinct cell; run always checks)")
     rep = sub.add_parser("report", help="CSV and Markdown tables and an SVG plot from the results database",
                          description="Tables (CSV per cell, Markdown: means over seeds and every cell) and an SVG plot "
                                      "(last module's test accuracy against counted peak memory, one series per --series).")
@@ -112,28 +118,25 @@ def check_profiles(parts, directory):
             if "/" in value or value.endswith(".json"):
                 if not os.path.isfile(value):
                     raise specs.SpecError(f"part {part.name}, cell {cell.key}: --profile {value}: no such file "
-                                          "(a profile path in a spec must be absolute: cells run in scratch directories)")
+                                          "(a relative profile path in a spec is relative to the spec's folder)")
             elif known and value not in known:
                 raise specs.SpecError(f"part {part.name}, cell {cell.key}: --profile {value} is not a profile in {directory} "
                                       f"(known: {', '.join(known)}, or 'none', or a path to a JSON file)")
 
 
 def command_list(spec, parts, args):
-    from . import lines as result_lines
-    rows = {}
-    if os.path.exists(args.db):
-        from .db import Results
-        db = Results(args.db)
-        rows = db.rows()
-        db.close()
+    from .db import Results
+    from .runner import sync_exports
+    db = Results.snapshot(args.db)  # read-only: the file is never written, nor created
+    sync_exports(db, parts, spec.flags, quiet=True)
+    rows = db.rows()
+    db.close()
     for part in parts:
         exported = {l["key"] for l in result_lines.read(part.export)} if part.export else set()
         counts = {"done": 0, "failed": 0, "interrupted": 0, "running": 0, "to do": 0}
         for cell in part.cells:
             row = rows.get((part.name, cell.key))
-            status = row["status"] if row is not None else ("done" if cell.key in exported else "to do")
-            if status != "done" and cell.key in exported:
-                status = "done"
+            status = row["status"] if row is not None else "to do"
             counts[status] += 1
             if args.cells:
                 attempts = f" attempts {row['attempts']}" if row is not None and row["attempts"] else ""
@@ -151,9 +154,9 @@ def command_report(spec, parts, args):
     if not os.path.exists(args.db) and not any(p.export and os.path.exists(p.export) for p in parts):
         print(f"sweep: no results database at {args.db}: run 'tools/sweep run {args.spec}' first (or pass --db)", file=sys.stderr)
         return 2
-    db = Results(args.db)
+    db = Results.snapshot(args.db)  # read-only
     from .runner import sync_exports
-    sync_exports(db, parts)  # the spec's result lines count as done cells
+    sync_exports(db, parts, spec.flags)  # the spec's result lines count as done cells (in memory)
     names, table = report.build(parts, db)
     group_names, groups = report.grouped(names, table)
     suffix = f"-{args.part}" if args.part else ""
@@ -188,7 +191,8 @@ def command_report(spec, parts, args):
         header.append("Runs: " + "; ".join(
             f"{r['id']}: {r['started']} to {r['ended'] or '?'} on {r['scheduler']}, {r['submitted']} cells submitted, "
             f"{r['done'] if r['done'] is not None else '?'} done, {r['failed'] if r['failed'] is not None else '?'} failed"
-            f" ({r['status']}), binary at commit {r['commit_id'] or '?'}" for r in relevant) + ".")
+            f" ({r['status']}), binary at commit {r['commit_id'] or '?'}"
+            + (f", version {r['binary_version']}" if r["binary_version"] else "") for r in relevant) + ".")
     done = sum(1 for e in table if e["status"] == "done")
     header.append("")
     header.append(f"{done} of {len(table)} cells done. Accuracy is the test accuracy (%) of the module's head; "
@@ -204,19 +208,46 @@ def command_report(spec, parts, args):
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    def on_signal(number, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        spec, parts = load(args)
+        return command(parser().parse_args(argv))
+    except KeyboardInterrupt:
+        print("sweep: stopped (rerun to resume)", file=sys.stderr, flush=True)
+        return 130
+
+
+def command(args):
+    from .db import DatabaseError
+    try:
+        return dispatch(args)
     except specs.SpecError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
+    except DatabaseError as error:
+        print(f"sweep: error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # an unreadable result-lines file (names the file and line)
+        print(f"sweep: error: {error}", file=sys.stderr)
+        return 2
+
+
+def dispatch(args):
+    if args.command == "run" and args.scheduler is not None and not args.scheduler.strip():
+        print("sweep: error: --scheduler: expected an address such as tcp://HOST:8786 (got an empty string); "
+              "leave it out for a LocalCluster", file=sys.stderr)
+        return 2
+    spec, parts = load(args)
+    total = sum(len(p.cells) for p in parts)
+    if total > LARGE and args.command in ("list", "run"):
+        print(f"sweep: warning: {total} cells (more than {LARGE}): is the grid meant to be this large? "
+              "(use --part or fewer axis values)", file=sys.stderr, flush=True)
     if args.command in ("list", "run"):
         args.profiles = os.path.abspath(getattr(args, "profiles", None) or default_profiles())
-        try:
-            check_profiles(parts, args.profiles)
-        except specs.SpecError as error:
-            print(f"sweep: error: {error}", file=sys.stderr)
-            return 2
+        check_profiles(parts, args.profiles)
+        if not getattr(args, "no_check", False):
+            specs.check_cells(args.binary, parts, args.profiles)
     if args.command == "list":
         return command_list(spec, parts, args)
     if args.command == "report":
@@ -224,10 +255,12 @@ def main(argv=None):
     if args.command == "export":
         from .db import Results
         from .runner import export, sync_exports
-        db = Results(args.db)
-        existing = sync_exports(db, parts)
+        db = Results.snapshot(args.db)  # read-only: the database is not written
+        existing = sync_exports(db, parts, spec.flags)
         export(db, parts, existing)
         return 0
+    if args.scratch:
+        args.scratch = os.path.abspath(args.scratch)  # the same path on every worker, whatever its cwd
     for name, value in [("--workers", args.workers), ("--max-cells", args.max_cells), ("--retries", args.retries),
                         ("--allowed-failures", args.allowed_failures)]:
         if value is not None and value < (1 if name == "--workers" else 0):
@@ -242,12 +275,12 @@ def main(argv=None):
         print(f"sweep: error: profiles directory {args.profiles} not found: pass --profiles DIR or set BLOCKWISE_PROFILES",
               file=sys.stderr)
         return 2
-    from .runner import run
+    from .runner import run, Unreachable
     try:
         return run(spec, parts, args, ROOT)
-    except ValueError as error:  # an unreadable result-lines file
+    except Unreachable as error:
         print(f"sweep: error: {error}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

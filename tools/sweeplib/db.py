@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS runs (
     scheduler TEXT,
     binary TEXT,
     commit_id TEXT,
+    binary_version TEXT,
     started TEXT,
     ended TEXT,
     submitted INTEGER,
@@ -69,20 +70,94 @@ def stamp(seconds):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}Z"
 
 
+OURS = {"cells": {"part", "key", "status", "attempts"}, "attempts": {"part", "key", "attempt", "id"},
+        "runs": {"id", "spec", "parts"}}
+
+
+class DatabaseError(Exception):
+    """A results database that cannot be used (not SQLite, another application's, read-only)."""
+
+
+def inspect(path):
+    """Checks that `path` is a results database (or an empty file, or absent) before it is used."""
+    if not os.path.exists(path):
+        return
+    if os.path.isdir(path):
+        raise DatabaseError(f"results database {path}: is a directory")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as error:
+        raise DatabaseError(f"results database {path}: cannot be read ({error.strerror})")
+    if not header:
+        return  # an empty file is an empty SQLite database
+    if header != b"SQLite format 3\x00":
+        raise DatabaseError(f"results database {path}: not a SQLite database")
+    try:
+        c = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                      if not r[0].startswith("sqlite_")}
+            columns = {t: {r[1] for r in c.execute(f'PRAGMA table_info("{t}")')} for t in tables & set(OURS)}
+        finally:
+            c.close()
+    except sqlite3.DatabaseError as error:
+        raise DatabaseError(f"results database {path}: not a readable SQLite database ({error})")
+    foreign = sorted(tables - set(OURS)) or sorted(t for t, need in OURS.items() if t in columns and not need <= columns[t])
+    if foreign:
+        raise DatabaseError(f"results database {path}: another application's database (tables "
+                            f"{', '.join(sorted(tables))}): pass --db with a file of its own")
+
+
 class Results:
     def __init__(self, path, create=True):
+        inspect(path)
         if not create and not os.path.exists(path):
             raise FileNotFoundError(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        if (os.path.exists(path) and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK):
+            raise DatabaseError(f"results database {path}: read-only (the file or its folder cannot be written; "
+                                "SQLite needs both)")
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            with self.transaction():
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                columns = {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
+                if "binary_version" not in columns:  # a database of an older tools/sweep
+                    self.db.execute("ALTER TABLE runs ADD COLUMN binary_version TEXT")
+        except sqlite3.OperationalError as error:
+            what = "read-only" if "readonly" in str(error) else str(error)
+            raise DatabaseError(f"results database {path}: {what}")
+
+    @classmethod
+    def snapshot(cls, path):
+        """A copy in memory of the database at `path` (opened read-only; none: empty), for list,
+        report and export: they may import export lines into it, the file is never written."""
+        inspect(path)
+        self = cls.__new__(cls)
+        self.path = path
+        self.db = sqlite3.connect(":memory:", isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        with self.transaction():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            try:
+                source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                source.backup(self.db)
+                source.close()
+            except sqlite3.DatabaseError as error:
+                raise DatabaseError(f"results database {path}: cannot be read ({error})")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                self.db.execute(statement)
+        if "binary_version" not in {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}:
+            self.db.execute("ALTER TABLE runs ADD COLUMN binary_version TEXT")
+        return self
 
     def transaction(self):
         return _Transaction(self.db)
@@ -105,12 +180,12 @@ class Results:
 
     # --- writing (each a transaction) ---
 
-    def start_run(self, spec, parts, scheduler, binary, commit, submitted):
+    def start_run(self, spec, parts, scheduler, binary, commit, submitted, version=None):
         with self.transaction():
             cursor = self.db.execute(
-                "INSERT INTO runs (spec, parts, scheduler, binary, commit_id, started, submitted, done, failed, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, 'running')",
-                (spec, ",".join(parts), scheduler, binary, commit, now(), submitted))
+                "INSERT INTO runs (spec, parts, scheduler, binary, commit_id, binary_version, started, submitted, done, "
+                "failed, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 'running')",
+                (spec, ",".join(parts), scheduler, binary, commit, version, now(), submitted))
             return cursor.lastrowid
 
     def end_run(self, run, done, failed, status):
@@ -124,13 +199,19 @@ class Results:
         with self.transaction():
             self.db.execute("UPDATE attempts SET outcome = ?, ended = COALESCE(ended, ?) WHERE outcome IS NULL",
                             (note, now()))
+            # runs whose driver was killed (kill -9): the lock is ours, so none of them is still going
+            self.db.execute("UPDATE runs SET status = 'interrupted', ended = COALESCE(ended, ?) WHERE status = 'running'",
+                            (now(),))
             return self.db.execute("UPDATE cells SET status = 'interrupted' WHERE status = 'running'").rowcount
 
     def attempt_started(self, run, part, key, command, options, event):
         """An attempt of a cell began on a worker (its binary is about to start)."""
         with self.transaction():
             if self.db.execute("SELECT 1 FROM attempts WHERE id = ?", (event["id"],)).fetchone():
-                return  # already recorded
+                return False  # already recorded
+            row = self.db.execute("SELECT status FROM cells WHERE part = ? AND key = ?", (part, key)).fetchone()
+            if row and row["status"] == "done":
+                return False  # a finished cell's task run again by Dask (its result lost): never undone
             # an earlier attempt still open: its worker died (Dask moved the cell here)
             self.db.execute("UPDATE attempts SET outcome = 'worker died', ended = ? WHERE part = ? AND key = ? "
                             "AND outcome IS NULL", (stamp(event["started"]), part, key))
@@ -150,10 +231,14 @@ class Results:
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (part, key, attempt, run, event["id"], worker, event["pid"], event["scratch"],
                              stamp(event["started"])))
+            return True
 
     def finish(self, run, part, key, command, options, result, line):
         """The cell's final outcome: done (with its report and result line) or failed."""
         with self.transaction():
+            current = self.db.execute("SELECT status FROM cells WHERE part = ? AND key = ?", (part, key)).fetchone()
+            if current and current["status"] == "done":
+                return False  # recorded once: a done cell is never overwritten
             worker = f"{result['host']} {result['worker']} pid {result['pid']}" if result.get("worker") else None
             outcome = "done" if result["status"] == "done" else (
                 f"failed (exit {result['exit_code']})" if result.get("exit_code") is not None else "failed")
@@ -179,6 +264,7 @@ class Results:
                 self.db.execute("INSERT INTO cells (status, attempts, command, options, worker, started, ended, seconds, "
                                 "exit_code, error, report, line, run, part, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 values + (part, key))
+            return True
 
     def mark_interrupted(self, part, key):
         with self.transaction():

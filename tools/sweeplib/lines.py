@@ -8,7 +8,11 @@ A spec's `export` file holds them: its lines count as done cells (imported into 
 and after a run the database's done cells are written back, existing lines first in their order,
 then new cells in the spec's order. Lines that are not cells of the spec are kept as they are.
 """
-import json, os, tempfile
+import json, os, shlex, tempfile
+
+# Options a result line's command may give or leave out without making it another cell's:
+# they change how the run is done or reported, not what it computes.
+IGNORED = {"threads", "quiet", "json", "store", "report"}
 
 
 def result_line(cell, report_text, seconds, commit):
@@ -46,8 +50,8 @@ def read(path):
                     line = json.loads(text)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}:{number}: not a JSON line: {error}")
-                if "key" not in line:
-                    raise ValueError(f"{path}:{number}: a result line needs a 'key'")
+                if not isinstance(line, dict) or not isinstance(line.get("key"), str):
+                    raise ValueError(f"{path}:{number}: a result line is a JSON object with a string 'key'")
                 out.append(line)
     return out
 
@@ -74,3 +78,57 @@ def write(path, existing, done_lines, order):
         f.write(text)
     os.replace(temporary, path)
     return len(out), True
+
+
+def normalised(arguments, flags):
+    """{option: value (True for a flag)} of train arguments, without the IGNORED options; `flags`
+    is the set of option names that take no value."""
+    out, i = {}, 0
+    while i < len(arguments):
+        word = arguments[i]
+        if not word.startswith("--"):
+            out.setdefault("?", []).append(word)
+            i += 1
+            continue
+        name, _, inline = word[2:].partition("=")
+        if inline or "=" in word:
+            value = inline
+        elif name in flags:
+            value = True
+        else:
+            value = arguments[i + 1] if i + 1 < len(arguments) else None
+            i += 1
+        i += 1
+        if name not in IGNORED:
+            out[name] = value
+    return out
+
+
+def same_value(a, b):
+    if a == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def command_differs(line, cell, flags):
+    """None if the line's command is the cell's (ignoring IGNORED options and the order), else a
+    short description of the difference."""
+    command = line.get("command")
+    if not isinstance(command, str):
+        return "the line has no command"
+    try:
+        words = shlex.split(command)
+    except ValueError as error:
+        return f"its command cannot be read ({error})"
+    if len(words) < 2 or os.path.basename(words[0]) != "blockwise" or words[1] != "train":
+        return "its command is not 'blockwise train ...'"
+    theirs, ours = normalised(words[2:], flags), normalised(cell.arguments(), flags)
+    differences = []
+    for name in list(ours) + [n for n in theirs if n not in ours]:
+        if not same_value(theirs.get(name), ours.get(name)):
+            differences.append(f"--{name} {theirs.get(name, '(none)')} in the line, "
+                               f"{ours.get(name, '(none)')} in the spec")
+    return "; ".join(differences) or None

@@ -10,6 +10,7 @@ Plot: test accuracy of the last module against counted peak memory, one series p
 import csv, html, json, math, statistics
 
 from .spec import render
+from .task import headline
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 MARKERS = ["circle", "square", "triangle", "diamond"]
@@ -27,15 +28,27 @@ def fmt(value, digits=2):
     return str(value)
 
 
+def number(value):
+    """A figure of an imported line: a number, or None (a string or anything else is not one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
 def row_figures(row):
     """The figures of one database row (done rows: from the report JSON, or the imported line)."""
     out = {"status": row["status"], "attempts": row["attempts"], "exit code": row["exit_code"],
-           "wall s": row["seconds"], "worker": row["worker"],
-           "error": (row["error"] or "").strip().splitlines()[-1][:120] if row["error"] else ""}
+           "wall s": number(row["seconds"]), "worker": row["worker"],
+           "error": headline(row["error"], row["exit_code"])[:120] if row["error"] else ""}
     if row["status"] != "done":
         return out
-    line = json.loads(row["line"]) if row["line"] else {}
-    out.update({"last %": line.get("last"), "best %": line.get("best"), "peak MiB": mib(line.get("peakBytes"))})
+    try:
+        line = json.loads(row["line"]) if row["line"] else {}
+    except ValueError:
+        line = {}
+    line = line if isinstance(line, dict) else {}
+    out.update({"last %": number(line.get("last")), "best %": number(line.get("best")),
+                "peak MiB": mib(number(line.get("peakBytes")))})
     if row["report"]:
         r = json.loads(row["report"])
         modules = [m["evaluation"] for m in r["modules"]]

@@ -10,7 +10,12 @@ Faults and what happens:
   failed at once; any other failure (exit 1, a signal) is tried again up to --retries more times;
 - the driver dies: every change to the database was one transaction; on the next run cells left
   `running` become `interrupted` (their open attempt closed as "driver stopped") and are run again;
-  done cells are skipped, failed ones too unless --retry-failed.
+  done cells are skipped, failed ones too unless --retry-failed;
+- a finished cell's worker dies: nothing (its future was released as soon as its result was read,
+  so Dask does not run it again; and an attempt of a done cell is never recorded);
+- the driver is stopped cleanly (SIGINT/SIGTERM/SIGHUP): queued cells are cancelled and the running
+  binaries killed on their workers (stop_attempts); killed with kill -9 on an external cluster,
+  its running binaries finish in their own attempt directories and their results are dropped.
 """
 import fcntl, json, os, shlex, signal, subprocess, sys, time, uuid
 
@@ -18,7 +23,11 @@ from . import lines as result_lines
 from . import task as cell_task
 from .db import Results, now
 
-NO_RETRY = {"configuration", "budget", "setup"}
+NO_RETRY = {"configuration", "budget", "setup", "stopped"}
+
+
+class Unreachable(Exception):
+    """The --scheduler cannot be reached."""
 
 
 def commit_of(root):
@@ -57,8 +66,10 @@ class Lock:
         self.file.flush()
 
 
-def sync_exports(db, parts):
-    """Import each part's export lines (they count as done) and return {part: lines}."""
+def sync_exports(db, parts, flags, quiet=False):
+    """Import each part's export lines (they count as done) and return {part: lines}. A line whose
+    command is not the cell's (apart from --threads, --quiet, --json, --store, --report and the
+    order of the options) does not count: a warning names it and the cell runs again."""
     existing = {}
     for part in parts:
         if not part.export:
@@ -67,11 +78,19 @@ def sync_exports(db, parts):
         existing[part.name] = found
         cells = {c.key: c for c in part.cells}
         known = [l for l in found if l["key"] in cells]
-        if len(known) < len(found):
+        if len(known) < len(found) and not quiet:
             print(f"sweep: {len(found) - len(known)} lines of {part.export} are not cells of part '{part.name}' "
                   "(kept in the file as they are)", flush=True)
-        added = db.import_lines(part.name, known, lambda key: cells[key].options)
-        if added:
+        agreeing = []
+        for line in known:
+            difference = result_lines.command_differs(line, cells[line["key"]], flags)
+            if difference:
+                print(f"sweep: warning: {part.export}: the line of cell {part.name}/{line['key']} was run with other "
+                      f"options than the spec gives ({difference}): not counted as done", file=sys.stderr, flush=True)
+            else:
+                agreeing.append(line)
+        added = db.import_lines(part.name, agreeing, lambda key: cells[key].options)
+        if added and not quiet:
             print(f"sweep: {added} done cells of part '{part.name}' imported from {part.export}", flush=True)
     return existing
 
@@ -90,12 +109,12 @@ def export(db, parts, existing=None):
 def run(spec, parts, args, root):
     db_path = args.db
     os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
-    lock = Lock(db_path)
+    lock = Lock(os.path.realpath(db_path))  # a symlinked --db is the same database
     db = Results(db_path)
     stale = db.interrupt_stale()
     if stale:
         print(f"sweep: {stale} cells were running when the last driver stopped: they run again", flush=True)
-    existing = sync_exports(db, parts)
+    existing = sync_exports(db, parts, spec.flags)
     rows = db.rows()
     todo, skipped_failed, changed = [], 0, 0
     for part in parts:
@@ -127,6 +146,27 @@ def run(spec, parts, args, root):
     return Driver(spec, parts, args, root, db, existing).drive(todo)
 
 
+def abandon_startup():
+    """A LocalCluster half started cannot be closed cleanly (Dask's own exit hook then prints a
+    traceback): its processes are killed and the driver leaves at once, exit 130."""
+    try:
+        import psutil
+        # (not multiprocessing's resource tracker: it goes by itself, and killed it prints tracebacks)
+        children = [c for c in psutil.Process().children(recursive=True)
+                    if "resource_tracker" not in " ".join(c.cmdline())]
+        for child in children:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(children, timeout=5)
+    except Exception:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def shipped(function):
     """`function` wrapped so that Dask sends it by value: Dask pickles a task graph with plain pickle
     (functions by reference: the scheduler and workers would have to import sweeplib) unless that
@@ -139,6 +179,8 @@ class Driver:
     def __init__(self, spec, parts, args, root, db, existing):
         self.spec, self.parts, self.args, self.root, self.db, self.existing = spec, parts, args, root, db, existing
         self.commit = commit_of(root)
+        from .spec import binary_version
+        self.version = binary_version(args.binary)
 
     def job(self, cell):
         env = {}
@@ -154,61 +196,97 @@ class Driver:
         from distributed import Client, LocalCluster
         cloudpickle.register_pickle_by_value(cell_task)  # workers need Dask, not this repository
         if self.args.scheduler:
-            client = Client(self.args.scheduler, timeout=self.args.connect_timeout)
+            try:
+                client = Client(self.args.scheduler, timeout=self.args.connect_timeout)
+            except (OSError, TimeoutError, ValueError) as error:
+                raise Unreachable(f"cannot reach the Dask scheduler at {self.args.scheduler} within "
+                                  f"{self.args.connect_timeout} ({type(error).__name__}): start it with `dask scheduler` "
+                                  "and its workers with `dask worker ADDRESS --nthreads 1`, check the address and that "
+                                  "its port is open from here, or wait longer with --connect-timeout")
             return client, None, self.args.scheduler
         n = self.args.workers or os.cpu_count() or 1
+        # multiprocessing's resource tracker (a process of its own) warns of "leaked" semaphores
+        # when a LocalCluster is stopped while it starts: nothing is leaked that matters
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                              "ignore:resource_tracker:UserWarning"]))
         dask.config.set({"distributed.scheduler.allowed-failures": self.args.allowed_failures})
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
         return Client(cluster), cluster, f"LocalCluster({n} worker processes x 1 thread)"
+
+    def record_started(self, run_id, cells, pending, running, event):
+        """An attempt-started event: recorded unless its cell is no longer submitted in this run
+        (its result was read already: Dask ran a finished task again) or done."""
+        key = (event["part"], event["key"])
+        if key not in pending:
+            return
+        cell = cells[key]
+        self.scratches[key] = event["scratch"]  # the cell's latest attempt
+        if self.db.attempt_started(run_id, cell.part, cell.key, self.command_text(cell, event),
+                                   json.dumps(cell.options), event):
+            running[key] = event["worker"]
 
     def drive(self, todo):
         from distributed import Queue
         args, db = self.args, self.db
         self.queue_name = f"blockwise-sweep-{uuid.uuid4().hex}"
-        client, cluster, where = self.connect()
+        self.scratches = {}  # cell -> the scratch directory of its latest attempt on its worker
         stop = {"signal": None}
 
         def on_signal(number, frame):
             stop["signal"] = number
             raise KeyboardInterrupt
-        signal.signal(signal.SIGTERM, on_signal)
-        run_id, futures = None, {}
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, on_signal)
+        client = cluster = None
+        run_id, futures, pending = None, {}, {}  # pending: cell -> its future not read yet
         try:
+            client, cluster, where = self.connect()
             workers = client.scheduler_info().get("workers", {})
             missing = [m for m in client.run(cell_task.check_worker, args.binary, args.profiles).values() if m]
             if missing:
                 print("sweep: error: workers cannot run cells:\n  " + "\n  ".join(missing), file=sys.stderr)
                 return 2
             queue = Queue(self.queue_name, client=client)
-            run_id = db.start_run(self.spec.path, [p.name for p in self.parts], where, args.binary, self.commit, len(todo))
-            print(f"sweep: run {run_id} on {where}, {len(workers)} workers; binary {args.binary}", flush=True)
+            run_id = db.start_run(self.spec.path, [p.name for p in self.parts], where, args.binary, self.commit,
+                                  len(todo), self.version)
+            print(f"sweep: run {run_id} on {where}, {len(workers)} workers; binary {args.binary}"
+                  + (f" (version {self.version})" if self.version else ""), flush=True)
             cells = {}
             for cell in todo:
                 cells[(cell.part, cell.key)] = cell
-                futures[self.submit(client, cell, 0)] = (cell, 0)
+                future = self.submit(client, cell, 0)
+                futures[future] = (cell, 0)
+                pending[(cell.part, cell.key)] = future
+            del future
             running, finished, failed, seconds = {}, 0, 0, []  # running: cell -> worker of its last attempt
             started_at, last_print, last_state = time.time(), 0.0, None
             while futures:
                 time.sleep(0.5)
                 for event in queue.get(batch=True):
-                    cell = cells[(event["part"], event["key"])]
-                    db.attempt_started(run_id, cell.part, cell.key, self.command_text(cell, event), json.dumps(cell.options), event)
-                    running[(cell.part, cell.key)] = event["worker"]
-                for future in [f for f in futures if f.done()]:
+                    self.record_started(run_id, cells, pending, running, event)
+                ready = [f for f in futures if f.done()]
+                while ready:
+                    future = ready.pop()
                     for event in queue.get(batch=True):  # events of this attempt arrive first
-                        c = cells[(event["part"], event["key"])]
-                        db.attempt_started(run_id, c.part, c.key, self.command_text(c, event), json.dumps(c.options), event)
-                        running[(c.part, c.key)] = event["worker"]
+                        self.record_started(run_id, cells, pending, running, event)
                     cell, retry = futures.pop(future)
+                    pending.pop((cell.part, cell.key), None)
                     result = self.outcome(future)
+                    # Forget the task at once: a finished task kept referenced is run again by Dask
+                    # when the worker holding its result dies.
+                    future.release()
+                    del future
                     running.pop((cell.part, cell.key), None)
                     if (result["status"] == "failed" and result.get("kind") not in NO_RETRY
                             and result.get("kind") != "worker-deaths" and retry < args.retries):
-                        lines = (result.get("error") or "").strip().splitlines()
-                        print(f"sweep: {cell.part}/{cell.key}: exit {result.get('exit_code')}: {lines[-1] if lines else ''}; "
+                        print(f"sweep: {cell.part}/{cell.key}: {cell_task.describe_exit(result.get('exit_code'))}: "
+                              f"{cell_task.headline(result.get('error'), result.get('exit_code'))}; "
                               f"trying again ({retry + 1} of {args.retries})", flush=True)
                         self.close_attempt(result)
-                        futures[self.submit(client, cell, retry + 1)] = (cell, retry + 1)
+                        future = self.submit(client, cell, retry + 1)
+                        futures[future] = (cell, retry + 1)
+                        pending[(cell.part, cell.key)] = future
+                        del future
                         continue
                     line = None
                     if result["status"] == "done":
@@ -228,9 +306,10 @@ class Driver:
                               f"attempts {row['attempts']})", flush=True)
                     else:
                         failed += 1
-                        first = (result.get("error") or "").strip().splitlines()
-                        print(f"sweep: FAILED {cell.part}/{cell.key}: exit {result.get('exit_code')}: "
-                              f"{first[-1] if first else ''}", flush=True)
+                        print(f"sweep: FAILED {cell.part}/{cell.key}: "
+                              f"{cell_task.describe_exit(result.get('exit_code'), result.get('kind'))}: "
+                              f"{cell_task.headline(result.get('error'), result.get('exit_code'), result.get('kind'))}",
+                              flush=True)
                 alive = set(client.scheduler_info().get("workers", {}))
                 busy = sum(1 for w in running.values() if w in alive)  # a dead worker's cell waits to run again
                 state = (finished, busy, failed)
@@ -245,19 +324,46 @@ class Driver:
         except KeyboardInterrupt:
             why = f"signal {stop['signal']}" if stop["signal"] else "interrupted"
             print(f"sweep: stopping ({why}); cells not finished will run again next time", file=sys.stderr, flush=True)
-            for cell, _ in futures.values():
+            if client is None:
+                abandon_startup()  # stopped while the cluster started: nothing ran, nothing to record
+            left = [cell for cell, _ in futures.values()]
+            self.stop_cells(client, futures)
+            for cell in left:
                 db.mark_interrupted(cell.part, cell.key)
             if run_id is not None:
                 db.end_run(run_id, None, None, "stopped")
                 export(db, self.parts, self.existing)
             return 130
         finally:
+            for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(number, signal.SIG_IGN)  # closing is not interrupted
+            if futures:
+                self.stop_cells(client, futures)  # an unexpected error: the cells' binaries go too
             try:
-                client.close()
+                if client is not None:
+                    client.close()
                 if cluster is not None:
                     cluster.close()
             except Exception:
                 pass
+
+    def stop_cells(self, client, futures):
+        """A clean stop: the queued cells are cancelled and the running ones' binaries killed on
+        their workers (an external cluster's workers outlive the driver; a LocalCluster's die with it)."""
+        if client is None or not futures:
+            return
+        try:
+            scratches = [self.scratches[(c.part, c.key)] for c, _ in futures.values() if (c.part, c.key) in self.scratches]
+            client.cancel(list(futures), force=True)
+            if scratches:
+                killed = client.run(cell_task.stop_attempts, scratches, wait=True)
+                count = len({pid for pids in killed.values() for pid in pids})  # workers of a machine share it
+                if count:
+                    print(f"sweep: killed {count} running cells' binaries on the workers", file=sys.stderr, flush=True)
+        except Exception as error:  # the scheduler is gone: nothing more can be done from here
+            print(f"sweep: warning: could not stop the cells on the workers ({type(error).__name__}: {error})",
+                  file=sys.stderr, flush=True)
+        futures.clear()
 
     def submit(self, client, cell, retry):
         key = f"blockwise-cell-{self.spec.name}-{cell_task.digest(cell.part + '/' + cell.key)}-{retry}-{self.queue_name[-8:]}"

@@ -26,8 +26,13 @@ e.g. `parts.small.axes.width[2]`) and what was expected, and raises SpecError (e
 An axis named after a `train` option lists values of that option; an axis with any other name
 lists tables of options (a "bundle": options that vary together). Option values are strings,
 integers or floats (written as they are given: use strings, e.g. "1e-4", to fix the text).
+
+Paths: `export`, and the path values of `data` and `profile` (a profile value with a '/' or
+ending in .json), are relative to the spec file's folder when they are not absolute (cells run
+in scratch directories, so they are made absolute here). Two parts may not write one export file.
+Values are checked again by the binary (`blockwise train ... --check-options`) before a run.
 """
-import difflib, itertools, os, re, subprocess, tomllib
+import difflib, itertools, os, re, shlex, signal, subprocess, tomllib
 
 # Options the sweep itself sets for every cell (a spec may not).
 RESERVED = {"json": "each cell writes its report JSON into its scratch directory",
@@ -57,11 +62,74 @@ def train_options(binary):
     if not os.path.exists(binary):
         raise SpecError(f"blockwise binary not found at {binary}: build it (swift build -c release), "
                         "or pass --binary PATH / set BLOCKWISE_BINARY")
+    code, text = run_binary([binary, "train", "--help"])
+    return parse_help(text, binary)
+
+
+HELP_TIMEOUT = float(os.environ.get("BLOCKWISE_SWEEP_BINARY_TIMEOUT") or 30)
+
+
+def run_binary(argv, env=None, timeout=None):
+    """(exit code, stdout + stderr) of a quick question to the binary; a binary that does not answer
+    within the timeout is killed (its whole process group) and refused."""
+    timeout = HELP_TIMEOUT if timeout is None else timeout
     try:
-        out = subprocess.run([binary, "train", "--help"], capture_output=True, text=True, timeout=60)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=env, start_new_session=True)
     except OSError as error:
-        raise SpecError(f"cannot run {binary} train --help: {error}")
-    return parse_help(out.stdout + out.stderr, binary)
+        raise SpecError(f"cannot run {shlex.join(argv[:2])}: {error}")
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            process.kill()
+        process.wait()
+        raise SpecError(f"'{shlex.join(argv[:2] + argv[2:3])}' did not answer within {timeout:g} s (killed): is "
+                        f"{argv[0]} the blockwise binary? (BLOCKWISE_SWEEP_BINARY_TIMEOUT sets the wait)")
+    except BaseException:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        raise
+    return process.returncode, out
+
+
+def binary_version(binary):
+    try:
+        code, text = run_binary([binary, "--version"])
+    except SpecError:
+        return None
+    return text.strip().splitlines()[0] if code == 0 and text.strip() else None
+
+
+def first_error(text):
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return next((l for l in lines if l.startswith(("error:", "Error:"))), lines[-1] if lines else "(no message)")
+
+
+def check_cells(binary, parts, profiles, threads=None):
+    """Every distinct argument set of the cells through `BINARY train ARGS --check-options` (no
+    data read, nothing trained); SpecError naming the first cell refused and the binary's error."""
+    from concurrent.futures import ThreadPoolExecutor
+    env = dict(os.environ)
+    if profiles:
+        env["BLOCKWISE_PROFILES"] = profiles
+    first = {}
+    for part in parts:
+        for cell in part.cells:
+            first.setdefault(tuple(cell.arguments()), (part.name, cell.key))
+    def one(arguments):
+        return run_binary([binary, "train"] + list(arguments) + ["--check-options"], env=env)
+    with ThreadPoolExecutor(max_workers=threads or min(8, (os.cpu_count() or 1) * 2)) as pool:
+        answers = list(pool.map(one, list(first)))
+    for arguments, (code, text) in zip(first, answers):
+        if code != 0:
+            part, key = first[arguments]
+            raise SpecError(f"part {part}, cell {key}: the binary refuses its options (exit {code}): {first_error(text)}")
+    return len(first)
 
 
 def parse_help(text, binary="blockwise"):
@@ -125,6 +193,24 @@ def check_options(path, table, options):
         check_option(f"{path}.{name}", name, value, options)
 
 
+def is_path_value(name, value):
+    if not isinstance(value, str):
+        return False
+    return name == "data" or (name == "profile" and ("/" in value or value.endswith(".json")))
+
+
+def absolute_paths(table, folder):
+    """The table with its relative path values made relative to `folder` (the spec's)."""
+    out = {}
+    for name, value in table.items():
+        if is_path_value(name, value) and not os.path.isabs(os.path.expanduser(value)):
+            value = os.path.normpath(os.path.join(folder, value))
+        elif is_path_value(name, value):
+            value = os.path.expanduser(value)
+        out[name] = value
+    return out
+
+
 class Cell:
     def __init__(self, part, key, options, varying):
         self.part, self.key = part, key
@@ -149,8 +235,9 @@ class Part:
 
 
 class Spec:
-    def __init__(self, path, name, description, parts):
+    def __init__(self, path, name, description, parts, flags=()):
         self.path, self.name, self.description, self.parts = path, name, description, parts
+        self.flags = set(flags)  # the train options that take no value
 
     def select(self, part=None):
         if part is None:
@@ -175,7 +262,7 @@ def merge(*tables):
     return out
 
 
-def expand(prefix, part_name, base, axes, cells, key_template, options):
+def expand(prefix, part_name, base, axes, cells, key_template, options, folder):
     """Every cell of a part: the cross product of the axes over the base, then the explicit cells."""
     axis_values = []
     sets = {}
@@ -230,7 +317,8 @@ def expand(prefix, part_name, base, axes, cells, key_template, options):
             raise SpecError(f"{prefix}key: cells {seen[key] + 1} and {number + 1} of part '{part_name}' have the same "
                             f"key '{key}': add the option that tells them apart to the key template")
         seen[key] = number
-        result.append(Cell(part_name, key, cell_options, varying))
+        # the key keeps the values as written; the command gets path values made absolute
+        result.append(Cell(part_name, key, absolute_paths(cell_options, folder), varying))
     return result
 
 
@@ -301,7 +389,17 @@ def load(path, options):
         export = expect(f"{prefix}export", part["export"], str) if "export" in part else top_export
         if export is not None:
             export = os.path.normpath(os.path.join(folder, export.replace("{part}", part_name)))
-        cells = expand(prefix, part_name, merge(base, part_base), axes, part.get("cells", []), key, options)
+        cells = expand(prefix, part_name, merge(base, part_base), axes, part.get("cells", []), key, options, folder)
         parts[part_name] = Part(part_name, expect(f"{prefix}description", part.get("description", ""), str),
                                 key, export, cells)
-    return Spec(os.path.abspath(path), name, description, parts)
+    writers = {}
+    for part in parts.values():
+        if part.export is None:
+            continue
+        real = os.path.realpath(part.export)
+        if real in writers:
+            raise SpecError(f"parts.{part.name}.export: parts '{writers[real]}' and '{part.name}' both write "
+                            f"{part.export}: each part needs its own export file (e.g. export = \"results/{{part}}.jsonl\"), "
+                            "or their lines would count as each other's done cells")
+        writers[real] = part.name
+    return Spec(os.path.abspath(path), name, description, parts, {n for n, o in options.items() if o.flag})

@@ -1,7 +1,8 @@
 """What a Dask worker runs for one attempt of one cell (stdlib + distributed only: the driver ships
 this module to the workers by value, so a worker machine needs Dask but not this repository).
 
-An attempt: a fresh scratch directory on the worker, an "attempt started" event put on the
+An attempt: a fresh scratch directory of its own on the worker (<scratch>/<sweep>/<part>/<cell
+digest>/<attempt id>), an "attempt started" event put on the
 sweep's Dask Queue (the scheduler acknowledges it before the binary starts, so the driver counts
 every attempt, including one whose worker is then killed), then `blockwise train ... --json
 <scratch>/report.json --store <scratch>/cell.sqlite`, run with its parent-death signal set so
@@ -43,9 +44,99 @@ def command_for(job, scratch):
     return argv + ["--json", os.path.join(scratch, "report.json"), "--store", os.path.join(scratch, "cell.sqlite")]
 
 
-def scratch_for(job):
+def cell_dir(job):
+    """The cell's folder on a worker; each attempt gets its own directory inside it."""
     root = job.get("scratch") or os.path.join(tempfile.gettempdir(), "blockwise-sweep")
     return os.path.join(root, job["sweep"], job["part"], digest(job["key"]))
+
+
+def scratch_for(job, attempt="ATTEMPT"):
+    """An attempt's own scratch directory: an orphaned attempt (its driver gone) never shares it
+    with a later one, so neither deletes the other's store."""
+    return os.path.join(cell_dir(job), attempt)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def clear_dead_attempts(folder, host):
+    """Delete this machine's attempt directories whose worker process is gone (a killed worker's
+    leftovers); those of live processes (an orphan still running) are left alone."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            with open(os.path.join(entry.path, "owner")) as f:
+                owner_host, owner_pid = f.read().split()
+            if owner_host == host and not alive(int(owner_pid)):
+                shutil.rmtree(entry.path, ignore_errors=True)
+        except (OSError, ValueError):
+            pass
+
+
+def headline(error, exit_code=None, kind=None):
+    """One line for an attempt's error: the binary's first `error:` line, else the last non-empty
+    line; signals and worker deaths said as such."""
+    if kind == "worker-deaths":
+        return ((error or "").strip().splitlines() or ["worker died"])[0]
+    lines = [l.strip() for l in (error or "").splitlines() if l.strip()]
+    body = [l for l in lines[1:]] if lines and lines[0].startswith("blockwise train failed") else lines
+    first = next((l for l in body if l.startswith(("error:", "Error:"))), None)
+    text = first or (body[-1] if body else (lines[-1] if lines else ""))
+    if exit_code is not None and exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = "?"
+        return f"killed by signal {-exit_code} ({name})" + (f": {text}" if text and not first else "")
+    return text
+
+
+def describe_exit(exit_code, kind=None):
+    if kind == "worker-deaths":
+        return "worker died"
+    if exit_code is None:
+        return "no exit code"
+    if exit_code < 0:
+        return f"killed by signal {-exit_code}"
+    return f"exit {exit_code}"
+
+
+def stop_attempts(scratches):
+    """Run on every worker when the driver stops: flag these attempts stopped (one not started yet
+    does not start its binary) and kill the binaries of those running on this machine."""
+    killed = []
+    for scratch in scratches:
+        if not os.path.isdir(scratch):
+            continue
+        try:
+            with open(os.path.join(scratch, "stop"), "w"):
+                pass
+            with open(os.path.join(scratch, "binary.pid")) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if sys.platform.startswith("linux"):
+            try:
+                if os.path.realpath(os.readlink(f"/proc/{pid}/cwd")) != os.path.realpath(scratch):
+                    continue  # not the cell's binary any more
+            except OSError:
+                continue  # gone
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except OSError:
+            pass
+    return killed
 
 
 def run_cell(job):
@@ -57,7 +148,7 @@ def run_cell(job):
         worker = "local"
     host, pid = socket.gethostname(), os.getpid()
     result = {"id": uuid.uuid4().hex, "host": host, "worker": worker, "pid": pid, "started": time.time()}
-    scratch = scratch_for(job)
+    scratch = scratch_for(job, result["id"])
     argv = command_for(job, scratch)
     result["command"] = shlex.join(argv)
 
@@ -72,9 +163,10 @@ def run_cell(job):
     if job.get("profiles") and not os.path.isdir(job["profiles"]):
         return failed("setup", f"the profiles directory {job['profiles']} is missing on worker {worker} ({host}): "
                       "copy profiles/ to the same path on every worker machine, or pass --profiles")
-    if os.path.exists(scratch):
-        shutil.rmtree(scratch, ignore_errors=True)  # a lost attempt's leftovers on this machine
+    clear_dead_attempts(cell_dir(job), host)  # a killed worker's leftovers on this machine
     os.makedirs(scratch)
+    with open(os.path.join(scratch, "owner"), "w") as f:
+        f.write(f"{host} {pid}\n")
     # Register the attempt before the binary starts: Queue.put returns once the scheduler has it.
     Queue(job["queue"]).put({"type": "started", "part": job["part"], "key": job["key"], "id": result["id"],
                              "host": host, "worker": worker, "pid": pid, "scratch": scratch,
@@ -85,15 +177,22 @@ def run_cell(job):
         env["BLOCKWISE_PROFILES"] = job["profiles"]
     launch = [sys.executable, "-c", LAUNCHER, str(os.getpid())] if sys.platform.startswith("linux") else []
     stdout, stderr = os.path.join(scratch, "stdout.txt"), os.path.join(scratch, "stderr.txt")
+    stop_flag = os.path.join(scratch, "stop")
+    code, startup = None, None
     try:
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
-            code = subprocess.run(launch + argv, cwd=scratch, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                  env=env).returncode
+            process = subprocess.Popen(launch + argv, cwd=scratch, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                       env=env)
+            with open(os.path.join(scratch, "binary.pid"), "w") as f:
+                f.write(f"{process.pid}\n")
+            if os.path.exists(stop_flag):  # the driver stopped before the pid was written
+                process.kill()
+            code = process.wait()
     except OSError as error:
-        code, startup = None, str(error)
-    else:
-        startup = None
+        startup = str(error)
     try:
+        if os.path.exists(stop_flag):
+            return failed("stopped", "the driver stopped the attempt", code)
         if startup is not None:
             return failed("runtime", f"could not start {argv[0]}: {startup}")
         if code != 0:
@@ -116,6 +215,10 @@ def run_cell(job):
     finally:
         if not job.get("keep_stores"):
             shutil.rmtree(scratch, ignore_errors=True)
+            try:
+                os.rmdir(cell_dir(job))  # the cell's folder, once no attempt is left in it
+            except OSError:
+                pass
 
 
 def check_worker(binary, profiles):

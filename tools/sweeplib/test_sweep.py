@@ -11,8 +11,14 @@
    cell is recorded exactly once, one attempt counted per try.
 4. A cell that fails on its own (budget cannot be met, exit 3) is recorded failed with its exit
    code and error, once, not retried.
-5. An existing cluster (`dask scheduler`, `dask worker` started outside the repository, loopback
-   only) runs a sweep through --scheduler; the report writes its tables and plot.
+5. A finished cell whose worker is killed afterwards stays done with one attempt (Dask does not
+   run it again: the driver releases every result it has read); a symlinked --db is locked too.
+6. An existing cluster (`dask scheduler`, `dask worker` started outside the repository, loopback
+   only) runs a sweep through --scheduler; a driver stopped with SIGTERM kills its cells' binaries
+   on the workers; the report writes its tables and plot.
+Before those: values only the binary can judge (`train --check-options`), bad and foreign
+databases, export lines whose command is not the cell's or that are malformed, an unreachable
+scheduler, a hanging binary: each a one-line error, nothing written.
 """
 import csv, json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time
 
@@ -101,6 +107,17 @@ def malformed(tmp):
         ("a missing name", '[axes]\nseed = [0]\n', ["name: missing"]),
         ("a value not among the option's values", 'name = "m"\n[axes]\nconv-engine = ["fast"]\n', ["axes.conv-engine[0]", "must be one of"]),
     ]
+    # values only the binary can judge: `train --check-options` refuses them, the cell named
+    cases += [
+        ("a seed that is not a number", 'name = "m"\n[base]\nseed = "abc"\n[axes]\nwidth = [8]\n', ["cell width=8", "--seed"]),
+        ("a fractional width", 'name = "m"\n[axes]\nwidth = [8, 4.5]\n', ["cell width=4.5", "--width"]),
+        ("a misspelt procedure", 'name = "m"\n[axes]\nprocedure = ["seqential"]\n', ["cell procedure=seqential", "--procedure"]),
+        ("a learning rate of nan", 'name = "m"\n[axes]\nlr = [nan]\n', ["cell lr=nan", "--lr"]),
+        ("a negative width", 'name = "m"\n[axes]\nwidth = [-4, 0]\n', ["cell width=-4", "--width"]),
+        ("a train size that is no size", 'name = "m"\n[axes]\ntrain-size = ["lots"]\n', ["cell train-size=lots", "--train-size"]),
+        ("two parts writing one export file", 'name = "m"\nexport = "same.jsonl"\n[parts.a]\naxes.seed = [0]\n'
+         '[parts.b]\naxes.seed = [1]\n', ["parts.b.export", "both write"]),
+    ]
     for what, text, needles in cases:
         path = os.path.join(tmp, "bad.toml")
         with open(path, "w") as f:
@@ -110,12 +127,87 @@ def malformed(tmp):
         check(out.returncode == 2 and all(n in message for n in needles),
               f"refused {what}, exit 2, naming the key", message.splitlines()[-1] if message else f"exit {out.returncode}")
     check(not os.path.exists(db), "nothing ran: no results database was created")
+    out = sweep("run", path, "--db", db, "--scheduler", "")
+    check(out.returncode == 2 and "--scheduler" in out.stderr, "--scheduler '' refused, exit 2", out.stderr.strip())
+    hang = os.path.join(tmp, "hang.sh")
+    with open(hang, "w") as f:
+        f.write("#!/bin/sh\nsleep 300\n")
+    os.chmod(hang, 0o755)
+    began = time.time()
+    out = sweep("list", path, "--binary", hang, env=dict(os.environ, BLOCKWISE_SWEEP_BINARY_TIMEOUT="1"))
+    check(out.returncode == 2 and "did not answer" in out.stderr and time.time() - began < 10
+          and not any(hang in open(f"/proc/{p}/cmdline").read() for p in os.listdir("/proc") if p.isdigit()
+                      and os.path.exists(f"/proc/{p}/cmdline")),
+          "a --binary that hangs on train --help: refused after the timeout, its process killed", out.stderr.strip())
+
+
+def databases_and_lines(tmp):
+    """Databases that are not ours, export lines that are not the cells', paths relative to the spec."""
+    print("-- bad databases, export lines and paths: one-line errors, nothing written", flush=True)
+    folder = os.path.join(tmp, "lines")
+    os.makedirs(folder)
+    spec = os.path.join(folder, "lines.toml")
+    with open(spec, "w") as f:
+        f.write('name = "lines"\nexport = "out/{part}.jsonl"\n[base]\nprofile = "none"\nmodules = 2\n'
+                '[axes]\nwidth = [4, 8]\n')
+    os.makedirs(os.path.join(folder, "out"))
+    export = os.path.join(folder, "out", "main.jsonl")
+    good = {"key": "width=4", "command": "blockwise train --modules 2 --width 4 --profile none --threads 1 --quiet",
+            "last": "n/a", "best": None, "peakBytes": "big", "seconds": "slow"}
+    other = {"key": "width=8", "command": "blockwise train --profile none --modules 3 --width 8"}
+    with open(export, "w") as f:
+        f.write(json.dumps(good) + "\n" + json.dumps(other) + "\n")
+    db = os.path.join(folder, "lines.sqlite")
+    out = sweep("list", spec, "--db", db)
+    check(out.returncode == 0 and "1/2 cells done" in out.stdout and "width=8" in out.stderr and "--modules 3" in out.stderr
+          and "not counted as done" in out.stderr,
+          "an export line run with other options is not counted done (warned); one differing only in order, "
+          "--threads and --quiet is", (out.stdout + out.stderr).strip())
+    out = sweep("report", spec, "--db", db, "--out", os.path.join(folder, "report"))
+    check(out.returncode == 0 and "Traceback" not in out.stderr, "report takes export lines with non-numeric fields",
+          out.stderr.strip()[-300:])
+    check(not os.path.exists(db), "list and report create no database")
+    with open(export, "a") as f:
+        f.write('{"key": "width=16", \n')
+    for command in ("list", "export"):
+        out = sweep(command, spec, "--db", db)
+        check(out.returncode == 2 and f"{export}:3" in out.stderr and "Traceback" not in out.stderr,
+              f"{command}: a malformed export line is an error naming the file and line", out.stderr.strip())
+    not_sqlite = os.path.join(folder, "notes.txt")
+    with open(not_sqlite, "w") as f:
+        f.write("hello\n")
+    foreign = os.path.join(folder, "foreign.sqlite")
+    with sqlite3.connect(foreign) as c:
+        c.execute("CREATE TABLE songs (title TEXT)")
+    for path, needle in [(not_sqlite, "not a SQLite database"), (foreign, "another application's database (tables songs)")]:
+        outs = [sweep(c, spec, "--db", path, "--no-check") if c == "list" else sweep(c, spec, "--db", path)
+                for c in ("list", "report", "export")]
+        outs.append(sweep("run", spec, "--db", path, "--workers", "1"))
+        check(all(o.returncode == 2 and needle in o.stderr and "Traceback" not in o.stderr for o in outs),
+              f"run, list, report, export refuse {os.path.basename(path)}: '{needle}'", outs[-1].stderr.strip())
+    with sqlite3.connect(foreign) as c:
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    check(tables == ["songs"], "no table was added to the other application's database", ", ".join(tables))
+    plain = os.path.join(folder, "plain.toml")
+    with open(plain, "w") as f:
+        f.write('name = "plain"\n[axes]\nwidth = [4]\n')
+    out = sweep("run", plain, "--db", os.path.join(folder, "x.sqlite"), "--scheduler", "tcp://127.0.0.1:9",
+                "--connect-timeout", "2s")
+    check(out.returncode == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in out.stderr
+          and "Traceback" not in out.stderr, "an unreachable --scheduler: one line naming the address", out.stderr.strip())
+    relative = os.path.join(folder, "relative.toml")
+    with open(relative, "w") as f:
+        f.write('name = "relative"\n[axes]\nprofile = ["prof/none.json"]\n')
+    out = sweep("list", relative, "--cells")
+    check(out.returncode == 2 and os.path.join(folder, "prof", "none.json") in out.stderr and "profile=prof/none.json" in out.stderr,
+          "a relative profile path in a spec is taken relative to the spec's folder", out.stderr.strip())
 
 
 def main():
     tmp = tempfile.mkdtemp(prefix="sweep-test-")
     scratch = os.path.join(tmp, "scratch")
     malformed(tmp)
+    databases_and_lines(tmp)
 
     print("-- a 6-cell sweep on a LocalCluster of 2 worker processes", flush=True)
     spec = os.path.join(tmp, "six.toml")
@@ -266,6 +358,8 @@ def main():
     check("1 failed cells skipped" in out.stdout and rows(bad_db)["budget=10KB"]["attempts"] == 1,
           "a rerun skips the failed cell (until --retry-failed)")
 
+    finished_cell_kept(tmp, scratch)
+
     print("-- an existing cluster: dask scheduler + dask worker, workers without this repository", flush=True)
     external(tmp, scratch)
 
@@ -278,6 +372,67 @@ def main():
           and os.path.exists(os.path.join(out_dir, "six.svg")) and os.path.exists(os.path.join(out_dir, "six.md")),
           "report writes a CSV of the 6 cells, a Markdown table and an SVG plot")
     return finish(tmp)
+
+
+def finished_cell_kept(tmp, scratch):
+    """A finished cell whose worker dies afterwards is not run again nor undone (Dask recomputes a
+    lost result only if the driver still holds its future); a symlinked --db is locked too."""
+    print("-- a finished cell's worker killed: the cell stays done, one attempt", flush=True)
+    spec = os.path.join(tmp, "kept.toml")
+    with open(spec, "w") as f:
+        f.write('name = "kept"\nkey = "{epochs}"\n' + BASE + '[[cells]]\nepochs = 1\ntrain-size = 500\n'
+                '[[cells]]\nepochs = 8\n')
+    db = os.path.join(tmp, "kept.sqlite")
+    log_path = os.path.join(tmp, "driver-kept.log")
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen([SWEEP, "run", spec, "--db", db, "--workers", "2", "--scratch", scratch],
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        short = wait_for(lambda: os.path.exists(db) and rows(db).get("1", {}).get("status") == "done"
+                         and rows(db).get("8", {}).get("status") == "running" and attempts(db)["1"], 90, step=0.1)
+        if check(short is not None, "the short cell is done while the long one runs"):
+            os.kill(short[0]["pid"], signal.SIGKILL)
+            print(f"   killed worker process {short[0]['pid']} (kill -9), which ran the short cell", flush=True)
+            link = os.path.join(tmp, "kept-link.sqlite")
+            os.symlink(db, link)
+            out = sweep("run", spec, "--db", link, "--workers", "1", "--scratch", scratch)
+            check(out.returncode != 0 and "another 'tools/sweep run' is using" in (out.stdout + out.stderr),
+                  "a second driver through a symlinked --db is refused by the lock", (out.stdout + out.stderr).strip()[-200:])
+        try:
+            code = driver.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(driver.pid, signal.SIGKILL)
+            code = "timeout"
+    r, tried = rows(db), attempts(db)
+    check(code == 0 and r["8"]["status"] == "done", "the run finishes, exit 0", f"exit {code}")
+    check(r["1"]["status"] == "done" and r["1"]["attempts"] == 1 and len(tried["1"]) == 1 and r["1"]["report"],
+          "the short cell stays done once, 1 attempt, its report kept",
+          f"{r['1']['status']}, attempts {r['1']['attempts']}, attempt rows {len(tried['1'])}")
+
+
+def stop_on_cluster(address, scratch, tmp):
+    """SIGTERM to a driver on an external cluster: the cells' binaries on the workers are killed."""
+    spec = os.path.join(tmp, "stop.toml")
+    with open(spec, "w") as f:
+        f.write('name = "stop"\n' + BASE.replace("epochs = 4", "epochs = 60") + '[axes]\nseed = [0]\n')
+    db = os.path.join(tmp, "stop.sqlite")
+    driver = subprocess.Popen([SWEEP, "run", spec, "--db", db, "--scheduler", address, "--scratch", scratch],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found = wait_for(lambda: os.path.exists(db) and [a for t in attempts(db).values() for a in t if a["outcome"] is None]
+                     and processes_under(os.path.join(scratch, "stop")), 60, step=0.1)
+    if not check(bool(found), "a cell runs on the cluster"):
+        driver.kill()
+        return
+    tried = attempts(db)["seed=0"]
+    driver.send_signal(signal.SIGTERM)
+    out = driver.communicate(timeout=60)[0]
+    left = wait_for(lambda: not processes_under(os.path.join(scratch, "stop")) and "none", 10)
+    check(driver.returncode == 130 and left == "none" and "Traceback" not in out,
+          "SIGTERM to the driver (--scheduler): exit 130, the cell's binary on the worker killed",
+          f"exit {driver.returncode}; still running: {processes_under(os.path.join(scratch, 'stop'))}")
+    check(tried[-1]["scratch"].endswith(tried[-1]["id"]), "each attempt has a scratch directory of its own",
+          tried[-1]["scratch"])
+    r = rows(db)["seed=0"]
+    check(r["status"] == "interrupted", "the stopped cell is interrupted (it runs again next time)", r["status"])
 
 
 def external(tmp, scratch):
@@ -313,6 +468,7 @@ def external(tmp, scratch):
         check(out.returncode == 0 and len(r) == 2 and all(v["status"] == "done" for v in r.values()),
               f"tools/sweep run --scheduler {address}: both cells done on the cluster's workers",
               "; ".join(sorted(workers)) if out.returncode == 0 else (out.stdout + out.stderr).strip()[-400:])
+        stop_on_cluster(address, scratch, tmp)
     finally:
         for process in reversed(started):
             process.terminate()
