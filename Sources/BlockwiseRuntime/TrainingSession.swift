@@ -50,6 +50,17 @@ public struct TrainingSession {
         return configuration.procedure == .sequential || configuration.procedure == .multilap ? .memory : .none
     }
 
+    /// Each module's planned peak with its parts, the store engine's bound included: the same
+    /// figures `blockwise plan` prints for this configuration (nil for the resident procedures,
+    /// whose one figure is ``BudgetResolver/residentPlan(_:)``).
+    public func modulePlans() -> [ModuleMemoryPlan]? {
+        guard residence != .none else { return nil }
+        return (0..<configuration.model.modules).map {
+            BudgetResolver.modulePlan(configuration, module: $0, budget: budget, fit: fit, residence: residence,
+                                      trainCount: train.count, testCount: test.count).plan
+        }
+    }
+
     /// Checks the budget, trains, and returns the report (also saved in the store).
     public func run() throws -> (report: RunReport, store: FeatureStore?) {
         var configuration = self.configuration

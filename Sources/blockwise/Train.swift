@@ -96,6 +96,7 @@ struct Train: ParsableCommand {
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
         }
         let progress = ProgressPrinter(quiet: quiet, modules: model.modules)
+        progress.plans = session.modulePlans()
         session.observer = progress.handle
         let (runReport, featureStore) = try session.run()
         progress.finish()
@@ -130,6 +131,8 @@ final class ProgressPrinter {
     let isTerminal = isatty(STDOUT_FILENO) != 0
     var lastPrint = DispatchTime.now().uptimeNanoseconds
     var lineOpen = false
+    /// The planned peaks `blockwise plan` prints (one figure for a module in both commands).
+    var plans: [ModuleMemoryPlan]?
 
     init(quiet: Bool, modules: Int) { self.quiet = quiet; self.modules = modules }
 
@@ -138,7 +141,14 @@ final class ProgressPrinter {
         switch event {
         case .moduleStarted(let module, let lap, let epochs, let plan):
             endLine()
-            print("module \(module + 1)/\(modules)\(lap > 0 ? " lap \(lap + 1)" : ""): \(epochs) epochs, planned memory \(formatBytes(plan.totalBytes)) (\(plan.breakdown))")
+            if let plans, module < plans.count {
+                // plan's figure: the larger of training and streaming, plus SQLite's bound.
+                var parts = plans[module].breakdown
+                parts[.storeEngine] = plans[module].storeEngineBound
+                print("module \(module + 1)/\(modules)\(lap > 0 ? " lap \(lap + 1)" : ""): \(epochs) epochs, planned peak \(formatBytes(plans[module].peakBytes)) (\(parts))")
+            } else {
+                print("module \(module + 1)/\(modules)\(lap > 0 ? " lap \(lap + 1)" : ""): \(epochs) epochs, planned memory \(formatBytes(plan.totalBytes)) (\(plan.breakdown))")
+            }
         case .batch(let module, _, let epoch, let batch, let batches, let metrics, let rate):
             let now = DispatchTime.now().uptimeNanoseconds
             let interval: UInt64 = isTerminal ? 100_000_000 : 5_000_000_000

@@ -137,6 +137,25 @@ final class NewcomerTests: CLITestCase {
         XCTAssertEqual(try run(mcu + ["--width", "\(width + 1)"]).code, 3)
     }
 
+    /// One memory figure per module: train's "planned peak" is plan's peak, store engine included.
+    func testPlanAndTrainGiveOnePlannedPeak() throws {
+        let options = ["--profile", "stm32f746-disco", "--width", "4", "--modules", "4", "--batch-size", "32", "--fit", "microbatch",
+                       "--workspace", "200", "--store-cache", "16KiB", "--feature-dtype", "fp16", "--train-size", "600", "--test-size", "1000"]
+        let plan = try run(["plan"] + options)
+        XCTAssertEqual(plan.code, 0, plan.err)
+        let planned = plan.out.components(separatedBy: "\n").filter { $0.range(of: #"^[1-4] "#, options: .regularExpression) != nil }
+            .map { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().prefix(2).joined(separator: " ") }
+        let train = try run(["train"] + options + ["--epochs", "1", "--store", directory + "/one-figure.sqlite"])
+        XCTAssertEqual(train.code, 0, train.err)
+        let trained = train.out.components(separatedBy: "\n").compactMap { line -> String? in
+            guard let range = line.range(of: #"planned peak [0-9.]+ [KMG]?i?B"#, options: .regularExpression) else { return nil }
+            return String(line[range].dropFirst("planned peak ".count))
+        }
+        XCTAssertEqual(planned.count, 4, plan.out)
+        XCTAssertEqual(trained, planned, "plan:\n\(plan.out)\ntrain:\n\(train.out)")
+        XCTAssertTrue(train.out.contains("storeEngine 57.3 KiB"), train.out)
+    }
+
     func testCacheShowNamesTheClass() throws {
         let store = directory + "/classes.sqlite"
         let arguments = ["train", "--store", store, "--modules", "1", "--width", "8", "--train-size", "600", "--test-size", "100",
