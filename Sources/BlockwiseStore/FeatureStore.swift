@@ -16,6 +16,22 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     /// The most values one stored sample may have (a level's C x H x W); more is damage.
     public static let maximumSampleValues = 1 << 24
 
+    /// Whether a level's [C, H, W] from table levels can be a sample's shape (each size in
+    /// 1...65536, at most ``maximumSampleValues`` values): anything else is damage.
+    public static func isValidSampleShape(_ shape: [Int]) -> Bool {
+        shape.allSatisfy { (1...65536).contains($0) } && shape.reduce(1, *) <= maximumSampleValues
+    }
+
+    /// How many feature rows a level holds and its lowest and highest row, by key (the rows a
+    /// read looks up; no row data is read).
+    func rowSpan(level: Int, split: Split) throws -> (count: Int, first: Int, last: Int) {
+        let base = FeatureStore.rowID(level: level, split: split, row: 0)
+        let rows = try database.prepare("SELECT count(*), min(id) - ?1, max(id) - ?1 FROM features WHERE id >= ?1 AND id < ?2")
+        try rows.bind([base, base + (1 << 32)])
+        _ = try rows.step()
+        return (rows.int(0), rows.int(1), rows.int(2))
+    }
+
     /// Version of the schema and of the feature format (PRAGMA user_version).
     public static let formatVersion: Int32 = 1
 
@@ -307,9 +323,10 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         return .created
     }
 
-    /// Before a resume: every complete level holds one row per sample of the run's data,
-    /// rows 0..<n exactly (its keys only; ``source(level:split:)`` checks again when it is read).
-    /// - Throws: ``StoreError/damaged`` naming the level.
+    /// Before a resume: the file is whole pages, every module record has a known status, the
+    /// levels are the run's (``checkLevels(against:)``), and in sequential runs a completed
+    /// module's output level is complete.
+    /// - Throws: ``StoreError/damaged`` naming what is wrong.
     func checkResumable(_ identity: RunIdentity) throws {
         // A file cut or extended by a few bytes can still read: SQLite reads a short last page as whole.
         let pageSize = try database.integer("PRAGMA page_size") ?? 4096
@@ -334,6 +351,8 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         }
     }
 
+    /// Every complete level holds one row per sample of the run's data, rows 0..<n exactly (its
+    /// keys only; ``source(level:split:)`` checks again when it is read), with the run's labels.
     func checkLevels(against data: DataIdentity) throws {
         let levels = try database.prepare("SELECT level, split FROM levels WHERE complete = 1 ORDER BY level, split")
         var complete: [(Int, Split)] = []
@@ -359,16 +378,19 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         }
     }
 
-    /// CRC-32 of a level's labels in row order, train then test (as ``DataIdentity`` computes it).
+    /// CRC-32 of a level's labels in row order, train then test (as ``DataIdentity`` computes it),
+    /// chained one label at a time: no buffer of all the labels.
     func labelsChecksum(level: Int) throws -> UInt32 {
-        var labels: [UInt8] = []
+        var sum: UInt32 = 0
         for split in [Split.train, .test] {
             let base = FeatureStore.rowID(level: level, split: split, row: 0)
             let statement = try database.prepare("SELECT label FROM features WHERE id >= ? AND id < ? ORDER BY id")
             try statement.bind([base, base + (1 << 32)])
-            while try statement.step() { labels.append(UInt8(truncatingIfNeeded: statement.int(0))) }
+            while try statement.step() {
+                sum = withUnsafeBytes(of: UInt8(truncatingIfNeeded: statement.int(0))) { checksum($0, seed: sum) }
+            }
         }
-        return labels.withUnsafeBytes { checksum($0) }
+        return sum
     }
 
     func record(_ identity: RunIdentity) throws {
@@ -501,7 +523,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         try statement.bind([level, split.rawValue])
         guard try statement.step() else { throw StoreError.missingLevel(path: path, level: level, split: split.rawValue) }
         let shape = [statement.int(0), statement.int(1), statement.int(2)]
-        guard shape.allSatisfy({ (1...65536).contains($0) }), shape.reduce(1, *) <= FeatureStore.maximumSampleValues else {
+        guard FeatureStore.isValidSampleShape(shape) else {
             throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) has the shape \(shape.map(String.init).joined(separator: "x")) in table levels")
         }
         shapes["\(level).\(split)"] = shape
@@ -518,14 +540,10 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         // The rows must be exactly 0..<row_count: a level with a row deleted (or its metadata
         // changed) is damage, found here rather than as a different run. One pass over the
         // level's keys (no row data is read).
-        let base = FeatureStore.rowID(level: level, split: split, row: 0)
-        let rows = try database.prepare("SELECT count(*), min(id), max(id) FROM features WHERE id >= ? AND id < ?")
-        try rows.bind([base, base + (1 << 32)])
-        _ = try rows.step()
-        let (count, first, last) = (rows.int(0), Int64(rows.int(1)), Int64(rows.int(2)))
-        guard count == rowCount, rowCount == 0 || (first == base && last == base + Int64(rowCount) - 1) else {
+        let (count, first, last) = try rowSpan(level: level, split: split)
+        guard count == rowCount, rowCount == 0 || (first == 0 && last == rowCount - 1) else {
             throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) should hold rows 0..<\(rowCount) (table levels) "
-                + "but table features has \(count) rows for it" + (count > 0 ? ", from \(first - base) to \(last - base)" : ""))
+                + "but table features has \(count) rows for it" + (count > 0 ? ", from \(first) to \(last)" : ""))
         }
         return try LevelReader(store: self, level: level, split: split, count: rowCount,
                                shape: try levelShape(level, split: split))

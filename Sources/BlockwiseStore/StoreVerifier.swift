@@ -91,16 +91,12 @@ public enum StoreVerifier {
             report.levels += 1
             let level = levels.int(0), splitName = levels.string(1), rowCount = levels.int(2)
             guard let split = Split(rawValue: splitName) else { report.problems.append("level \(level): unknown split '\(splitName)'"); continue }
-            let base = FeatureStore.rowID(level: level, split: split, row: 0)
-            known.insert(base)
-            let rows = try db.prepare("SELECT count(*), min(row), max(row) FROM features WHERE id >= ? AND id < ?")
-            try rows.bind([base, base + (1 << 32)])
-            _ = try rows.step()
-            let count = rows.int(0)
+            known.insert(FeatureStore.rowID(level: level, split: split, row: 0))
+            let (count, first, last) = try store.rowSpan(level: level, split: split)
             if levels.int(3) == 1 {
-                if count != rowCount || (count > 0 && (rows.int(1) != 0 || rows.int(2) != rowCount - 1)) {
+                if count != rowCount || (count > 0 && (first != 0 || last != rowCount - 1)) {
                     report.problems.append("level \(level) \(splitName): table features holds \(count) rows"
-                        + (count > 0 ? " (\(rows.int(1))...\(rows.int(2)))" : "") + ", its metadata says rows 0..<\(rowCount)")
+                        + (count > 0 ? " (\(first)...\(last))" : "") + ", its metadata says rows 0..<\(rowCount)")
                 }
                 if let data = identity?.data {
                     let samples = split == .train ? data.trainCount : data.testCount
@@ -136,7 +132,7 @@ public enum StoreVerifier {
         while try levels.step() {
             let shape = [levels.int(2), levels.int(3), levels.int(4)]
             let name = "level \(levels.int(0)) \(levels.string(1))"
-            guard shape.allSatisfy({ (1...65536).contains($0) }), shape.reduce(1, *) <= FeatureStore.maximumSampleValues else {
+            guard FeatureStore.isValidSampleShape(shape) else {
                 report.problems.append("\(name): the shape \(shape.map(String.init).joined(separator: "x")) in table levels"); continue
             }
             guard let encoding = FeatureEncoding(rawValue: levels.string(5)) else {
@@ -214,12 +210,14 @@ public enum StoreVerifier {
             report.checkpointTensors += 1
             let module = tensors.int(0), name = tensors.string(1), kind = tensors.string(2)
             let blob = tensors.blob(5)
-            let declared = tensors.string(3).trimmingCharacters(in: CharacterSet(charactersIn: "[] "))
-                .split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.reduce(1, *)
+            // The shape text is parsed as the resume parses it (no product that can overflow).
+            let declared = FeatureStore.shapeCount(tensors.string(3))
             if checksum(blob) != UInt32(truncatingIfNeeded: tensors.int(4)) {
                 report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): fails its checksum")
-            } else if blob.count != declared * 4 {
-                report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): \(blob.count) bytes, its shape \(tensors.string(3)) needs \(declared * 4)")
+            } else if let declared, blob.count % 4 != 0 || blob.count / 4 != declared {
+                report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): \(blob.count) bytes, its shape \(tensors.string(3)) needs \(declared) floats")
+            } else if declared == nil {
+                report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): its shape '\(tensors.string(3))' is not a shape")
             }
             saved[module, default: [:]][kind, default: [:]][name] = blob.count / 4
             shapes["\(module).\(kind).\(name)"] = tensors.string(3)

@@ -48,8 +48,8 @@ struct Plan: ParsableCommand {
         // and refuses the sizes train would refuse.
         let splits: (train: Int, test: Int, name: String)
         switch dataset {
-        case "fashion-mnist": splits = (60000, 10000, "Fashion-MNIST")
-        case "mnist5k": splits = (4000, 1000, "mnist5k")
+        case "fashion-mnist": splits = (FashionMNIST.splitSizes.train, FashionMNIST.splitSizes.test, "Fashion-MNIST")
+        case "mnist5k": splits = (MNIST5k.splitSizes.train, MNIST5k.splitSizes.test, "mnist5k")
         default: throw ValidationError("--dataset must be fashion-mnist or mnist5k (got '\(dataset)')")
         }
         let trainCount: Int, testCount: Int

@@ -153,6 +153,18 @@ final class NewcomerTests: CLITestCase {
         }
         XCTAssertEqual(planned.count, 4, plan.out)
         XCTAssertEqual(trained, planned, "plan:\n\(plan.out)\ntrain:\n\(train.out)")
+        // Both print one function's figure; what the run measured must stay within it.
+        func bytes(_ text: String) -> Double {
+            let parts = text.split(separator: " ")
+            let unit: Double = ["B": 1, "KiB": 1024, "MiB": 1_048_576, "GiB": 1_073_741_824][String(parts[1])] ?? .nan
+            return Double(parts[0])! * unit
+        }
+        let measured = train.out.components(separatedBy: "\n").compactMap { line -> String? in
+            guard line.hasPrefix("module "), let range = line.range(of: #"peak [0-9.]+ [KMG]?i?B$"#, options: .regularExpression) else { return nil }
+            return String(line[range].dropFirst("peak ".count))
+        }
+        XCTAssertEqual(measured.count, 4, train.out)
+        for (got, bound) in zip(measured, trained) { XCTAssertLessThanOrEqual(bytes(got), bytes(bound), "measured \(got) within planned \(bound)") }
         XCTAssertTrue(train.out.contains("storeEngine 57.3 KiB"), train.out)
     }
 
