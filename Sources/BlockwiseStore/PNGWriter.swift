@@ -40,24 +40,44 @@ public enum PNGWriter {
     }
 
     /// The channels of one sample [C, H, W] as a grid of grayscale tiles (each channel scaled to
-    /// its own min...max), `scale` pixels per value, 1-pixel gaps.
-    public static func channelGrid(values: [Float], shape: [Int], scale: Int = 4) -> Data {
+    /// its own min...max, its number in the tile's corner), each tile at least 84 pixels wide,
+    /// 2-pixel gaps, under a caption: `title` large (the class) and `subtitle` small (level, split,
+    /// sample, shape). Pixels: width x height bytes, built once.
+    public static func channelGrid(values: [Float], shape: [Int], title: String = "", subtitle: String = "") -> Data {
         let (c, h, w) = (shape[0], shape[1], shape[2])
+        let scale = max(1, (84 + max(h, w) - 1) / max(h, w))
         let columns = Int(Double(c).squareRoot().rounded(.up))
         let rows = (c + columns - 1) / columns
+        let gap = 2, margin = 8
         let tileW = w * scale, tileH = h * scale
-        let width = columns * (tileW + 1) - 1, height = rows * (tileH + 1) - 1
+        let gridW = columns * (tileW + gap) - gap, gridH = rows * (tileH + gap) - gap
+        let titleH = title.isEmpty ? 0 : 2 * BitmapFont.height + 4
+        let subtitleH = subtitle.isEmpty ? 0 : BitmapFont.height + 6
+        let width = max(gridW, BitmapFont.textWidth(title, scale: 2), BitmapFont.textWidth(subtitle)) + 2 * margin
+        let height = margin + titleH + subtitleH + gridH + margin
         var pixels = [UInt8](repeating: 40, count: width * height)
+        BitmapFont.draw(title, into: &pixels, bufferWidth: width, x: margin, y: margin, scale: 2)
+        BitmapFont.draw(subtitle, into: &pixels, bufferWidth: width, x: margin, y: margin + titleH, value: 200)
+        let gridTop = margin + titleH + subtitleH
         for channel in 0..<c {
             let plane = values[(channel * h * w)..<((channel + 1) * h * w)]
             let low = plane.min() ?? 0, high = plane.max() ?? 1
             let range = high > low ? high - low : 1
-            let x0 = (channel % columns) * (tileW + 1), y0 = (channel / columns) * (tileH + 1)
+            let x0 = margin + (channel % columns) * (tileW + gap), y0 = gridTop + (channel / columns) * (tileH + gap)
             for y in 0..<tileH {
                 for x in 0..<tileW {
                     let v = plane[plane.startIndex + (y / scale) * w + x / scale]
                     pixels[(y0 + y) * width + x0 + x] = UInt8(max(0, min(255, ((v - low) / range * 255).rounded())))
                 }
+            }
+            if c > 1 {
+                // The channel number, white on a black box, in the tile's top-left corner.
+                let label = String(channel)
+                let boxW = BitmapFont.textWidth(label) + 2
+                for y in y0..<min(y0 + BitmapFont.height, height) {
+                    for x in x0..<min(x0 + boxW, width) { pixels[y * width + x] = 0 }
+                }
+                BitmapFont.draw(label, into: &pixels, bufferWidth: width, x: x0 + 1, y: y0)
             }
         }
         return grayscale(width: width, height: height, pixels: pixels)
