@@ -37,3 +37,43 @@ public func formatEnergy(_ joules: Double) -> String {
 }
 
 import Foundation
+
+/// One unit for a whole table column of durations, chosen by its largest value (so a column
+/// never mixes "16 min 3 s" with "2.8 h").
+public struct DurationColumn: Sendable {
+    enum Unit { case milliseconds, seconds, minutes, hours, days }
+    let unit: Unit
+    public init(_ values: [Double]) {
+        let largest = values.max() ?? 0
+        unit = largest < 1 ? .milliseconds : largest < 120 ? .seconds : largest < 7200 ? .minutes : largest < 172_800 ? .hours : .days
+    }
+    public func format(_ seconds: Double) -> String {
+        switch unit {
+        case .milliseconds: return String(format: "%.0f ms", seconds * 1000)
+        case .seconds: return String(format: "%.1f s", seconds)
+        case .minutes:
+            let total = seconds.rounded()
+            let minutes = (total / 60).rounded(.down)
+            return String(format: "%.0f min %.0f s", minutes, total - 60 * minutes)
+        case .hours: return String(format: "%.1f h", seconds / 3600)
+        case .days: return String(format: "%.1f days", seconds / 86400)
+        }
+    }
+}
+
+/// One unit for a whole table column of energies (mJ, J or Wh), chosen by its largest value.
+public struct EnergyColumn: Sendable {
+    enum Unit { case millijoules, joules, wattHours }
+    let unit: Unit
+    public init(_ values: [Double]) {
+        let largest = values.max() ?? 0
+        unit = largest < 1 ? .millijoules : largest < 3600 ? .joules : .wattHours
+    }
+    public func format(_ joules: Double) -> String {
+        switch unit {
+        case .millijoules: return String(format: "%.0f mJ", joules * 1000)
+        case .joules: return String(format: "%.1f J", joules)
+        case .wattHours: return String(format: "%.2f Wh", joules / 3600)
+        }
+    }
+}

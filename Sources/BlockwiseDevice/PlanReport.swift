@@ -77,3 +77,36 @@ public struct PlanReport: Codable, Sendable {
         cost = profile.map { DeviceCost(profile: $0, flops: totalFlops, bytesRead: totalRead, bytesWritten: totalWritten, operations: totalOperations) }
     }
 }
+
+extension PlanReport {
+    /// The per-module table `blockwise plan` prints (and `--csv` writes).
+    public func table() -> Table {
+        let device = profile != nil
+        var table = Table([
+            .init("module", width: 8, csv: "module"), .init("peak", width: 11, csv: "peak_bytes"), .init("fits", width: 6, csv: "fits"),
+            .init("largest batch", width: 15, csv: "largest_batch"), .init("micro-batch", width: 13, csv: "micro_batch"),
+            .init("params", width: 10, csv: "parameters_bytes"), .init("grads+mom", width: 11, csv: "gradients_and_momentum_bytes"),
+            .init("saved act.", width: 12, csv: "saved_activations_bytes"), .init("workspace", width: 11, csv: "workspace_bytes"),
+            .init("I/O", width: 10, csv: "io_buffers_bytes"), .init("store eng.", width: device ? 12 : 0, csv: "store_engine_bound_bytes"),
+        ] + (device ? [.init("device time", width: 16, csv: "device_seconds"), .init("energy", width: 0, csv: "device_joules")] : []))
+        let costs = modules.compactMap(\.cost)
+        let times = DurationColumn(costs.map(\.seconds)), energies = EnergyColumn(costs.map(\.energyJoules))
+        for module in modules {
+            let b = module.plan.breakdown
+            var row: [Table.Cell] = [
+                .int(module.number), .bytes(module.plan.peakBytes), .init(module.fits ? "yes" : "NO", value: module.fits ? "true" : "false"),
+                budget == nil ? .init("-", value: "") : .init(module.largestBatch.map(String.init) ?? "none", value: module.largestBatch.map(String.init) ?? ""),
+                .init(module.microBatch.map(String.init) ?? "-", value: module.microBatch.map(String.init) ?? ""),
+                .bytes(b[.parameters]), .bytes(b[.gradients] + b[.optimizerState]), .bytes(b[.savedActivations]), .bytes(b[.workspace]),
+                .bytes(b[.ioBuffers]), .bytes(module.plan.storeEngineBound),
+            ]
+            if device {
+                let cost = module.cost
+                row += [.init(cost.map { times.format($0.seconds) } ?? "-", value: cost.map { String($0.seconds) } ?? ""),
+                        .init(cost.map { energies.format($0.energyJoules) } ?? "-", value: cost.map { String($0.energyJoules) } ?? "")]
+            }
+            table.append(row)
+        }
+        return table
+    }
+}

@@ -190,7 +190,7 @@ public struct ModuleDoesNotFitError: Error, CustomStringConvertible {
         if let largestBatch {
             text += "The largest batch that fits is \(largestBatch): pass --batch-size \(largestBatch), or --fit microbatch to keep batch \(batch) by accumulating micro-batches of \(largestBatch)."
         } else {
-            text += "Not even a batch of \(min(RunPlanner.minimumBatch, batch)) fits: lower --width, pass --workspace to bound the im2col workspace, use --encoder-downsamplings, or raise --budget."
+            text += "Not even a batch of \(min(RunPlanner.minimumBatch, batch)) fits (what would change that follows)."
         }
         return text
     }

@@ -60,6 +60,20 @@ public struct LedgerEvent: Codable, Sendable, Equatable {
     public var total: Int
     /// Live bytes per category after the event.
     public var live: MemoryBreakdown
+    /// Host seconds since the ledger was made (nil in reports written before it was recorded).
+    public var seconds: Double?
+    /// A phase boundary (``MemoryLedger/mark(_:)``), not an allocation (nil: false).
+    public var marker: Bool?
+    public var isMarker: Bool { marker == true }
+}
+
+/// A buffer live at a moment of the ledger (its tag, as allocated, and its bytes; buffers that
+/// share a tag are summed, with their count).
+public struct LiveTensor: Codable, Sendable, Equatable {
+    public var tag: String
+    public var category: MemoryCategory
+    public var bytes: Int
+    public var count: Int
 }
 
 /// Thrown when an allocation would take the live bytes past the budget.
@@ -97,6 +111,12 @@ public final class MemoryLedger {
     public private(set) var highWater: Int = 0
     public private(set) var highWaterBreakdown = MemoryBreakdown()
     public private(set) var timeline: [LedgerEvent] = []
+    /// The buffers live now, by category and tag (bytes, count).
+    private var liveTags: [MemoryCategory: [String: (bytes: Int, count: Int)]] = [:]
+    /// The buffers live at the current window's peak and at the high-water mark.
+    public private(set) var peakTensors: [LiveTensor] = []
+    public private(set) var highWaterTensors: [LiveTensor] = []
+    private let start = DispatchTime.now().uptimeNanoseconds
     /// Whether allocations and frees are appended to `timeline`.
     public var recordsTimeline: Bool
     /// The largest number of timeline events kept; past it, every other event is dropped
@@ -122,13 +142,17 @@ public final class MemoryLedger {
                                       available: budget - live.total, budget: budget, live: live)
         }
         live[category] += bytes
+        liveTags[category, default: [:]][tag, default: (0, 0)].bytes += bytes
+        liveTags[category]![tag]!.count += 1
         if live.total > peak {
             peak = live.total
             peakBreakdown = live
+            peakTensors = liveTensors()
         }
         if live.total > highWater {
             highWater = live.total
             highWaterBreakdown = live
+            highWaterTensors = peakTensors
         }
         record(tag, category, bytes)
     }
@@ -137,6 +161,9 @@ public final class MemoryLedger {
     public func release(_ bytes: Int, category: MemoryCategory, tag: String) {
         precondition(live[category] >= bytes, "ledger underflow in \(category.rawValue) for \(tag)")
         live[category] -= bytes
+        if let held = liveTags[category]?[tag] {
+            liveTags[category]![tag] = held.bytes <= bytes ? nil : (held.bytes - bytes, max(held.count - 1, 1))
+        }
         record("free " + tag, category, -bytes)
     }
 
@@ -144,26 +171,38 @@ public final class MemoryLedger {
     /// SQLite engine's own memory), checking the budget like an allocation.
     public func setExternal(_ bytes: Int, category: MemoryCategory, tag: String) throws {
         let delta = bytes - live[category]
+        // One entry under `tag`, whatever was set before (reserve adds the delta and one count).
+        liveTags[category] = [tag: (live[category], 0)]
         if delta > 0 { try reserve(delta, category: category, tag: tag) }
         else if delta < 0 { release(-delta, category: category, tag: tag) }
+        liveTags[category] = bytes > 0 ? [tag: (bytes, 1)] : nil
     }
 
     /// Starts a new peak measurement window (the timeline is kept).
     public func resetPeak() {
         peak = live.total
         peakBreakdown = live
+        peakTensors = liveTensors()
+    }
+
+    /// The buffers live now, the largest first. An external category (``setExternal``) is one
+    /// entry under its tag.
+    public func liveTensors() -> [LiveTensor] {
+        liveTags.flatMap { category, tags in
+            tags.map { LiveTensor(tag: $0.key, category: category, bytes: $0.value.bytes, count: $0.value.count) }
+        }.sorted { ($0.bytes, $1.tag) > ($1.bytes, $0.tag) }
     }
 
     /// Adds a marker to the timeline (e.g. "module 3 start").
     public func mark(_ event: String) {
-        record(event, .workspace, 0)
+        record(event, .workspace, 0, marker: true)
     }
 
-    private func record(_ event: String, _ category: MemoryCategory, _ delta: Int) {
+    private func record(_ event: String, _ category: MemoryCategory, _ delta: Int, marker: Bool = false) {
         sequence += 1
         guard recordsTimeline else { return }
-        timeline.append(LedgerEvent(sequence: sequence, event: event, category: category,
-                                    delta: delta, total: live.total, live: live))
+        timeline.append(LedgerEvent(sequence: sequence, event: event, category: category, delta: delta, total: live.total, live: live,
+                                    seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, marker: marker ? true : nil))
         if timeline.count > timelineCapacity { compactTimeline() }
     }
 
@@ -172,7 +211,7 @@ public final class MemoryLedger {
         var kept: [LedgerEvent] = []
         kept.reserveCapacity(timeline.count / 2 + 16)
         for (index, event) in timeline.enumerated() {
-            let isMarker = event.delta == 0
+            let isMarker = event.isMarker
             let isLocalMax = index > 0 && index + 1 < timeline.count
                 && event.total >= timeline[index - 1].total && event.total >= timeline[index + 1].total
             if index % 2 == 0 || isMarker || isLocalMax || index == timeline.count - 1 {

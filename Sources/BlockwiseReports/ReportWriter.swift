@@ -2,7 +2,7 @@ import BlockwiseDevice
 import BlockwiseKernels
 import Foundation
 
-/// Writes `report.json`, `accuracy.svg`, `memory.svg` and `report.html` into a directory.
+/// Writes `report.json`, `accuracy.svg`, `memory.svg`, `report.html` and `modules.csv` (the per-module table) into a directory.
 public enum ReportWriter {
     public static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
@@ -25,17 +25,19 @@ public enum ReportWriter {
     }
 
     public static func memoryChart(_ report: RunReport) -> String {
-        SVGChart.memory(title: "\(report.title): ledger bytes by category", timeline: report.timeline, budget: report.budget)
+        SVGChart.memory(title: "\(report.title): ledger bytes by category", timeline: report.timeline, budget: report.budget,
+                        peakTensors: report.peakTensors ?? [])
     }
 
     public static func html(_ report: RunReport) -> String {
         let escape = SVGChart.escape
         var rows = ""
+        let (times, energies) = report.deviceColumns
         for module in report.modules {
             let m = module.evaluation
             let train: String = m.trainAccuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "-"
-            let time: String = module.device.map { escape(formatDuration($0.seconds)) } ?? "-"
-            let energy: String = module.device.map { escape(formatEnergy($0.energyJoules)) } ?? "-"
+            let time: String = module.device.map { escape(times.format($0.seconds)) } ?? "-"
+            let energy: String = module.device.map { escape(energies.format($0.energyJoules)) } ?? "-"
             var row = "<tr><td>\(m.module + 1)</td><td>\(train)</td>"
             row += "<td>" + String(format: "%.2f%%", m.testAccuracy * 100) + "</td><td>" + String(format: "%.4g", m.kineticEnergy) + "</td>"
             row += "<td>\(formatBytes(m.peakBytes))</td><td>\(m.peakBreakdown.largest?.rawValue ?? "-")</td>"
@@ -43,27 +45,49 @@ public enum ReportWriter {
             row += "<td>\(time)</td><td>\(energy)</td></tr>\n"
             rows += row
         }
+        var device = report.profile.map { "Emulated device: <b>\(escape($0.displayName))</b> (profile \(escape($0.name)))" } ?? "No emulated device"
+        if let budget = report.budget {
+            device += "; budget <b>\(escape(formatBytes(budget)))</b>, " + (report.budgetHeld == true ? "held" : "EXCEEDED")
+                + " (peak \(escape(formatBytes(report.peakBytes))), \(String(format: "%.0f%%", 100 * Double(report.peakBytes) / Double(budget))) of it)"
+        } else {
+            device += "; no budget (peak \(escape(formatBytes(report.peakBytes))))"
+        }
+        device += "."
+        var tensors = ""
+        if let live = report.peakTensors, !live.isEmpty {
+            tensors = "<h3>Live at the peak (\(escape(formatBytes(report.peakBytes)))), the largest first</h3>\n"
+                + "<table><tr><th>buffer</th><th>category</th><th>count</th><th>bytes</th><th>share</th></tr>\n"
+            for t in live.prefix(40) {
+                tensors += "<tr><td style=\"text-align:left\">\(escape(t.tag))</td><td>\(t.category.rawValue)</td><td>\(t.count)</td>"
+                    + "<td>\(formatBytes(t.bytes))</td><td>\(String(format: "%.1f%%", 100 * Double(t.bytes) / Double(max(report.peakBytes, 1))))</td></tr>\n"
+            }
+            if live.count > 40 { tensors += "<tr><td colspan=\"5\">and \(live.count - 40) more</td></tr>\n" }
+            tensors += "</table>"
+        }
         return """
         <!DOCTYPE html>
         <html lang="en"><head><meta charset="utf-8"><title>\(escape(report.title))</title>
         <style>body{font-family:Helvetica,Arial,sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}
-        td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}</style>
+        td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;white-space:pre-wrap;overflow-wrap:anywhere}</style>
         </head><body>
         <h1>\(escape(report.title))</h1>
         <p>\(escape(report.configuration.model.summary)); \(escape(report.configuration.procedure.rawValue)); tau \(escape(report.configuration.tau.description));
         \(report.trainSamples) training / \(report.testSamples) test samples of \(escape(report.dataset)).</p>
+        <p>\(device)</p>
         <table><tr><th>module</th><th>train acc</th><th>test acc</th><th>kinetic energy</th><th>peak memory</th><th>largest category</th>
         <th>store written</th><th>host time</th><th>device time</th><th>device energy</th></tr>
         \(rows)</table>
-        <pre>\(escape(report.summary()))</pre>
+        <h2>Run</h2>
+        <pre>\(escape(report.closingLines().joined(separator: "\n")))</pre>
         <h2>Accuracy versus depth</h2><img src="accuracy.svg" alt="accuracy per module">
         <h2>Memory</h2><img src="memory.svg" alt="ledger bytes over the run">
+        \(tensors)
         </body></html>
 
         """
     }
 
-    /// Writes the four files; returns their paths.
+    /// Writes the five files; returns their paths.
     /// - Throws: ``ReportWriteError`` naming the file and the reason (disk full, permission).
     @discardableResult
     public static func write(_ report: RunReport, to directory: String) throws -> [String] {
@@ -77,6 +101,7 @@ public enum ReportWriter {
             ("accuracy.svg", Data(accuracyChart(report).utf8)),
             ("memory.svg", Data(memoryChart(report).utf8)),
             ("report.html", Data(html(report).utf8)),
+            ("modules.csv", Data(report.table().csv.utf8)),
         ]
         var paths: [String] = []
         for (name, data) in files {

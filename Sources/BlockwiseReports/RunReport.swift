@@ -24,13 +24,17 @@ public struct RunReport: Codable, Sendable {
     public var hostSeconds: Double
     public var hostPeakResidentBytes: Int?
     public var device: DeviceCost?
-    /// The ledger's timeline (at most ~2000 points: the peak of each stretch is kept).
+    /// The ledger's timeline (at most ~2000 points: the peak of each stretch and every phase
+    /// marker are kept).
     public var timeline: [LedgerEvent]
+    /// The buffers live at the run's peak, the largest first (nil in reports of earlier versions).
+    public var peakTensors: [LiveTensor]?
     public var bestModule: Int?
     public var lastModule: Int?
 
     public init(title: String, result: TrainingResult, dataset: String, trainSamples: Int, testSamples: Int,
-                profile: DeviceProfile?, budget: Int?, timeline: [LedgerEvent], hostPeakResidentBytes: Int?) {
+                profile: DeviceProfile?, budget: Int?, timeline: [LedgerEvent], peakTensors: [LiveTensor]? = nil,
+                hostPeakResidentBytes: Int?) {
         self.title = title
         configuration = result.configuration
         self.dataset = dataset
@@ -57,16 +61,20 @@ public struct RunReport: Codable, Sendable {
                        operations: result.modules.reduce(0) { $0 + $1.storeOperations })
         }
         self.timeline = RunReport.downsample(timeline, to: 2000)
+        self.peakTensors = peakTensors
         bestModule = result.best?.module
         lastModule = result.last?.module
     }
 
-    /// Keeps at most `limit` events: each stretch is represented by its highest point.
+    /// Keeps at most `limit` allocation events (each stretch is represented by its highest point)
+    /// and every phase marker, in order.
     static func downsample(_ events: [LedgerEvent], to limit: Int) -> [LedgerEvent] {
         guard events.count > limit else { return events }
         let stretch = (events.count + limit - 1) / limit
-        return stride(from: 0, to: events.count, by: stretch).map { start in
-            events[start..<min(start + stretch, events.count)].max { $0.total < $1.total }!
+        return stride(from: 0, to: events.count, by: stretch).flatMap { start -> [LedgerEvent] in
+            let slice = events[start..<min(start + stretch, events.count)]
+            let highest = slice.filter { !$0.isMarker }.max { $0.total < $1.total }
+            return slice.filter { $0.isMarker || $0.sequence == highest?.sequence }
         }
     }
 
@@ -87,26 +95,49 @@ public struct RunReport: Codable, Sendable {
         return try decoder.decode(RunReport.self, from: data)
     }
 
-    /// The per-module table and the closing lines, as printed at the end of a run.
-    public func summary() -> String {
-        func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count) }
-        var lines: [String] = []
-        lines.append(pad("module", 8) + pad("train acc", 11) + pad("test acc", 10) + pad("kinetic", 10) + pad("peak memory", 13)
-                     + pad("largest", 18) + pad("store written", 15) + pad("host time", 11)
-                     + (profile.map { pad("\($0.name) time", 24) + "energy" } ?? ""))
+    /// One unit for each of the per-module device columns (time, energy).
+    public var deviceColumns: (DurationColumn, EnergyColumn) {
+        let costs = modules.compactMap(\.device)
+        return (DurationColumn(costs.map(\.seconds)), EnergyColumn(costs.map(\.energyJoules)))
+    }
+
+    /// The per-module table as printed at the end of a run (and `modules.csv` in the report).
+    public func table() -> Table {
+        var table = Table([
+            .init("module", width: 8, csv: "module"), .init("train acc", width: 11, csv: "train_accuracy"), .init("test acc", width: 10, csv: "test_accuracy"),
+            .init("kinetic", width: 10, csv: "kinetic_energy"), .init("peak memory", width: 13, csv: "peak_bytes"),
+            .init("largest", width: 18, csv: "largest_category"), .init("store written", width: 15, csv: "store_bytes_written"),
+            .init("host time", width: profile == nil ? 0 : 11, csv: "host_seconds"),
+        ] + (profile.map { [.init("\($0.name) time", width: 24, csv: "device_seconds"), .init("energy", width: 0, csv: "device_joules")] } ?? []))
+        let (times, energies) = deviceColumns
         for module in modules {
             let m = module.evaluation
-            var line = pad("\(m.module + 1)", 8)
-                + pad(m.trainAccuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "-", 11)
-                + pad(String(format: "%.2f%%", m.testAccuracy * 100), 10)
-                + pad(String(format: "%.4g", m.kineticEnergy), 10)
-                + pad(formatBytes(m.peakBytes), 13)
-                + pad(m.peakBreakdown.largest?.rawValue ?? "-", 18)
-                + pad(formatBytes(m.storeBytesWritten), 15)
-                + pad(String(format: "%.1f s", m.seconds), 11)
-            if let cost = module.device { line += pad(formatDuration(cost.seconds), 24) + formatEnergy(cost.energyJoules) }
-            lines.append(line)
+            var row: [Table.Cell] = [
+                .int(m.module + 1),
+                .init(m.trainAccuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "-", value: m.trainAccuracy.map { String($0) } ?? ""),
+                .init(String(format: "%.2f%%", m.testAccuracy * 100), value: String(m.testAccuracy)),
+                .init(String(format: "%.4g", m.kineticEnergy), value: String(m.kineticEnergy)),
+                .bytes(m.peakBytes), .init(m.peakBreakdown.largest?.rawValue ?? "-", value: m.peakBreakdown.largest?.rawValue ?? ""),
+                .bytes(m.storeBytesWritten), .init(String(format: "%.1f s", m.seconds), value: String(m.seconds)),
+            ]
+            if profile != nil {
+                let cost = module.device
+                row += [.init(cost.map { times.format($0.seconds) } ?? "-", value: cost.map { String($0.seconds) } ?? ""),
+                        .init(cost.map { energies.format($0.energyJoules) } ?? "-", value: cost.map { String($0.energyJoules) } ?? "")]
+            }
+            table.append(row)
         }
+        return table
+    }
+
+    /// The per-module table and the closing lines, as printed at the end of a run.
+    public func summary() -> String {
+        ([table().text] + closingLines()).joined(separator: "\n")
+    }
+
+    /// The lines after the per-module table: best and last module, peak and budget, times, RSS.
+    public func closingLines() -> [String] {
+        var lines: [String] = []
         if let best, let last {
             lines.append(String(format: "best: module %d (%.2f%%); last: module %d (%.2f%%)", best.module + 1, best.testAccuracy * 100,
                                 last.module + 1, last.testAccuracy * 100))
@@ -128,6 +159,6 @@ public struct RunReport: Codable, Sendable {
         if let rss = hostPeakResidentBytes {
             lines.append("host peak RSS (VmHWM) \(formatBytes(rss)): the whole host process (Swift runtime, the loaded data set, OpenBLAS's buffers); the ledger counts what the emulated device holds")
         }
-        return lines.joined(separator: "\n")
+        return lines
     }
 }

@@ -33,7 +33,7 @@ public enum SVGChart {
     }
 
     static func frame(title: String, xLabel: String, yLabel: String, xRange: (Double, Double), yRange: (Double, Double),
-                      integerX: Bool = false,
+                      integerX: Bool = false, yTickMax: Double? = nil,
                       xFormat: (Double) -> String, yFormat: (Double) -> String, body: ((Double) -> Double, (Double) -> Double) -> String,
                       legend: [(String, String, Bool)]) -> String {
         let plotW = width - left - right, plotH = height - top - bottom
@@ -46,7 +46,7 @@ public enum SVGChart {
         <text x="\(number(left))" y="22" font-size="15" font-weight="bold">\(escape(title))</text>
 
         """
-        for tick in ticks(yRange.0, yRange.1) {
+        for tick in ticks(yRange.0, yTickMax ?? yRange.1) {
             svg += "<line x1=\"\(number(left))\" y1=\"\(number(sy(tick)))\" x2=\"\(number(left + plotW))\" y2=\"\(number(sy(tick)))\" stroke=\"#e5e5e5\"/>\n"
             svg += "<text x=\"\(number(left - 6))\" y=\"\(number(sy(tick) + 4))\" text-anchor=\"end\">\(escape(yFormat(tick)))</text>\n"
         }
@@ -69,14 +69,27 @@ public enum SVGChart {
     }
 
     /// Lines with markers (accuracy versus module depth).
+    /// Decimals that label every multiple of `step` exactly (2.5 needs one: "62.5%", not "62%").
+    static func decimals(step: Double) -> Int {
+        (0...3).first { d in let scaled = step * pow(10, Double(d)); return abs(scaled - scaled.rounded()) < 1e-6 } ?? 3
+    }
+
+    /// Percent labels with the decimals the ticks of `range` need.
+    static func percentFormat(_ range: (Double, Double)) -> (Double) -> String {
+        let t = ticks(range.0, range.1)
+        let d = t.count > 1 ? decimals(step: t[1] - t[0]) : 0
+        return { String(format: "%.\(d)f%%", $0) }
+    }
+
     public static func lines(title: String, xLabel: String, yLabel: String, series: [Series],
-                             yFormat: @escaping (Double) -> String = { String(format: "%.0f%%", $0) },
+                             yFormat: ((Double) -> String)? = nil,
                              xFormat: @escaping (Double) -> String = { String(format: "%.0f", $0) }) -> String {
         let xs = series.flatMap { $0.points.map(\.x) }, ys = series.flatMap { $0.points.map(\.y) }
         let xRange = (xs.min() ?? 0, max(xs.max() ?? 1, (xs.min() ?? 0) + 1))
         let yLow = ys.min() ?? 0, yHigh = ys.max() ?? 1
         let margin = max((yHigh - yLow) * 0.1, 0.5)
         let yRange = (yLow - margin, yHigh + margin)
+        let yFormat = yFormat ?? percentFormat(yRange)
         return frame(title: title, xLabel: xLabel, yLabel: yLabel, xRange: xRange, yRange: yRange, integerX: true,
                      xFormat: xFormat, yFormat: yFormat, body: { sx, sy in
             var body = ""
@@ -96,35 +109,85 @@ public enum SVGChart {
         .workspace: "#59a14f", .ioBuffers: "#edc948", .storeEngine: "#b07aa1",
     ]
 
-    /// The ledger's live bytes over the run, stacked by category, with the budget as a line.
-    public static func memory(title: String, timeline: [LedgerEvent], budget: Int?) -> String {
-        let points = timeline.enumerated().map { (Double($0.offset), $0.element) }
-        let peak = timeline.map(\.total).max() ?? 1
-        // The budget line is drawn when it is on the same scale as the data; far above, it is noted.
-        let budgetOnScale = budget.map { $0 <= 3 * peak } ?? false
-        let top = Double(max(peak, budgetOnScale ? budget! : 0)) * 1.08
-        let unit: (Double, String) = top >= 1_073_741_824 ? (1_073_741_824, "GiB") : top >= 1_048_576 ? (1_048_576, "MiB") : (1024, "KiB")
+    /// The ledger's live bytes over the run, stacked by category, against host time: a solid line
+    /// where each module (phase) starts, labelled with its number, a dotted one where it streams its
+    /// outputs; the peak marked (hover: the buffers live at it); the budget as a line, above a
+    /// broken axis when it is far above the data.
+    public static func memory(title: String, timeline: [LedgerEvent], budget: Int?, peakTensors: [LiveTensor] = []) -> String {
+        let timed = !timeline.isEmpty && timeline.allSatisfy { $0.seconds != nil }
+        let points = timeline.enumerated().map { (timed ? $0.element.seconds! : Double($0.offset), $0.element) }
+        let allocations = points.filter { !$0.1.isMarker }
+        let peakPoint = allocations.max { $0.1.total < $1.1.total }
+        let peak = max(peakPoint?.1.total ?? 1, 1)
+        // The budget is drawn on the data's scale when it is within 3x the peak; further above,
+        // over a break in the axis (the data keep the lower 85% of the height).
+        let budgetOnScale = budget.map { $0 <= 3 * peak } ?? true
+        let dataTop = Double(max(peak, budgetOnScale ? (budget ?? 0) : 0)) * 1.08
+        let unit: (Double, String) = dataTop >= 1_073_741_824 ? (1_073_741_824, "GiB") : dataTop >= 1_048_576 ? (1_048_576, "MiB") : (1024, "KiB")
+        let broken = !budgetOnScale
+        let top = broken ? dataTop / 0.85 : dataTop
         let categories = MemoryCategory.allCases.filter { c in timeline.contains { $0.live[c] > 0 } }
-        return frame(title: title, xLabel: "ledger events (allocations and frees, in order)", yLabel: "live bytes (\(unit.1))",
-                     xRange: (0, Double(max(timeline.count - 1, 1))), yRange: (0, top / unit.0),
-                     xFormat: { String(format: "%.0f", $0) }, yFormat: { String(format: "%g", $0) }, body: { sx, sy in
+        let xMax = max(points.last?.0 ?? 1, 1e-9)
+        let xLabel = (timed ? "host time (s)" : "ledger events (in order)")
+            + "; solid line: a module starts (its number), dotted: it streams its outputs"
+        return frame(title: title, xLabel: xLabel, yLabel: "live bytes (\(unit.1))",
+                     xRange: (0, xMax), yRange: (0, top / unit.0), yTickMax: broken ? dataTop / unit.0 : nil,
+                     xFormat: { String(format: timed ? "%g" : "%.0f", $0) }, yFormat: { String(format: "%g", $0) }, body: { sx, sy in
             var body = ""
-            var lower = [Double](repeating: 0, count: points.count)
+            var lower = [Double](repeating: 0, count: allocations.count)
             for category in categories {
-                let upper = zip(lower, points).map { $0 + Double($1.1.live[category]) / unit.0 }
-                var path = "M \(number(sx(0))) \(number(sy(lower.first ?? 0)))"
-                for (i, p) in points.enumerated() { path += " L \(number(sx(p.0))) \(number(sy(upper[i])))" }
-                for (i, p) in points.enumerated().reversed() { path += " L \(number(sx(p.0))) \(number(sy(lower[i])))" }
+                let upper = zip(lower, allocations).map { $0 + Double($1.1.live[category]) / unit.0 }
+                // Steps: a value holds until the next event changes it.
+                var path = "M \(number(sx(allocations.first?.0 ?? 0))) \(number(sy(lower.first ?? 0)))"
+                for (i, p) in allocations.enumerated() {
+                    if i > 0 { path += " L \(number(sx(p.0))) \(number(sy(upper[i - 1])))" }
+                    path += " L \(number(sx(p.0))) \(number(sy(upper[i])))"
+                }
+                for (i, p) in allocations.enumerated().reversed() {
+                    path += " L \(number(sx(p.0))) \(number(sy(lower[i])))"
+                    if i > 0 { path += " L \(number(sx(p.0))) \(number(sy(lower[i - 1])))" }
+                }
                 body += "<path d=\"\(path) Z\" fill=\"\(categoryColors[category]!)\" fill-opacity=\"0.85\" stroke=\"none\"><title>\(category.rawValue)</title></path>\n"
                 lower = upper
             }
-            if let budget, !budgetOnScale {
-                body += "<text x=\"\(number(sx(0) + 6))\" y=\"\(number(sy(top / unit.0) + 16))\" fill=\"#d62728\">budget \(escape(formatBytes(budget))) (above this scale: peak \(escape(formatBytes(peak))))</text>\n"
+            // Phase boundaries.
+            let plotTop = sy(top / unit.0)
+            // Labels sit at the top of the data's scale (below the break, if there is one).
+            let labelTop = broken ? sy(dataTop / unit.0) : plotTop
+            for (x, event) in points where event.isMarker {
+                let streams = event.event.contains("streams")
+                body += "<line x1=\"\(number(sx(x)))\" y1=\"\(number(plotTop))\" x2=\"\(number(sx(x)))\" y2=\"\(number(sy(0)))\" stroke=\"#555\" stroke-width=\"1\"\(streams ? " stroke-dasharray=\"2 3\"" : "")><title>\(escape(event.event)) at \(escape(String(format: "%.2f s", x)))</title></line>\n"
+                if !streams {
+                    let label = event.event.hasPrefix("module ") ? String(event.event.dropFirst("module ".count)) : event.event
+                    body += "<text x=\"\(number(sx(x) + 3))\" y=\"\(number(labelTop + 12))\" font-size=\"10\" fill=\"#333\">\(escape(label))</text>\n"
+                }
             }
-            if let budget, budgetOnScale {
-                let y = sy(Double(budget) / unit.0)
-                body += "<line x1=\"\(number(sx(0)))\" y1=\"\(number(y))\" x2=\"\(number(sx(Double(max(points.count - 1, 1)))))\" y2=\"\(number(y))\" stroke=\"#d62728\" stroke-width=\"2\" stroke-dasharray=\"8 4\"/>\n"
-                body += "<text x=\"\(number(sx(0) + 6))\" y=\"\(number(y - 6))\" fill=\"#d62728\">budget \(escape(formatBytes(budget)))</text>\n"
+            // The peak, with the buffers live at it.
+            if let (x, event) = peakPoint {
+                let module = points.last { $0.1.isMarker && $0.0 <= x && !$0.1.event.contains("streams") }?.1.event
+                let shown = peakTensors.prefix(12).map { "\($0.tag)\($0.count > 1 ? " x\($0.count)" : "") (\($0.category.rawValue)) \(formatBytes($0.bytes))" }
+                let more = peakTensors.count > 12 ? ["and \(peakTensors.count - 12) more"] : []
+                let tip = (["peak \(formatBytes(event.total))\(module.map { " in \($0)" } ?? ""): \(event.live.description)"] + shown + more)
+                    .joined(separator: "\n")
+                let cx = sx(x), cy = sy(Double(event.total) / unit.0)
+                body += "<circle cx=\"\(number(cx))\" cy=\"\(number(cy))\" r=\"5\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\"><title>\(escape(tip))</title></circle>\n"
+                let anchor = cx > left + (width - left - right) * 0.6 ? "end" : "start"
+                body += "<text x=\"\(number(cx + (anchor == "end" ? -10 : 10)))\" y=\"\(number(max(cy - 8, labelTop + 26)))\" text-anchor=\"\(anchor)\" font-weight=\"bold\">peak \(escape(formatBytes(event.total)))\(module.map { " (\(escape($0)))" } ?? "")</text>\n"
+            }
+            if let budget {
+                let y = broken ? sy(top / unit.0 * 0.93) : sy(Double(budget) / unit.0)
+                let x0 = sx(0), x1 = sx(xMax)
+                if broken {
+                    // The break: two zigzags across the axis between the data and the budget.
+                    let yb = sy(top / unit.0 * 0.88)
+                    for x in [x0, x1] {
+                        body += "<path d=\"M \(number(x - 6)) \(number(yb + 3)) L \(number(x + 6)) \(number(yb - 3)) M \(number(x - 6)) \(number(yb + 8)) L \(number(x + 6)) \(number(yb + 2))\" stroke=\"#333\" stroke-width=\"1.5\"/>\n"
+                    }
+                    body += "<rect x=\"\(number(x0 + 1))\" y=\"\(number(yb - 2))\" width=\"\(number(x1 - x0 - 2))\" height=\"6\" fill=\"white\"/>\n"
+                }
+                body += "<line x1=\"\(number(x0))\" y1=\"\(number(y))\" x2=\"\(number(x1))\" y2=\"\(number(y))\" stroke=\"#d62728\" stroke-width=\"2\" stroke-dasharray=\"8 4\"/>\n"
+                let note = broken ? " (axis broken: \(String(format: "%.1f", Double(budget) / Double(peak)))x the peak)" : ""
+                body += "<text x=\"\(number(x1 - 6))\" y=\"\(number(y - 6))\" text-anchor=\"end\" fill=\"#d62728\">budget \(escape(formatBytes(budget)))\(note)</text>\n"
             }
             return body
         }, legend: categories.map { ($0.rawValue, categoryColors[$0]!, false) } + (budget != nil ? [("budget", "#d62728", true)] : []))

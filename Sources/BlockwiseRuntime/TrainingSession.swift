@@ -78,7 +78,11 @@ public struct TrainingSession {
                 configuration = try BudgetResolver.resolve(configuration, budget: budget, fit: fit, residence: residence,
                                                            trainCount: train.count, testCount: test.count).configuration
             } catch let error as ModuleDoesNotFitError {
-                throw BudgetCannotBeMet(message: error.description)
+                guard error.largestBatch == nil, let budget else { throw BudgetCannotBeMet(message: error.description) }
+                // Not even the smallest batch fits: every option that would change that, by how much.
+                let advice = FitAdvice(configuration: configuration, residence: residence, bytesPerValue: encoding.bytesPerValue,
+                                       budget: budget, trainCount: train.count, testCount: test.count)
+                throw BudgetCannotBeMet(message: error.description + "\n" + advice.text)
             }
             for (k, micro) in configuration.microBatches.sorted(by: { $0.key < $1.key }) {
                 say("budget: module \(k + 1) trains in micro-batches of \(micro) (gradients accumulated to batch \(configuration.batchSize))")
@@ -111,7 +115,7 @@ public struct TrainingSession {
             throw error
         }
         let report = RunReport(title: title, result: result, dataset: train.name + " / " + test.name, trainSamples: train.count,
-                               testSamples: test.count, profile: profile, budget: budget, timeline: ledger.timeline,
+                               testSamples: test.count, profile: profile, budget: budget, timeline: ledger.timeline, peakTensors: ledger.highWaterTensors,
                                hostPeakResidentBytes: HostMemory.peakResidentBytes())
         if let store { try store.saveReport(String(decoding: try report.json(), as: UTF8.self)) }
         return (report, store)

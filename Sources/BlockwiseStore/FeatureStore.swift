@@ -87,6 +87,15 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         try accountEngineMemory()
     }
 
+    /// The writer leaves the file in rollback-journal mode: the WAL is checkpointed into the file
+    /// and `-wal`/`-shm` are removed, so that the read-only commands afterwards (which cannot
+    /// remove them) create none. A reader still open keeps the WAL (SQLITE_BUSY, ignored); the
+    /// next writer sets WAL again. After a crash the file is still in WAL mode until a writer
+    /// opens it.
+    deinit {
+        if lock != nil { try? database.execute("PRAGMA journal_mode = DELETE") }
+    }
+
     /// Opens an existing store read-only (for `blockwise cache` and `report`); takes no lock.
     public init(readingAt path: String) throws {
         self.path = path

@@ -177,7 +177,8 @@ public enum StoreInspector {
         defer { withExtendedLifetime(lock) {} }
         let before = size()
         let database = try Database(path: path, create: false)
-        try database.execute("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+        // Left in rollback-journal mode, as a finished run leaves it (see FeatureStore.deinit).
+        try database.execute("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA journal_mode = DELETE;")
         return (before, size())
     }
 }

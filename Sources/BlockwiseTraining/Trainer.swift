@@ -198,7 +198,7 @@ public final class Trainer {
                 let flopsStart = KernelCounters.flops
                 let io = (cache.bytesRead, cache.bytesWritten, cache.operations)
                 ledger.resetPeak()
-                ledger.mark("module \(k + 1) lap \(lap + 1) start")
+                ledger.mark(configuration.lapCount > 1 ? "module \(k + 1) lap \(lap + 1)" : "module \(k + 1)")
                 var evaluation: ModuleEvaluation
                 var logs: [EpochLog]
                 do {
@@ -219,6 +219,7 @@ public final class Trainer {
                     let parameters = module.parameters.snapshot()
                     snapshots[k] = parameters
                     try module.prepare(evaluationOptions(module: k))
+                    ledger.mark("module \(k + 1) streams level \(k + 1)")
                     let level = k + 1
                     let trainEval = try stream(module, source: trainSource, level: level, split: .train)
                     let testEval = try stream(module, source: testSource, level: level, split: .test)
@@ -411,6 +412,7 @@ public final class Trainer {
         }
         let flopsStart = KernelCounters.flops
         let start = DispatchTime.now().uptimeNanoseconds
+        ledger.mark("all \(count) modules resident")
         let epochs = configuration.residentEpochs
         var generator = SeededGenerator.stream(seed: configuration.seed, "shuffle-resident")
         var transports = (0..<count).map { TransportWeight(schedule: configuration.tau, module: $0, modules: count) }

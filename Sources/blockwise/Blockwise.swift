@@ -80,7 +80,7 @@ struct BenchKernels: ParsableCommand {
         commandName: "kernels",
         abstract: "sgemm roofline and conv2d forward / backward-data / backward-weights GFLOP/s.",
         discussion: """
-        Prints, in one run, the machine's sgemm rate on a large square product and the effective
+        Prints, in one run, the machine's sgemm rate on a large square product and the effective \
         GFLOP/s of 3x3 convolutions at widths 16, 32, 64 (batch 128, 28x28), each as a ratio to it.
 
         Example:
@@ -124,8 +124,8 @@ struct BenchCache: ParsableCommand {
         commandName: "cache",
         abstract: "Feature store write and shuffled-read MB/s per encoding, beside a plain file.",
         discussion: """
-        Writes `--rows` samples of 32x28x28 (width 32 features) through the store in one transaction
-        per batch, reads them back in shuffled mini-batches, and does the same bytes with a plain
+        Writes `--rows` samples of 32x28x28 (width 32 features) through the store in one transaction \
+        per batch, reads them back in shuffled mini-batches, and does the same bytes with a plain \
         file (sequential write + fsync, sequential read) in the same run.
 
         Example:
@@ -154,10 +154,10 @@ struct BenchTrain: ParsableCommand {
         commandName: "train",
         abstract: "Steady-state module training throughput (images/s, effective GFLOP/s, ratio to sgemm, ledger peak).",
         discussion: """
-        One BasicBlock at each width plus the 1cnn head, the transport term and an SGD momentum step,
-        on cached W x 28 x 28 inputs at batch 128. Effective GFLOP/s counts 3 convolutions x (forward +
-        backward-data + backward-weights), as the PyTorch reference figures do. Then a short
-        sequential run on Fashion-MNIST, once through the SQLite store and once with the features
+        One BasicBlock at each width plus the 1cnn head, the transport term and an SGD momentum step, \
+        on cached W x 28 x 28 inputs at batch 128. Effective GFLOP/s counts 3 convolutions x (forward + \
+        backward-data + backward-weights), as the PyTorch reference figures do. Then a short \
+        sequential run on Fashion-MNIST, once through the SQLite store and once with the features \
         in memory: the difference is the store's I/O.
 
         Example:

@@ -35,16 +35,22 @@ struct CacheList: ParsableCommand {
     @OptionGroup var options: StoreOption
     @Flag(help: "Print the store's description as JSON instead of the table.")
     var json = false
+    @Flag(help: "Print the levels table as CSV (exact bytes) instead.")
+    var csv = false
 
     func run() throws {
         let info = try StoreInspector.info(try FeatureStore(readingAt: options.store))
         if json { printJSON(info); return }
-        print("store: \(info.path) (\(formatBytes(info.fileBytes)), format version \(info.formatVersion), fingerprint \(info.fingerprint ?? "-"))")
-        print(pad("level", 7) + pad("split", 7) + pad("shape", 14) + pad("encoding", 10) + pad("rows", 8) + pad("on disk", 12) + "complete")
+        var table = Table([.init("level", width: 7, csv: "level"), .init("split", width: 7, csv: "split"), .init("shape", width: 14, csv: "shape"),
+                           .init("encoding", width: 10, csv: "encoding"), .init("rows", width: 8, csv: "rows"),
+                           .init("on disk", width: 12, csv: "bytes_on_disk"), .init("complete", width: 0, csv: "complete")])
         for level in info.levels {
-            print(pad("\(level.level)", 7) + pad(level.split, 7) + pad(level.shape.map(String.init).joined(separator: "x"), 14)
-                  + pad(level.encoding, 10) + pad("\(level.rows)", 8) + pad(formatBytes(level.bytesOnDisk), 12) + (level.complete ? "yes" : "no"))
+            table.append([.int(level.level), .init(level.split), .init(level.shape.map(String.init).joined(separator: "x")), .init(level.encoding),
+                          .int(level.rows), .bytes(level.bytesOnDisk), .init(level.complete ? "yes" : "no", value: level.complete ? "true" : "false")])
         }
+        if csv { print(table.csv, terminator: ""); return }
+        print("store: \(info.path) (\(formatBytes(info.fileBytes)), format version \(info.formatVersion), fingerprint \(info.fingerprint ?? "-"))")
+        print(table.text)
         print("modules: " + (info.modules.isEmpty ? "none" : ""))
         for module in info.modules { print("  " + module) }
         print("checkpoints: \(formatBytes(info.checkpointBytes))")
@@ -63,16 +69,22 @@ struct CacheStats: ParsableCommand {
 
     @Flag(help: "Print the statistics as JSON instead of the table.")
     var json = false
+    @Flag(help: "Print the per-channel table as CSV (full precision) instead.")
+    var csv = false
 
     func run() throws {
         let stats = try StoreInspector.statistics(try FeatureStore(readingAt: options.store), level: level, split: try splitArgument(split))
         if json { printJSON(stats); return }
-        print("level \(stats.level) \(stats.split): \(stats.rows) samples, mean squared value per element \(String(format: "%.5g", stats.meanSquaredNorm)) (||x||^2 / (C H W), averaged over samples)")
-        print(pad("channel", 9) + pad("mean", 12) + pad("std", 12) + pad("min", 12) + "max")
-        for (c, s) in stats.channels.enumerated() {
-            print(pad("\(c)", 9) + pad(String(format: "%.4g", s.mean), 12) + pad(String(format: "%.4g", s.std), 12)
-                  + pad(String(format: "%.4g", s.min), 12) + String(format: "%.4g", s.max))
+        var table = Table([.init("channel", width: 9, csv: "channel"), .init("mean", width: 12, csv: "mean"), .init("std", width: 12, csv: "std"),
+                           .init("min", width: 12, csv: "min"), .init("max", width: 0, csv: "max")])
+        for (c, channel) in stats.channels.enumerated() {
+            let values: [Double] = [Double(channel.mean), Double(channel.std), Double(channel.min), Double(channel.max)]
+            let cells: [Table.Cell] = values.map { value in Table.Cell(String(format: "%.4g", value), value: String(value)) }
+            table.append([Table.Cell.int(c)] + cells)
         }
+        if csv { print(table.csv, terminator: ""); return }
+        print("level \(stats.level) \(stats.split): \(stats.rows) samples, mean squared value per element \(String(format: "%.5g", stats.meanSquaredNorm)) (||x||^2 / (C H W), averaged over samples)")
+        print(table.text)
     }
 }
 
@@ -94,10 +106,11 @@ struct CacheShow: ParsableCommand {
         let labelText = StoreInspector.labelName(store, label)
         if let png {
             if StoreFile.isSameFile(png, options.store) { throw ValidationError("--png '\(png)' is the store itself: pass another file name") }
-            do { try PNGWriter.channelGrid(values: values, shape: shape).write(to: URL(fileURLWithPath: png), options: .atomic) } catch {
+            do { try PNGWriter.channelGrid(values: values, shape: shape, title: "label " + labelText,
+                                                 subtitle: "level \(level) \(split) sample \(sample): \(shape[0]) x \(shape[1])x\(shape[2])").write(to: URL(fileURLWithPath: png), options: .atomic) } catch {
                 throw OutputFileError(path: png, error: error)
             }
-            print("wrote \(png): level \(level) \(split) sample \(sample) (label \(labelText)), \(shape[0]) channels of \(shape[1])x\(shape[2])")
+            print("wrote \(png): level \(level) \(split) sample \(sample) (label \(labelText)), \(shape[0]) channel\(shape[0] == 1 ? "" : "s") of \(shape[1])x\(shape[2])")
             return
         }
         print("level \(level) \(split) sample \(sample): label \(labelText), shape \(shape.map(String.init).joined(separator: "x"))")

@@ -10,11 +10,12 @@ struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Predict each module's peak memory, whether it fits, the largest batch that fits, the store's size and the emulated time, without allocating or training.",
         discussion: """
-        The predicted peaks are the buffers the runtime allocates (computed from the same layouts)
+        The predicted peaks are the buffers the runtime allocates (computed from the same layouts) \
         plus the store engine's bound; a real run's ledger measures the same figures.
 
         Examples:
-          blockwise plan --profile stm32f746-disco --width 8 --batch-size 2 --workspace 2000 --store-cache 16KiB
+          blockwise plan --profile stm32f746-disco --width 8 --batch-size 2 \\
+              --workspace 2000 --store-cache 16KiB
           blockwise plan --profile rpi-zero-2w --modules 8 --width 32 --train-size 6000
           blockwise plan --profile phone-3gb --json plan.json
         """)
@@ -36,6 +37,14 @@ struct Plan: ParsableCommand {
     var inMemory = false
     @Option(help: "Also write the plan as JSON to this file.")
     var json: String?
+    @Option(help: "Also write the printed table as CSV to this file (exact bytes, seconds and joules; one row per module, or per profile with several).")
+    var csv: String?
+
+    func writeCSV(_ table: Table) throws {
+        guard let csv else { return }
+        do { try Data(table.csv.utf8).write(to: URL(fileURLWithPath: csv), options: .atomic) } catch { throw OutputFileError(path: csv, error: error) }
+        print("wrote \(csv)")
+    }
     @Option(help: ArgumentHelp("Find the largest value of this option whose plan fits the budget (the others as given), then plan at it.",
                                valueName: "width|modules|batch-size"))
     var maximize: String?
@@ -87,22 +96,33 @@ struct Plan: ParsableCommand {
         let names = device.profile.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         if names.count > 1 {
             print("plan: \(model.summary); batch \(requested.batchSize); \(requested.procedure.rawValue); \(trainCount) train / \(testCount) test samples")
-            print(pad("profile", 18) + pad("budget", 11) + pad("peak", 11) + pad("fits", 6)
-                  + (maximized.map { pad("largest \($0.rawValue)", 16) } ?? "") + pad("device time", 16) + "energy")
             var anyFits = false
-            for name in names {
+            let rows = try names.map { name in
                 let (profile, budget) = try device.resolve(profileName: name)
-                let result = plan(requested, budget: budget, profile: profile)
+                return (name, profile, budget, plan(requested, budget: budget, profile: profile))
+            }
+            var table = Table([.init("profile", width: 18, csv: "profile"), .init("budget", width: 11, csv: "budget_bytes"),
+                               .init("peak", width: 11, csv: "peak_bytes"), .init("fits", width: 6, csv: "fits")]
+                              + (maximized.map { [.init("largest \($0.rawValue)", width: 16, csv: "largest_\($0.rawValue.replacingOccurrences(of: "-", with: "_"))")] } ?? [])
+                              + [.init("device time", width: 16, csv: "device_seconds"), .init("energy", width: 0, csv: "device_joules")])
+            // One unit per column (a column never mixes minutes with hours, or J with Wh).
+            let costs = rows.compactMap { $0.3.report?.cost }
+            let times = DurationColumn(costs.map(\.seconds)), energies = EnergyColumn(costs.map(\.energyJoules))
+            for (name, profile, budget, result) in rows {
                 anyFits = anyFits || result.fits
-                var line = pad(profile?.name ?? name, 18) + pad(budget.map(formatBytes) ?? "unlimited", 11) + pad(formatBytes(result.peak), 11)
-                    + pad(result.fits ? "yes" : "NO", 6)
+                var row: [Table.Cell] = [.init(profile?.name ?? name), budget.map { Table.Cell.bytes($0) } ?? .init("unlimited", value: ""),
+                                         .bytes(result.peak), .init(result.fits ? "yes" : "NO", value: result.fits ? "true" : "false")]
                 if let maximized {
                     let best = PlanSearch.largest(maximized, configuration: requested) { plan($0, budget: budget, profile: nil).fits }
-                    line += pad(best.map(String.init) ?? "none", 16)
+                    row.append(.init(best.map(String.init) ?? "none", value: best.map(String.init) ?? ""))
                 }
-                if let cost = result.report?.cost { line += pad(formatDuration(cost.seconds), 16) + formatEnergy(cost.energyJoules) }
-                print(line)
+                let cost = result.report?.cost
+                row += [.init(cost.map { times.format($0.seconds) } ?? "-", value: cost.map { String($0.seconds) } ?? ""),
+                        .init(cost.map { energies.format($0.energyJoules) } ?? "-", value: cost.map { String($0.energyJoules) } ?? "")]
+                table.append(row)
             }
+            print(table.text)
+            try writeCSV(table)
             if !anyFits { throw ExitCode(3) }
             return
         }
@@ -136,21 +156,7 @@ struct Plan: ParsableCommand {
         print("plan: \(configuration.model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testCount) test samples; "
               + (inMemory ? "features in memory" : "features in the store (\(encoding.rawValue), page cache \(storeCache))"))
         if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
-        print(pad("module", 8) + pad("peak", 11) + pad("fits", 6) + pad("largest batch", 15) + pad("micro-batch", 13)
-              + pad("params", 10) + pad("grads+mom", 11)
-              + pad("saved act.", 12) + pad("workspace", 11) + pad("I/O", 10) + pad("store eng.", 12)
-              + (profile != nil ? pad("device time", 16) + "energy" : ""))
-        for module in report.modules {
-            let b = module.plan.breakdown
-            let largest: String = budget == nil ? "-" : (module.largestBatch.map { String($0) } ?? "none")
-            var line = pad("\(module.plan.module + 1)", 8) + pad(formatBytes(module.plan.peakBytes), 11)
-            line += pad(module.fits ? "yes" : "NO", 6) + pad(largest, 15) + pad(module.microBatch.map { String($0) } ?? "-", 13)
-            line += pad(formatBytes(b[.parameters]), 10) + pad(formatBytes(b[.gradients] + b[.optimizerState]), 11)
-            line += pad(formatBytes(b[.savedActivations]), 12) + pad(formatBytes(b[.workspace]), 11)
-            line += pad(formatBytes(b[.ioBuffers]), 10) + pad(formatBytes(module.plan.storeEngineBound), 12)
-            if let cost = module.cost { line += pad(formatDuration(cost.seconds), 16) + formatEnergy(cost.energyJoules) }
-            print(line)
-        }
+        print(report.table().text)
         print("store size per level (train + test):")
         for level in report.levels {
             print("  level \(level.level) \(level.shape.map(String.init).joined(separator: "x")): fp32 \(formatBytes(level.bytes["fp32"]!)), fp16/bf16 \(formatBytes(level.bytes["fp16"]!))")
@@ -160,8 +166,14 @@ struct Plan: ParsableCommand {
         print("peak \(formatBytes(report.peakBytes)): " + (budget == nil ? "no budget" : (report.fits
             ? "fits the budget" + (microBatched ? " with micro-batches (--fit microbatch)" : "")
             : hopeless
-                ? "does NOT fit the budget even at the smallest batch (lower --width, bound --workspace, or raise --budget)"
+                ? "does NOT fit the budget even at the smallest batch"
                 : "does NOT fit the budget (train with --fit microbatch or a smaller --batch-size)")))
+        if hopeless, let budget {
+            // Every option that would change the outcome, by how much, at the smallest batch.
+            let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBytes(configuration), cacheBytes: cacheBytes)
+            print(FitAdvice(configuration: configuration, residence: residence, bytesPerValue: encoding.bytesPerValue, budget: budget,
+                            trainCount: trainCount, testCount: testCount).text)
+        }
         if let cost = report.cost, let profile {
             print("emulated \(profile.name): \(formatDuration(cost.seconds)) (compute \(formatDuration(cost.computeSeconds)), storage \(formatDuration(cost.storageSeconds))), \(formatEnergy(cost.energyJoules))")
         }
@@ -171,6 +183,7 @@ struct Plan: ParsableCommand {
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))
             print("wrote \(json)")
         }
+        try writeCSV(report.table())
         // A plan that does not fit exits 3, as train would: a script can gate on it.
         if budget != nil && !report.fits { throw ExitCode(3) }
     }
@@ -192,6 +205,8 @@ struct ProfilesList: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "The bundled profiles with their budgets.")
     @Flag(help: "Print the profiles as JSON (every field, and each one's budgetBytes) instead of the table.")
     var json = false
+    @Flag(help: "Print the table as CSV (exact bytes) instead.")
+    var csv = false
     func run() throws {
         let directory = DeviceProfile.profilesDirectory()
         if json {
@@ -203,12 +218,17 @@ struct ProfilesList: ParsableCommand {
             printJSON(entries)
             return
         }
-        print(pad("name", 18) + pad("class", 7) + pad("RAM", 11) + pad("budget", 11) + pad("GFLOP/s", 9) + pad("storage r/w MB/s", 18) + "device")
+        var table = Table([.init("name", width: 18, csv: "name"), .init("class", width: 7, csv: "class"), .init("RAM", width: 11, csv: "ram_bytes"),
+                           .init("budget", width: 11, csv: "budget_bytes"), .init("GFLOP/s", width: 9, csv: "compute_gflops"),
+                           .init("read MB/s", width: 10, csv: "storage_read_mbps"), .init("write MB/s", width: 12, csv: "storage_write_mbps"), .init("device", width: 0, csv: "device")])
         for name in DeviceProfile.bundledNames(directory: directory) {
             let p = try DeviceProfile.load(name, directory: directory)
-            print(pad(p.name, 18) + pad(p.class, 7) + pad(formatBytes(p.ramBytes), 11) + pad(formatBytes(p.budgetBytes), 11)
-                  + pad(String(format: "%g", p.computeGflops), 9) + pad(String(format: "%g / %g", p.storage.readMBps, p.storage.writeMBps), 18) + p.displayName)
+            table.append([.init(p.name), .init(p.class), .bytes(p.ramBytes), .bytes(p.budgetBytes), .init(String(format: "%g", p.computeGflops)),
+                          .init(String(format: "%g", p.storage.readMBps)), .init(String(format: "%g", p.storage.writeMBps)),
+                          .init(p.displayName)])
         }
+        if csv { print(table.csv, terminator: ""); return }
+        print(table.text)
         let fromFiles = DeviceProfile.bundledNames(directory: directory).filter { !DeviceProfile.origin(of: $0, directory: directory).hasPrefix("(built in)") }
         print(fromFiles.isEmpty ? "(built into this binary; pass --profile PATH for your own file, or set BLOCKWISE_PROFILES to a directory of them)"
                                 : "(from \(directory), the others built in; pass --profile PATH for your own file)")

@@ -10,7 +10,7 @@ import Foundation
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Re-render a finished run's report files (report.json, accuracy.svg, memory.svg, report.html) from its store.",
+        abstract: "Re-render a finished run's report files (report.json, accuracy.svg, memory.svg, report.html, modules.csv) from its store.",
         discussion: """
         Example:
           blockwise report --store blockwise.sqlite --report out/
@@ -29,7 +29,7 @@ struct Report: ParsableCommand {
         let directory = report ?? defaultReportDirectory(store: options.store)
         try ReportWriter.write(runReport, to: directory)
         print(runReport.summary())
-        print("report: \(directory)/report.html (report.json, accuracy.svg, memory.svg)")
+        print("report: \(directory)/report.html (report.json, accuracy.svg, memory.svg, modules.csv)")
     }
 }
 
@@ -37,7 +37,7 @@ struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train the same configuration and seed with --tau off (VanGL) and with the transport term (TRGL); plot both accuracy-versus-depth curves.",
         discussion: """
-        Each run has its own store (<store>-vangl.sqlite, <store>-trgl.sqlite), so an interrupted
+        Each run has its own store (<store>-vangl.sqlite, <store>-trgl.sqlite), so an interrupted \
         compare resumes. Writes compare.svg and compare.json into --report.
 
         Examples:

@@ -15,7 +15,8 @@ struct Train: ParsableCommand {
         Examples:
           blockwise train --train-size 600 --modules 4 --width 16 --epochs 2
           blockwise train --procedure parallel --tau off --train-size 1%
-          blockwise train --modules 8 --width 32 --train-size 6000 --epochs 3 --json result.json
+          blockwise train --modules 8 --width 32 --train-size 6000 --epochs 3 \\
+              --json result.json
         """)
 
     @OptionGroup var dataOptions: DataOptions
@@ -43,7 +44,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Check every option (ranges, names, the profile, sizes that need no data) and exit 0 without reading data or training; a bad option exits 2 as it would in a run (tools/sweep checks a spec's cells with it).")
     var checkOptions = false
 
-    @Option(help: "Directory for report.json, accuracy.svg, memory.svg and report.html (default: <store>-report next to the store).")
+    @Option(help: "Directory for report.json, accuracy.svg, memory.svg, report.html and modules.csv (default: <store>-report next to the store).")
     var report: String?
 
     func run() throws {
@@ -109,7 +110,7 @@ struct Train: ParsableCommand {
             error.store = featureStore?.path
             throw error
         }
-        print("report: \(directory)/report.html (report.json, accuracy.svg, memory.svg)")
+        print("report: \(directory)/report.html (report.json, accuracy.svg, memory.svg, modules.csv)")
         if let json {
             do { try runReport.json().write(to: URL(fileURLWithPath: json)) } catch {
                 throw ReportWriteError(path: json, reason: ReportWriteError.reason(error, path: json), store: featureStore?.path)

@@ -182,4 +182,147 @@ final class NewcomerTests: CLITestCase {
         XCTAssertTrue(shown.out.range(of: #"label \d \((T-shirt/top|Trouser|Pullover|Dress|Coat|Sandal|Shirt|Sneaker|Bag|Ankle boot)\)"#,
                                       options: .regularExpression) != nil, shown.out)
     }
+
+    /// Item 8: every example in every help text can be pasted as printed: no command is wrapped in
+    /// the middle (a continued line ends in a backslash), and every option it passes is one the
+    /// named subcommand lists.
+    func testHelpExamplesPasteAsPrinted() throws {
+        let commands = ["", "train", "plan", "compare", "report", "profiles", "profiles list", "profiles show", "profiles validate",
+                        "cache", "cache ls", "cache stats", "cache show", "cache verify", "cache export", "cache vacuum",
+                        "bench kernels", "bench train", "bench cache"]
+        var examples = 0
+        for command in commands {
+            let help = try run(command.split(separator: " ").map(String.init) + ["--help"]).out
+            let lines = help.components(separatedBy: "\n")
+            guard let start = lines.firstIndex(where: { $0 == "Example:" || $0 == "Examples:" }) else { continue }
+            var joined: [String] = [], continued = false
+            for line in lines[(start + 1)...] {
+                if line.trimmingCharacters(in: .whitespaces).isEmpty || line.hasPrefix("USAGE:") { break }
+                if continued {
+                    XCTAssertTrue(line.hasPrefix("      "), "'\(command) --help': a continued example line is not indented: '\(line)'")
+                    joined[joined.count - 1] += " " + line.trimmingCharacters(in: .whitespaces)
+                } else {
+                    XCTAssertTrue(line.hasPrefix("  blockwise ") || line.hasPrefix("  .build/release/blockwise "),
+                                  "'\(command) --help': an example is wrapped in the middle, this line starts no command: '\(line)'")
+                    joined.append(line.trimmingCharacters(in: .whitespaces))
+                }
+                continued = line.hasSuffix(" \\")
+            }
+            for example in joined {
+                examples += 1
+                let words = example.replacingOccurrences(of: " \\ ", with: " ").split(separator: " ").map(String.init).dropFirst()
+                let subcommands: Set = ["train", "plan", "compare", "report", "profiles", "list", "show", "validate", "cache", "ls",
+                                        "stats", "verify", "export", "vacuum", "bench", "kernels"]
+                let path = Array(words.prefix { subcommands.contains($0) })
+                let options = try run(path + ["--help"]).out
+                for flag in words where flag.hasPrefix("--") {
+                    XCTAssertTrue(options.contains(flag + " ") || options.contains(flag + "\n") || options.contains(flag + ","),
+                                  "'\(example)' (from '\(command) --help'): '\(path.joined(separator: " ")) --help' has no \(flag)")
+                }
+            }
+        }
+        XCTAssertGreaterThan(examples, 15, "the help texts' examples were not found")
+    }
+
+    /// Item 2: when nothing fits even at the smallest batch, plan and train name every option that
+    /// changes the outcome with the peak it gives, and the options together make the run fit.
+    func testHopelessPlanNamesEveryOptionByHowMuch() throws {
+        let options = ["--profile", "stm32f746-disco", "--width", "8", "--batch-size", "2", "--workspace", "2000"]
+        let plan = try run(["plan"] + options)
+        XCTAssertEqual(plan.code, 3, plan.out + plan.err)
+        XCTAssertTrue(plan.out.contains("at batch 2, the smallest that trains, module 1 needs 2.57 MiB of the 288 KiB budget"), plan.out)
+        XCTAssertTrue(plan.out.contains("storeEngine up to 2.20 MiB"), plan.out)
+        for option in ["--store-cache 16KiB", "--width 1", "--encoder-downsamplings 2", "--head linear", "--budget 2.6MiB"] {
+            XCTAssertTrue(plan.out.contains("  " + option + " "), "\(option) missing:\n" + plan.out)
+        }
+        XCTAssertTrue(plan.out.contains("--store-cache 16KiB        peak 433 KiB    -2.14 MiB   still 145 KiB over"), plan.out)
+        let together = try XCTUnwrap(plan.out.components(separatedBy: "\n").first { $0.hasPrefix("  together: ") })
+        XCTAssertTrue(together.hasSuffix("to spare)"), together)
+        let suggested = together.dropFirst("  together: ".count).components(separatedBy: " -> ")[0].split(separator: " ").map(String.init)
+        // The suggested options, as printed, make the same plan fit (exit 0).
+        var fixed = options
+        for index in stride(from: 0, to: suggested.count, by: 2) {
+            if let at = fixed.firstIndex(of: suggested[index]) { fixed[at + 1] = suggested[index + 1] } else { fixed += [suggested[index], suggested[index + 1]] }
+        }
+        let fits = try run(["plan"] + fixed)
+        XCTAssertEqual(fits.code, 0, fixed.joined(separator: " ") + "\n" + fits.out)
+        // train stops before training with the same advice.
+        let train = try run(["train"] + options + ["--train-size", "200", "--test-size", "100", "--store", directory + "/s.sqlite", "--report", directory + "/r"])
+        XCTAssertNotEqual(train.code, 0)
+        XCTAssertTrue(train.err.contains("--store-cache 16KiB        peak 433 KiB"), train.err)
+    }
+
+    /// Item 7: the report's plots and page as a person reads them, and item 8's read-only commands
+    /// that leave no -wal/-shm behind and the labelled PNG.
+    func testReportPlotsPagePNGAndCleanReaders() throws {
+        let store = directory + "/report.sqlite", report = directory + "/report"
+        let train = try run(["train", "--store", store, "--report", report, "--modules", "2", "--width", "8", "--train-size", "600",
+                             "--test-size", "500", "--epochs", "1", "--threads", "1", "--quiet"])
+        XCTAssertEqual(train.code, 0, train.err)
+        // memory.svg: host time on x, each module's start and streaming marked, the peak, the budget over a broken axis.
+        let memory = try String(contentsOfFile: report + "/memory.svg", encoding: .utf8)
+        XCTAssertTrue(memory.contains("host time (s)"), memory)
+        XCTAssertFalse(memory.contains("ledger events"), memory)
+        XCTAssertTrue(memory.contains("module 1 streams level 1 at") && memory.contains("module 2 streams level 2 at"))
+        XCTAssertTrue(memory.contains(">peak 23.3 MiB (module 1)</text>"), memory)
+        XCTAssertTrue(memory.contains("budget 352 MiB (axis broken: 15.1x the peak)"), memory)
+        // The hover on the peak lists the buffers live at it, the largest first.
+        XCTAssertTrue(memory.contains("<title>peak 23.3 MiB in module 1: parameters"), memory)
+        // report.json: every timeline point has its time; the buffers live at the peak add up to it.
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report + "/report.json"))) as! [String: Any]
+        let timeline = json["timeline"] as! [[String: Any]]
+        XCTAssertTrue(timeline.allSatisfy { $0["seconds"] is Double })
+        let tensors = json["peakTensors"] as! [[String: Any]]
+        XCTAssertEqual(tensors.reduce(0) { $0 + ($1["bytes"] as! Int) }, json["peakBytes"] as! Int)
+        // accuracy.svg: the y ticks are evenly spaced and each label is its value.
+        let accuracy = try String(contentsOfFile: report + "/accuracy.svg", encoding: .utf8)
+        let ticks = accuracy.matches(of: #/<text x="64.0" y="([0-9.]+)" text-anchor="end">([0-9.]+)%</text>/#).map { (Double($0.1)!, Double($0.2)!) }
+        XCTAssertGreaterThan(ticks.count, 2, accuracy)
+        let valueSteps = zip(ticks.dropFirst(), ticks).map { $0.1 - $1.1 }, pixelSteps = zip(ticks.dropFirst(), ticks).map { $0.0 - $1.0 }
+        for (step, pixels) in zip(valueSteps, pixelSteps) {
+            XCTAssertEqual(step, valueSteps[0], accuracy: 1e-9, "tick labels \(ticks.map(\.1)) are not evenly spaced values")
+            XCTAssertEqual(pixels, pixelSteps[0], accuracy: 0.11)
+        }
+        // report.html: the device and the budget, the closing lines without the table again, the tensors.
+        let html = try String(contentsOfFile: report + "/report.html", encoding: .utf8)
+        XCTAssertTrue(html.contains("Emulated device: <b>Raspberry Pi Zero 2 W"), html)
+        XCTAssertTrue(html.contains("budget <b>352 MiB</b>, held"), html)
+        let pre = try XCTUnwrap(html.firstMatch(of: #/<pre>([^<]*)</pre>/#)).1
+        XCTAssertFalse(pre.contains("train acc"), String(pre))
+        XCTAssertTrue(pre.contains("peak memory 23.3 MiB"), String(pre))
+        XCTAssertTrue(html.contains("white-space:pre-wrap"))
+        XCTAssertTrue(html.contains("<h3>Live at the peak (23.3 MiB)"), html)
+        // modules.csv: one row per module, exact values.
+        let csv = try String(contentsOfFile: report + "/modules.csv", encoding: .utf8).components(separatedBy: "\r\n").filter { !$0.isEmpty }
+        XCTAssertEqual(csv.count, 3, csv.joined(separator: "\n"))
+        XCTAssertTrue(csv[0].hasPrefix("module,train_accuracy,test_accuracy,kinetic_energy,peak_bytes,"), csv[0])
+        XCTAssertTrue(csv[1].hasPrefix("1,"), csv[1])
+        // Read-only commands leave no -wal or -shm beside the store.
+        for command in [["cache", "ls"], ["cache", "stats", "--level", "1"], ["cache", "verify"], ["report", "--report", directory + "/again"],
+                        ["cache", "show", "--level", "1", "--sample", "0", "--png", directory + "/s.png"]] {
+            let result = try run(command + ["--store", store])
+            XCTAssertEqual(result.code, 0, command.joined(separator: " ") + ": " + result.err)
+            for suffix in ["-wal", "-shm"] {
+                XCTAssertFalse(FileManager.default.fileExists(atPath: store + suffix), "\(command.joined(separator: " ")) left \(store + suffix)")
+            }
+        }
+        // The PNG: 8 tiles of 14x14 at 6 pixels per value under a two-line caption (272 x 312).
+        let png = try Data(contentsOf: URL(fileURLWithPath: directory + "/s.png"))
+        let width = png[16..<20].reduce(0) { $0 << 8 | Int($1) }, height = png[20..<24].reduce(0) { $0 << 8 | Int($1) }
+        XCTAssertEqual([width, height], [272, 312])
+        // CSV where tables are printed.
+        let levels = try run(["cache", "ls", "--store", store, "--csv"])
+        XCTAssertTrue(levels.out.hasPrefix("level,split,shape,encoding,rows,bytes_on_disk,complete\r\n0,train,1x28x28,fp32,600,"), levels.out)
+        let stats = try run(["cache", "stats", "--store", store, "--level", "1", "--csv"])
+        XCTAssertEqual(stats.out.components(separatedBy: "\r\n").filter { !$0.isEmpty }.count, 9, stats.out)
+        let profiles = try run(["profiles", "--csv"])
+        XCTAssertTrue(profiles.out.contains("\r\nstm32f746-disco,mcu,"), profiles.out)
+        let planned = try run(["plan", "--profile", "stm32f746-disco,rpi-zero-2w", "--csv", directory + "/p.csv"])
+        XCTAssertEqual(planned.code, 0, planned.err)
+        let rows = try String(contentsOfFile: directory + "/p.csv", encoding: .utf8).components(separatedBy: "\r\n")
+        XCTAssertEqual(rows[0], "profile,budget_bytes,peak_bytes,fits,device_seconds,device_joules")
+        XCTAssertTrue(rows[1].hasPrefix("stm32f746-disco,294912,") && rows[1].contains(",false,"), rows[1])
+        let single = try run(["plan", "--csv", directory + "/m.csv"])
+        XCTAssertEqual(try String(contentsOfFile: directory + "/m.csv", encoding: .utf8).components(separatedBy: "\r\n").filter { !$0.isEmpty }.count, 7, single.out)
+    }
 }

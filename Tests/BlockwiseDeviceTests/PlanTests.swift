@@ -229,6 +229,19 @@ final class ProfileTests: XCTestCase {
     }
 
     /// Issue 20: whole seconds are rounded before they are split, never "77 min 60 s".
+    /// Item 8 of issue 20: one unit per table column, chosen by the column's largest value.
+    func testTableColumnsKeepOneUnit() {
+        let energies = EnergyColumn([882.6, 4752.0])
+        XCTAssertEqual(energies.format(882.6), "0.25 Wh")
+        XCTAssertEqual(energies.format(4752.0), "1.32 Wh")
+        XCTAssertEqual(EnergyColumn([882.6, 777.2]).format(777.2), "777.2 J")
+        let times = DurationColumn([963, 10080])
+        XCTAssertEqual(times.format(963), "0.3 h")
+        XCTAssertEqual(times.format(10080), "2.8 h")
+        XCTAssertEqual(DurationColumn([294, 259]).format(259), "4 min 19 s")
+        XCTAssertEqual(DurationColumn([4.6, 100]).format(4.6), "4.6 s")
+    }
+
     func testDurationsRoundBeforeSplitting() {
         XCTAssertEqual(formatDuration(4679.6), "78 min 0 s")
         XCTAssertEqual(formatDuration(4659.7), "77 min 40 s")

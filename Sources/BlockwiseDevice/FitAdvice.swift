@@ -1,0 +1,183 @@
+import BlockwiseKernels
+import BlockwiseTraining
+
+/// What to change when a run does not fit its budget even at the smallest batch that trains:
+/// every option that would change the outcome, each tried alone, with the run's planned peak and
+/// how far it is from the budget, and all of them together.
+///
+/// Every figure comes from ``RunPlanner/modulePlan`` at the smallest batch (the same plan `train`
+/// resolves), taken over all modules: a run fits when its largest module does.
+public struct FitAdvice: Sendable {
+    /// One change of the command line and the run's planned peak with it.
+    public struct Change: Sendable {
+        /// The options as typed, e.g. `--store-cache 16KiB`.
+        public var options: String
+        /// The run's largest module peak with the change, at ``FitAdvice/batch``.
+        public var peak: Int
+        public var fits: Bool
+    }
+
+    /// The smallest batch that trains (batch norm needs two samples), at which everything is planned.
+    public var batch: Int
+    public var budget: Int
+    /// The run's largest module peak as configured, at `batch`, and that module's plan.
+    public var peak: Int
+    public var worst: ModuleMemoryPlan
+    /// Each option alone (the largest saving first), then `--budget`.
+    public var changes: [Change]
+    /// Every option of `changes` that lowers the peak, applied together (nil when there is at most one).
+    public var together: Change?
+
+    /// - Parameters:
+    ///   - residence: where the features live, as the run would have them (its row buffer is
+    ///     re-planned for each changed model).
+    ///   - bytesPerValue: the store's feature encoding (4 = fp32, 2 = fp16/bf16).
+    public init(configuration: TrainingConfiguration, residence: FeatureResidence, bytesPerValue: Int, budget: Int,
+                trainCount: Int, testCount: Int) {
+        var base = configuration
+        base.microBatches = [:]
+        base.batchSize = min(RunPlanner.minimumBatch, configuration.batchSize)
+        batch = base.batchSize
+        self.budget = budget
+
+        /// A candidate: the configuration, the store's page cache and the encoding.
+        struct Setting { var configuration: TrainingConfiguration; var cacheBytes: Int?; var bytesPerValue: Int }
+        let given = residence
+        func plans(_ s: Setting) -> [ModuleMemoryPlan] {
+            var planned = given
+            if case .store = given, let cache = s.cacheBytes {
+                planned = .store(rowBufferBytes: RunPlanner.rowBufferFloats(s.configuration, bytesPerValue: s.bytesPerValue) * 4,
+                                 cacheBytes: cache)
+            }
+            return (0..<s.configuration.model.modules).map {
+                RunPlanner.modulePlan(s.configuration, module: $0, batch: s.configuration.batchSize, residence: planned,
+                                      trainCount: trainCount, testCount: testCount)
+            }
+        }
+        func peakOf(_ s: Setting) -> Int { plans(s).map(\.peakBytes).max() ?? 0 }
+        var cache: Int? = nil
+        if case .store(_, let bytes) = residence { cache = bytes }
+        let start = Setting(configuration: base, cacheBytes: cache, bytesPerValue: bytesPerValue)
+        let startPlans = plans(start)
+        worst = startPlans.max { $0.peakBytes < $1.peakBytes }!
+        let basePeak = worst.peakBytes
+        peak = basePeak
+
+        /// The largest value in `range` for which `fits` holds (it holds for small values and not
+        /// for large ones), or nil.
+        func largest(_ range: ClosedRange<Int>, _ fits: (Int) -> Bool) -> Int? {
+            guard fits(range.lowerBound) else { return nil }
+            var low = range.lowerBound, high = range.upperBound
+            if fits(high) { return high }
+            while high - low > 1 {
+                let middle = low + (high - low) / 2
+                if fits(middle) { low = middle } else { high = middle }
+            }
+            return low
+        }
+
+        // Each option alone: (options, the changed setting).
+        var candidates: [(String, (Setting) -> Setting)] = []
+        if let cache {
+            // The page cache that just fits (whole KiB), or the smallest we suggest (16 KiB: four pages).
+            let floor = 16 * 1024
+            let fitting = largest(1...max(1, cache / 1024)) { kib in
+                var s = start; s.cacheBytes = kib * 1024; return peakOf(s) <= budget
+            }.map { $0 * 1024 }
+            let suggested = fitting.map { max($0, floor) } ?? floor
+            if suggested < cache {
+                candidates.append(("--store-cache \(suggested / 1024)KiB", { var s = $0; s.cacheBytes = min(s.cacheBytes ?? suggested, suggested); return s }))
+            }
+        }
+        // The workspace bound: the largest that fits; if none does, the largest that saves all it can.
+        let currentBound = base.workspaceBound ?? (1 << 30)
+        func withBound(_ bound: Int) -> Setting { var s = start; s.configuration.workspaceBound = bound; return s }
+        let smallestPeak = peakOf(withBound(1))
+        if smallestPeak < basePeak {
+            let bound = largest(1...currentBound) { peakOf(withBound($0)) <= budget }
+                ?? largest(1...currentBound) { peakOf(withBound($0)) <= smallestPeak }!
+            candidates.append(("--workspace \(bound)", { var s = $0; s.configuration.workspaceBound = min(s.configuration.workspaceBound ?? bound, bound); return s }))
+        }
+        if base.model.head == .oneCNN {
+            candidates.append(("--head linear", { var s = $0; s.configuration.model.head = .linear; return s }))
+        }
+        if base.model.blocksPerModule > 1 {
+            candidates.append(("--blocks 1", { var s = $0; s.configuration.model.blocksPerModule = 1; return s }))
+        }
+        if base.model.encoderDownsamplings < 4, base.model.inputHeight >> (base.model.encoderDownsamplings + 1) >= 4 {
+            let n = base.model.encoderDownsamplings + 1
+            candidates.append(("--encoder-downsamplings \(n)", { var s = $0; s.configuration.model.encoderDownsamplings = n; return s }))
+        }
+        if bytesPerValue != 4, cache != nil {
+            candidates.append(("--feature-dtype fp32", { var s = $0; s.bytesPerValue = 4; return s }))
+        }
+        var alone: [(Change, (Setting) -> Setting)] = candidates.compactMap { option, change in
+            let p = peakOf(change(start))
+            return p < basePeak ? (Change(options: option, peak: p, fits: p <= budget), change) : nil
+        }
+        // The width: the largest that fits with the rest as given, else the saving at width 1.
+        func withWidth(_ s: Setting, _ width: Int) -> Setting { var s = s; s.configuration.model.width = width; return s }
+        if base.model.width > 1 {
+            let width = largest(1...(base.model.width - 1)) { peakOf(withWidth(start, $0)) <= budget } ?? 1
+            let p = peakOf(withWidth(start, width))
+            if p < basePeak { alone.append((Change(options: "--width \(width)", peak: p, fits: p <= budget), { withWidth($0, width) })) }
+        }
+        alone.sort { $0.0.peak < $1.0.peak }
+        changes = alone.map(\.0)
+        changes.append(Change(options: "--budget \(FitAdvice.sizeOption(basePeak))", peak: basePeak, fits: true))
+
+        // Together: every saving but the width, then the largest width that fits on top of them;
+        // then the savings that are not needed at that width are dropped (the smallest first).
+        var kept = alone.filter { !$0.0.options.hasPrefix("--width") }
+        func apply(_ chosen: [(Change, (Setting) -> Setting)], width: Int?) -> Setting {
+            let s = chosen.reduce(start) { $1.1($0) }
+            return width.map { withWidth(s, $0) } ?? s
+        }
+        var width: Int? = nil
+        if peakOf(apply(kept, width: nil)) > budget, base.model.width > 1,
+           let w = largest(1...base.model.width, { peakOf(withWidth(apply(kept, width: nil), $0)) <= budget }), w < base.model.width {
+            width = w
+        }
+        if peakOf(apply(kept, width: width)) <= budget {
+            for candidate in kept.reversed() where kept.count > 1 {
+                let fewer = kept.filter { $0.0.options != candidate.0.options }
+                if peakOf(apply(fewer, width: width)) <= budget { kept = fewer }
+            }
+        }
+        let options = kept.map(\.0.options) + (width.map { ["--width \($0)"] } ?? [])
+        let combinedPeak = peakOf(apply(kept, width: width))
+        together = options.count > 1 ? Change(options: options.joined(separator: " "), peak: combinedPeak, fits: combinedPeak <= budget) : nil
+    }
+
+    /// A byte count as an option value that is at least `bytes` (whole KiB or MiB with one decimal).
+    static func sizeOption(_ bytes: Int) -> String {
+        if bytes >= 1 << 20 {
+            let tenths = (bytes * 10 + (1 << 20) - 1) / (1 << 20)
+            return tenths % 10 == 0 ? "\(tenths / 10)MiB" : "\(tenths / 10).\(tenths % 10)MiB"
+        }
+        return "\((bytes + 1023) / 1024)KiB"
+    }
+
+    /// The advice as printed by `plan` and in the error `train` stops with: the breakdown at the
+    /// smallest batch, then one line per option.
+    public var text: String {
+        func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count) }
+        func outcome(_ c: Change) -> String {
+            c.fits ? "fits (\(formatBytes(budget - c.peak)) to spare)" : "still \(formatBytes(c.peak - budget)) over"
+        }
+        var lines = ["at batch \(batch), the smallest that trains, module \(worst.module + 1) needs \(formatBytes(peak)) of the "
+            + "\(formatBytes(budget)) budget (\(worst.breakdown.description)\(worst.storeEngineBound > 0 ? ", storeEngine up to \(formatBytes(worst.storeEngineBound))" : "")). "
+            + "Each option alone, at batch \(batch):"]
+        let width = max(24, changes.map(\.options.count).max()! + 2)
+        for change in changes {
+            let saved = peak - change.peak
+            let result = change.options.hasPrefix("--budget") ? "fits (a budget of the peak itself)" : outcome(change)
+            lines.append("  " + pad(change.options, width) + pad("peak \(formatBytes(change.peak))", 16)
+                         + pad(saved > 0 ? "-\(formatBytes(saved))" : "", 12) + result)
+        }
+        if let together {
+            lines.append("  together: " + together.options + " -> peak \(formatBytes(together.peak)): " + outcome(together))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
