@@ -19,6 +19,8 @@ public struct FitAdvice: Sendable {
 
     /// The smallest batch that trains (batch norm needs two samples), at which everything is planned.
     public var batch: Int
+    /// The batch the run asked for (the advice holds at `batch`; above it, with `--fit microbatch`).
+    public var requestedBatch: Int
     public var budget: Int
     /// The run's largest module peak as configured, at `batch`, and that module's plan.
     public var peak: Int
@@ -38,6 +40,7 @@ public struct FitAdvice: Sendable {
         base.microBatches = [:]
         base.batchSize = min(RunPlanner.minimumBatch, configuration.batchSize)
         batch = base.batchSize
+        requestedBatch = configuration.batchSize
         self.budget = budget
 
         /// A candidate: the configuration, the store's page cache and the encoding.
@@ -167,7 +170,8 @@ public struct FitAdvice: Sendable {
         }
         var lines = ["at batch \(batch), the smallest that trains, module \(worst.module + 1) needs \(formatBytes(peak)) of the "
             + "\(formatBytes(budget)) budget (\(worst.breakdown.description)\(worst.storeEngineBound > 0 ? ", storeEngine up to \(formatBytes(worst.storeEngineBound))" : "")). "
-            + "Each option alone, at batch \(batch):"]
+            + "Each option alone, at batch \(batch)"
+            + (requestedBatch > batch ? " (with --batch-size \(batch), or --fit microbatch to keep batch \(requestedBatch))" : "") + ":"]
         let width = max(24, changes.map(\.options.count).max()! + 2)
         for change in changes {
             let saved = peak - change.peak

@@ -133,6 +133,13 @@ struct Plan: ParsableCommand {
             guard budget != nil else { throw ValidationError("--maximize needs a budget: pass --profile NAME or --budget SIZE") }
             guard let best = PlanSearch.largest(maximized, configuration: configuration, fits: { plan($0, budget: budget, profile: nil).fits }) else {
                 print("maximize \(maximized.rawValue): even \(maximized.range.lowerBound) does not fit the budget \(formatBytes(budget!))")
+                let smallest = maximized.setting(maximized.range.lowerBound, in: configuration)
+                if smallest.procedure == .sequential || smallest.procedure == .multilap {
+                    // What would make it fit, at the smallest value.
+                    let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBytes(smallest), cacheBytes: cacheBytes)
+                    print("at --\(maximized.rawValue) \(maximized.range.lowerBound), " + FitAdvice(configuration: smallest, residence: residence,
+                        bytesPerValue: encoding.bytesPerValue, budget: budget!, trainCount: trainCount, testCount: testCount).text)
+                }
                 throw ExitCode(3)
             }
             let over = best < maximized.range.upperBound ? plan(maximized.setting(best + 1, in: configuration), budget: budget, profile: nil).peak : nil
