@@ -22,12 +22,14 @@ public enum SVGChart {
 
     static func number(_ value: Double) -> String { String(format: "%.1f", value) }
 
-    /// "Nice" tick values covering [low, high].
+    /// "Nice" tick values covering [low, high]: the largest step of 1, 2, 2.5 or 5 times a power of
+    /// ten that still gives at least `count` ticks (so a 6-point range gets 83, 84, ..., 87 and
+    /// not only 84 and 86).
     static func ticks(_ low: Double, _ high: Double, count: Int = 5) -> [Double] {
         let span = max(high - low, 1e-12)
-        let raw = span / Double(count)
+        let raw = span / Double(max(count - 1, 1))
         let magnitude = pow(10, floor(log10(raw)))
-        let step = [1.0, 2, 2.5, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? raw
+        let step = [10.0, 5, 2.5, 2, 1].map { $0 * magnitude }.first { $0 <= raw } ?? raw
         let first = ceil(low / step) * step
         return stride(from: first, through: high + step * 1e-9, by: step).map { $0 }
     }
