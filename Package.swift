@@ -52,7 +52,8 @@ let package = Package(
         .testTarget(name: "BlockwiseTrainingTests", dependencies: ["BlockwiseTraining"]),
         .testTarget(name: "BlockwiseStoreTests", dependencies: ["BlockwiseStore"]),
         .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice", "BlockwiseStore", "BlockwiseReports"]),
-        .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise", "BlockwiseData", "BlockwiseTraining", "BlockwiseDevice", "BlockwiseStore"]),
+        .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise", "BlockwiseData", "BlockwiseTraining", "BlockwiseDevice", "BlockwiseStore"],
+                    exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -18,10 +18,11 @@ class CLITestCase: XCTestCase {
 
     /// Runs the binary; returns (exit code, stdout, stderr).
     @discardableResult
-    func run(_ arguments: [String]) throws -> (code: Int32, out: String, err: String) {
+    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (code: Int32, out: String, err: String) {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.currentDirectoryURL = URL(fileURLWithPath: repository)
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
