@@ -32,18 +32,22 @@ let package = Package(
         .target(name: "BlockwiseData", dependencies: ["CZlib", "BlockwiseKernels"]),
         // Models, the local (transport-regularised) loss, optimisers, procedures.
         .target(name: "BlockwiseTraining", dependencies: ["BlockwiseKernels", "BlockwiseData"]),
-        // Device profiles, size parsing, the cost model.
-        .target(name: "BlockwiseDevice", dependencies: ["BlockwiseKernels", "BlockwiseTraining"]),
+        // Device profiles, size parsing, the cost model: a leaf (kernels' types only).
+        .target(name: "BlockwiseDevice", dependencies: ["BlockwiseKernels"]),
+        // The plan of a run, made before anything is allocated: per module and phase, the
+        // buffers and their bytes, the (micro-)batch, the store's buffers, FLOPs and storage
+        // traffic; budgets, the largest model that fits, and what to change when nothing fits.
+        .target(name: "BlockwisePlan", dependencies: ["BlockwiseKernels", "BlockwiseTraining", "BlockwiseDevice"]),
         // The run report: JSON, SVG plots, HTML.
-        .target(name: "BlockwiseReports", dependencies: ["BlockwiseKernels", "BlockwiseTraining", "BlockwiseDevice"]),
+        .target(name: "BlockwiseReports", dependencies: ["BlockwiseKernels", "BlockwiseTraining", "BlockwiseDevice", "BlockwisePlan"]),
         // The SQLite feature store: levels, checkpoints, metrics; resume.
         .target(name: "BlockwiseStore", dependencies: ["CSQLite", "CZlib", "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining"]),
         // A run as a user asks for it: budget, store, trainer, report.
         .target(name: "BlockwiseRuntime", dependencies: ["BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore",
-                                                         "BlockwiseDevice", "BlockwiseReports"]),
+                                                         "BlockwiseDevice", "BlockwisePlan", "BlockwiseReports"]),
         // The thin command-line interface.
         .executableTarget(name: "blockwise", dependencies: [
-            "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore", "BlockwiseDevice", "BlockwiseReports", "BlockwiseRuntime",
+            "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore", "BlockwiseDevice", "BlockwisePlan", "BlockwiseReports", "BlockwiseRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -51,8 +55,8 @@ let package = Package(
         .testTarget(name: "BlockwiseDataTests", dependencies: ["BlockwiseData", "BlockwiseKernels"]),
         .testTarget(name: "BlockwiseTrainingTests", dependencies: ["BlockwiseTraining"]),
         .testTarget(name: "BlockwiseStoreTests", dependencies: ["BlockwiseStore"]),
-        .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice", "BlockwiseStore", "BlockwiseReports"]),
-        .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise", "BlockwiseData", "BlockwiseTraining", "BlockwiseDevice", "BlockwiseStore"],
+        .testTarget(name: "BlockwiseDeviceTests", dependencies: ["BlockwiseDevice", "BlockwisePlan", "BlockwiseStore", "BlockwiseReports"]),
+        .testTarget(name: "BlockwiseCLITests", dependencies: ["blockwise", "BlockwiseData", "BlockwiseTraining", "BlockwiseDevice", "BlockwisePlan", "BlockwiseStore"],
                     exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v5]

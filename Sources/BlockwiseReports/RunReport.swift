@@ -1,4 +1,5 @@
 import BlockwiseDevice
+import BlockwisePlan
 import BlockwiseKernels
 import BlockwiseTraining
 import Foundation

@@ -1,5 +1,6 @@
 import BlockwiseData
 import BlockwiseDevice
+import BlockwisePlan
 import BlockwiseKernels
 import BlockwiseReports
 import BlockwiseStore
@@ -44,7 +45,7 @@ public struct TrainingSession {
     /// Where features live, for the planner.
     public var residence: FeatureResidence {
         if usesStore {
-            return .store(rowBufferBytes: RunPlanner.rowBufferFloats(configuration, bytesPerValue: encoding.bytesPerValue) * 4,
+            return .store(rowBufferBytes: RunPlanner.rowBufferFloats(configuration, encoding: encoding) * 4,
                           cacheBytes: storeCacheBytes)
         }
         return configuration.procedure == .sequential || configuration.procedure == .multilap ? .memory : .none
@@ -80,7 +81,7 @@ public struct TrainingSession {
             } catch let error as ModuleDoesNotFitError {
                 guard error.largestBatch == nil, let budget else { throw BudgetCannotBeMet(message: error.description) }
                 // Not even the smallest batch fits: every option that would change that, by how much.
-                let advice = FitAdvice(configuration: configuration, residence: residence, bytesPerValue: encoding.bytesPerValue,
+                let advice = FitAdvice(configuration: configuration, residence: residence, encoding: encoding,
                                        budget: budget, trainCount: train.count, testCount: test.count)
                 throw BudgetCannotBeMet(message: error.description + "\n" + advice.text)
             }

@@ -450,8 +450,16 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         try ledger.setExternal(Database.memoryUsed().current, category: .storeEngine, tag: "sqlite")
     }
 
+    /// Floats of the row buffer the run plan sized (``reserveRowBuffer(floats:)``); nil when
+    /// the store is used without a plan (tests, benchmarks), which lets the buffer grow.
+    var plannedRowFloats: Int?
+
     func scratchBuffer(count: Int) throws -> UnsafeMutablePointer<Float> {
         if let scratch, scratch.count >= count { return scratch.data }
+        // The plan and the store must agree by construction: a planned buffer too small for a
+        // level is a bug, not something to paper over with an unplanned allocation.
+        precondition(plannedRowFloats == nil || count <= plannedRowFloats!,
+                     "the run plan sized the store's row buffer at \(plannedRowFloats ?? 0) floats, but a level needs \(count)")
         scratch = nil
         let ledger = self.ledger ?? MemoryLedger()
         scratch = try Tensor([count], category: .ioBuffers, tag: "store.row", ledger: ledger)
@@ -460,10 +468,10 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
 
     /// Allocates the row buffer up front (sized by the run plan), so the store's I/O memory is
     /// constant through the run.
-    public func reserveRowBuffer(floats: Int) throws { if floats > 0 { _ = try scratchBuffer(count: floats) } }
-
-    /// Releases the row scratch buffer (when a module is done with the store for a while).
-    public func releaseBuffers() { scratch = nil }
+    public func reserveRowBuffer(floats: Int) throws {
+        if floats > 0 { _ = try scratchBuffer(count: floats) }
+        plannedRowFloats = floats
+    }
 
     // MARK: levels (FeatureCache)
 
@@ -474,7 +482,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     public var keepsLevels: Bool { true }
 
     public func beginLevel(_ level: Int, split: Split, count: Int, shape: [Int]) throws {
-        shapes["\(level).\(split)"] = nil
+        shapes["\(level).\(split)"] = shape
         encodings["\(level).\(split)"] = nil
         try database.transaction {
             try database.prepare("DELETE FROM features WHERE id >= ? AND id < ?")
@@ -492,7 +500,8 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         let bytes = size * encoding.bytesPerValue
         // fp32 rows are bound straight from the batch (SQLite copies them); the others are
         // encoded into the row buffer first.
-        let buffer: UnsafeMutableRawPointer? = encoding == .fp32 ? nil : UnsafeMutableRawPointer(try scratchBuffer(count: (bytes + 3) / 4))
+        let rowFloats = encoding.rowBufferFloats(shape: shape)
+        let buffer: UnsafeMutableRawPointer? = rowFloats == 0 ? nil : UnsafeMutableRawPointer(try scratchBuffer(count: rowFloats))
         try database.transaction {
             let insert = try database.prepare("INSERT INTO features (id, level, split, row, label, checksum, data) VALUES (?, ?, ?, ?, ?, ?, ?)")
             for r in 0..<rows {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockwiseKernels
 import BlockwiseDevice
+import BlockwisePlan
 
 /// Budget and device options shared by train and plan.
 struct DeviceOptions: ParsableArguments {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockwiseData
 import BlockwiseDevice
+import BlockwisePlan
 import BlockwiseKernels
 import BlockwiseStore
 import BlockwiseTraining
@@ -77,7 +78,7 @@ struct Plan: ParsableCommand {
         } else {
             maximized = nil
         }
-        let rowBytes = { (c: TrainingConfiguration) in RunPlanner.rowBufferFloats(c, bytesPerValue: encoding.bytesPerValue) * 4 }
+        let rowBytes = { (c: TrainingConfiguration) in RunPlanner.rowBufferFloats(c, encoding: encoding) * 4 }
         let cacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
         let fitPolicy = try device.fitPolicy()
         /// Whether `c` fits `budget`, and its peak: the same plan `train` resolves.
@@ -88,7 +89,7 @@ struct Plan: ParsableCommand {
             }
             let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBytes(c), cacheBytes: cacheBytes)
             let report = PlanReport(configuration: c, trainCount: trainCount, testCount: testCount, residence: residence,
-                                    budget: budget, profile: profile, encoding: encoding.bytesPerValue, fit: fitPolicy)
+                                    budget: budget, profile: profile, encoding: encoding, fit: fitPolicy)
             return (report.fits, report.peakBytes, report)
         }
 
@@ -138,7 +139,7 @@ struct Plan: ParsableCommand {
                     // What would make it fit, at the smallest value.
                     let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBytes(smallest), cacheBytes: cacheBytes)
                     print("at --\(maximized.rawValue) \(maximized.range.lowerBound), " + FitAdvice(configuration: smallest, residence: residence,
-                        bytesPerValue: encoding.bytesPerValue, budget: budget!, trainCount: trainCount, testCount: testCount).text)
+                        encoding: encoding, budget: budget!, trainCount: trainCount, testCount: testCount).text)
                 }
                 throw ExitCode(3)
             }
@@ -178,7 +179,7 @@ struct Plan: ParsableCommand {
         if hopeless, let budget {
             // Every option that would change the outcome, by how much, at the smallest batch.
             let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBytes(configuration), cacheBytes: cacheBytes)
-            print(FitAdvice(configuration: configuration, residence: residence, bytesPerValue: encoding.bytesPerValue, budget: budget,
+            print(FitAdvice(configuration: configuration, residence: residence, encoding: encoding, budget: budget,
                             trainCount: trainCount, testCount: testCount).text)
         }
         if let cost = report.cost, let profile {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockwiseData
 import BlockwiseDevice
+import BlockwisePlan
 import BlockwiseKernels
 import BlockwiseReports
 import BlockwiseRuntime

@@ -4,6 +4,7 @@ import FoundationXML
 #endif
 import XCTest
 import BlockwiseDevice
+import BlockwisePlan
 import BlockwiseTraining
 
 /// End-to-end: runs the built `blockwise` binary.

@@ -1,5 +1,6 @@
 import BlockwiseData
 import BlockwiseDevice
+import BlockwisePlan
 import BlockwiseKernels
 import BlockwiseStore
 import BlockwiseTraining
@@ -47,7 +48,7 @@ final class PlanTests: XCTestCase {
         let (train, test) = try realData()
         let base = configuration(width: 4, batch: 24)
         let cacheBytes = 32 * 1024
-        let rowBuffer = RunPlanner.rowBufferFloats(base, bytesPerValue: 2) * 4
+        let rowBuffer = RunPlanner.rowBufferFloats(base, encoding: .fp16) * 4
         let residence = FeatureResidence.store(rowBufferBytes: rowBuffer, cacheBytes: cacheBytes)
         // A budget between the batch-1 and the batch-24 needs of module 0.
         let needAt24 = RunPlanner.modulePlan(base, module: 0, batch: 24, residence: residence, trainCount: train.count, testCount: test.count).peakBytes
@@ -72,14 +73,14 @@ final class PlanTests: XCTestCase {
         // `blockwise plan --fit microbatch` reports the plans the runtime resolves; with --fit error
         // the same module is reported as not fitting.
         let planned = PlanReport(configuration: base, trainCount: train.count, testCount: test.count, residence: residence,
-                                 budget: budget, profile: nil, encoding: 2, fit: .microbatch)
+                                 budget: budget, profile: nil, encoding: .fp16, fit: .microbatch)
         XCTAssertTrue(planned.fits)
         XCTAssertEqual(planned.modules.map(\.plan.batch), plans.map(\.batch))
         XCTAssertEqual(planned.modules.map(\.plan.peakBytes), plans.map(\.peakBytes))
         XCTAssertEqual(planned.modules[0].microBatch, c.microBatch(module: 0))
         XCTAssertEqual(planned.peakBytes, plans.map(\.peakBytes).max())
         let strict = PlanReport(configuration: base, trainCount: train.count, testCount: test.count, residence: residence,
-                                budget: budget, profile: nil, encoding: 2, fit: .error)
+                                budget: budget, profile: nil, encoding: .fp16, fit: .error)
         XCTAssertFalse(strict.fits)
         XCTAssertNil(strict.modules[0].microBatch)
         XCTAssertEqual(strict.modules[0].largestBatch, c.microBatch(module: 0))

@@ -1,3 +1,4 @@
+import BlockwiseDevice
 import BlockwiseTraining
 
 /// A configuration value `blockwise plan --maximize` can search.

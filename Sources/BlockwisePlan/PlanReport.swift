@@ -1,3 +1,4 @@
+import BlockwiseDevice
 import BlockwiseKernels
 import BlockwiseTraining
 
@@ -36,7 +37,7 @@ public struct PlanReport: Codable, Sendable {
     /// `fit` decides what a module that does not fit at the batch size gets: `.error` reports it as
     /// not fitting, `.microbatch` plans it at the largest batch that fits, as the runtime will run it.
     public init(configuration: TrainingConfiguration, trainCount: Int, testCount: Int, residence: FeatureResidence,
-                budget: Int?, profile: DeviceProfile?, encoding bytesPerValue: Int, fit: FitPolicy = .error) {
+                budget: Int?, profile: DeviceProfile?, encoding: FeatureEncoding, fit: FitPolicy = .error) {
         self.budget = budget
         let model = configuration.model
         var modules: [Module] = []
@@ -48,8 +49,8 @@ public struct PlanReport: Codable, Sendable {
             // Storage traffic of a sequential module: every epoch reads the training split of its
             // input level (plus one pass for batch-norm recalibration), streaming reads both splits
             // and writes both splits of its output level.
-            let inputBytes = model.moduleInputShape(k).reduce(1, *) * bytesPerValue
-            let outputBytes = model.moduleOutputShape(k).reduce(1, *) * bytesPerValue
+            let inputBytes = model.moduleInputShape(k).reduce(1, *) * encoding.bytesPerValue
+            let outputBytes = model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
             let epochs = configuration.epochs(module: k)
             let passes = epochs + (configuration.recalibrateBatchNorm ? 1 : 0)
             let read = passes * trainCount * inputBytes + (trainCount + testCount) * inputBytes
@@ -65,13 +66,12 @@ public struct PlanReport: Codable, Sendable {
         self.modules = modules
         let shapes = [model.moduleInputShape(0)] + (0..<model.modules).map { model.moduleOutputShape($0) }
         levels = shapes.enumerated().map { level, shape in
-            Level(level: level, shape: shape, bytes: ["fp32": 4, "fp16": 2, "bf16": 2].mapValues {
-                RunPlanner.levelBytes(shape: shape, samples: trainCount + testCount, bytesPerValue: $0)
-            })
+            Level(level: level, shape: shape, bytes: Dictionary(uniqueKeysWithValues: FeatureEncoding.allCases.map {
+                ($0.rawValue, RunPlanner.levelBytes(shape: shape, samples: trainCount + testCount, encoding: $0))
+            }))
         }
         self.profile = profile?.name
-        let encodingName = bytesPerValue == 4 ? "fp32" : "fp16"
-        storeBytes = levels.reduce(0) { $0 + ($1.bytes[encodingName] ?? 0) }
+        storeBytes = levels.reduce(0) { $0 + ($1.bytes[encoding.rawValue] ?? 0) }
         peakBytes = modules.map(\.plan.peakBytes).max() ?? 0
         fits = modules.allSatisfy(\.fits)
         cost = profile.map { DeviceCost(profile: $0, flops: totalFlops, bytesRead: totalRead, bytesWritten: totalWritten, operations: totalOperations) }

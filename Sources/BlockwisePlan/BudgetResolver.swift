@@ -1,3 +1,4 @@
+import BlockwiseDevice
 import BlockwiseKernels
 import BlockwiseTraining
 

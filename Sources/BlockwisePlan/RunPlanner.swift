@@ -1,3 +1,4 @@
+import BlockwiseDevice
 import BlockwiseKernels
 import BlockwiseTraining
 
@@ -46,17 +47,11 @@ public enum RunPlanner {
         cacheBytes + (cacheBytes * 8 + 99) / 100 + storeEngineOverhead
     }
 
-    /// Floats of the store's row buffer for a level [C, H, W]: one encoded row (rounded up to
-    /// whole floats); none for fp32, whose rows are bound straight from the batch.
-    public static func rowBufferFloats(shape: [Int], bytesPerValue: Int) -> Int {
-        bytesPerValue == 4 ? 0 : (shape.reduce(1, *) * bytesPerValue + 3) / 4
-    }
-
     /// The store's row buffer for a run: the largest encoded row of any level.
-    public static func rowBufferFloats(_ configuration: TrainingConfiguration, bytesPerValue: Int) -> Int {
+    public static func rowBufferFloats(_ configuration: TrainingConfiguration, encoding: FeatureEncoding) -> Int {
         let model = configuration.model
         let shapes = [model.moduleInputShape(0)] + (0..<model.modules).map { model.moduleOutputShape($0) }
-        return shapes.map { rowBufferFloats(shape: $0, bytesPerValue: bytesPerValue) }.max() ?? 0
+        return shapes.map { encoding.rowBufferFloats(shape: $0) }.max() ?? 0
     }
 
     /// The memory plan of module k at `batch` (sequential / multilap).
@@ -169,8 +164,8 @@ public enum RunPlanner {
     }
 
     /// Store bytes of one level (both splits) for an encoding.
-    public static func levelBytes(shape: [Int], samples: Int, bytesPerValue: Int) -> Int {
-        samples * shape.reduce(1, *) * bytesPerValue
+    public static func levelBytes(shape: [Int], samples: Int, encoding: FeatureEncoding) -> Int {
+        samples * shape.reduce(1, *) * encoding.bytesPerValue
     }
 }
 

@@ -1,5 +1,3 @@
-import CZlib
-
 /// How feature values are stored on disk.
 public enum FeatureEncoding: String, Codable, Sendable, CaseIterable {
     /// IEEE float32, little-endian: exact.
@@ -10,6 +8,13 @@ public enum FeatureEncoding: String, Codable, Sendable, CaseIterable {
     case bf16
 
     public var bytesPerValue: Int { self == .fp32 ? 4 : 2 }
+
+    /// Floats of the row buffer one sample [C, H, W] needs to be written in this encoding: its
+    /// encoded bytes rounded up to whole floats; none for fp32, whose rows are bound straight
+    /// from the batch. The one place the store's write path and the plan take it from.
+    public func rowBufferFloats(shape: [Int]) -> Int {
+        self == .fp32 ? 0 : (shape.reduce(1, *) * bytesPerValue + 3) / 4
+    }
 
     /// Encodes `count` floats into `destination` (count * bytesPerValue bytes).
     public func encode(_ values: UnsafePointer<Float>, count: Int, into destination: UnsafeMutableRawPointer) {
@@ -48,7 +53,7 @@ public enum FeatureEncoding: String, Codable, Sendable, CaseIterable {
 /// on x86-64 without F16C): normal numbers shift the exponent and significand into place; zero,
 /// subnormals, infinities and NaNs take the slow branch.
 @inline(__always)
-func float32Bits(half: UInt16) -> UInt32 {
+public func float32Bits(half: UInt16) -> UInt32 {
     let sign = UInt32(half & 0x8000) << 16
     let exponent = UInt32(half & 0x7C00)
     let significand = UInt32(half & 0x03FF)
@@ -60,14 +65,10 @@ func float32Bits(half: UInt16) -> UInt32 {
 
 /// bfloat16 bits of a float, rounding to nearest even (NaN kept quiet).
 @inline(__always)
-func bfloat16Bits(_ value: Float) -> UInt16 {
+public func bfloat16Bits(_ value: Float) -> UInt16 {
     let bits = value.bitPattern
     if value.isNaN { return UInt16(bits >> 16) | 0x40 }
     let rounding = 0x7FFF + ((bits >> 16) & 1)
     return UInt16((bits &+ rounding) >> 16)
 }
 
-/// CRC-32 (zlib) of a byte range, seeded with `seed` to chain fields.
-public func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
-    UInt32(crc32(uLong(seed), bytes.baseAddress?.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
-}

@@ -1,3 +1,4 @@
+import BlockwiseDevice
 import BlockwiseKernels
 import BlockwiseTraining
 
@@ -33,8 +34,8 @@ public struct FitAdvice: Sendable {
     /// - Parameters:
     ///   - residence: where the features live, as the run would have them (its row buffer is
     ///     re-planned for each changed model).
-    ///   - bytesPerValue: the store's feature encoding (4 = fp32, 2 = fp16/bf16).
-    public init(configuration: TrainingConfiguration, residence: FeatureResidence, bytesPerValue: Int, budget: Int,
+    ///   - encoding: the store's feature encoding.
+    public init(configuration: TrainingConfiguration, residence: FeatureResidence, encoding: FeatureEncoding, budget: Int,
                 trainCount: Int, testCount: Int) {
         var base = configuration
         base.microBatches = [:]
@@ -44,12 +45,12 @@ public struct FitAdvice: Sendable {
         self.budget = budget
 
         /// A candidate: the configuration, the store's page cache and the encoding.
-        struct Setting { var configuration: TrainingConfiguration; var cacheBytes: Int?; var bytesPerValue: Int }
+        struct Setting { var configuration: TrainingConfiguration; var cacheBytes: Int?; var encoding: FeatureEncoding }
         let given = residence
         func plans(_ s: Setting) -> [ModuleMemoryPlan] {
             var planned = given
             if case .store = given, let cache = s.cacheBytes {
-                planned = .store(rowBufferBytes: RunPlanner.rowBufferFloats(s.configuration, bytesPerValue: s.bytesPerValue) * 4,
+                planned = .store(rowBufferBytes: RunPlanner.rowBufferFloats(s.configuration, encoding: s.encoding) * 4,
                                  cacheBytes: cache)
             }
             return (0..<s.configuration.model.modules).map {
@@ -60,7 +61,7 @@ public struct FitAdvice: Sendable {
         func peakOf(_ s: Setting) -> Int { plans(s).map(\.peakBytes).max() ?? 0 }
         var cache: Int? = nil
         if case .store(_, let bytes) = residence { cache = bytes }
-        let start = Setting(configuration: base, cacheBytes: cache, bytesPerValue: bytesPerValue)
+        let start = Setting(configuration: base, cacheBytes: cache, encoding: encoding)
         let startPlans = plans(start)
         worst = startPlans.max { $0.peakBytes < $1.peakBytes }!
         let basePeak = worst.peakBytes
@@ -111,8 +112,8 @@ public struct FitAdvice: Sendable {
             let n = base.model.encoderDownsamplings + 1
             candidates.append(("--encoder-downsamplings \(n)", { var s = $0; s.configuration.model.encoderDownsamplings = n; return s }))
         }
-        if bytesPerValue != 4, cache != nil {
-            candidates.append(("--feature-dtype fp32", { var s = $0; s.bytesPerValue = 4; return s }))
+        if encoding != .fp32, cache != nil {
+            candidates.append(("--feature-dtype fp32", { var s = $0; s.encoding = .fp32; return s }))
         }
         var alone: [(Change, (Setting) -> Setting)] = candidates.compactMap { option, change in
             let p = peakOf(change(start))
