@@ -49,7 +49,7 @@ public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input:
         outputSquares?[c] = outputSquareSum
     }
     }
-    KernelCounters.flops += 8 * count * channels
+    KernelCounters.flops += FlopCount.batchNormTraining(batch: batch, channels: channels, spatial: spatial)
 }
 
 /// Eval-mode forward with running statistics: `y = (x - runningMean) / sqrt(runningVariance + eps) * gamma + beta`.
@@ -70,7 +70,7 @@ public func batchNormForwardInference(output: UnsafeMutablePointer<Float>, input
         }
     }
     }
-    KernelCounters.flops += 2 * batch * channels * spatial
+    KernelCounters.flops += FlopCount.batchNormInference(batch: batch, channels: channels, spatial: spatial)
 }
 
 /// Training-mode backward. Accumulates `dWeight += sum(dy * xhat)`, `dBias += sum(dy)`, and
@@ -119,5 +119,5 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
         }
     }
     }
-    KernelCounters.flops += 10 * count * channels
+    KernelCounters.flops += FlopCount.batchNormBackward(batch: batch, channels: channels, spatial: spatial)
 }

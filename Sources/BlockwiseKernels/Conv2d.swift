@@ -234,7 +234,7 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
     if let workspace, let plan = OneDNNConvolution.selectedPlan(g, batch: batch, hasBias: bias != nil, workspaceCount: workspaceCount) {
         OneDNNConvolution.forward(plan, output: output, input: input, weight: weight, bias: bias, batch: batch,
                                   geometry: g, workspace: workspace)
-        KernelCounters.flops += g.forwardFlops(batch: batch)
+        KernelCounters.flops += FlopCount.convolutionForward(g, batch: batch)
         return
     }
     let half = workspaceCount / 2
@@ -252,7 +252,7 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
         conv2dForwardSerial(output: output, input: input, weight: weight, bias: bias, batch: batch, geometry: g,
                             workspace: workspace, workspaceCount: workspaceCount, threaded: KernelThreads.count > 1)
     }
-    KernelCounters.flops += g.forwardFlops(batch: batch)
+    KernelCounters.flops += FlopCount.convolutionForward(g, batch: batch)
 }
 
 func conv2dForwardSerial(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
@@ -332,7 +332,7 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
         }
     }
     if dInput == nil && dWeight == nil { return }
-    let flops = g.forwardFlops(batch: batch) * ((dInput == nil ? 0 : 1) + (dWeight == nil ? 0 : 1))
+    let flops = FlopCount.convolutionBackward(g, batch: batch, inputGradient: dInput != nil, weightGradient: dWeight != nil)
     if let workspace, let plan = OneDNNConvolution.selectedPlan(g, batch: batch, hasBias: false, workspaceCount: workspaceCount) {
         OneDNNConvolution.backward(plan, dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight,
                                    batch: batch, geometry: g, workspace: workspace)

@@ -46,7 +46,7 @@ public func softmaxCrossEntropy(logits: UnsafePointer<Float>, labels: UnsafePoin
             }
         }
     }
-    KernelCounters.flops += 6 * batch * classes
+    KernelCounters.flops += FlopCount.crossEntropy(batch: batch, classes: classes)
     return CrossEntropyResult(loss: total / Double(batch), correct: correct)
 }
 

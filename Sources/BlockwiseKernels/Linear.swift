@@ -15,7 +15,7 @@ public func linearForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
             for o in 0..<outputFeatures { row[o] += bias[o] }
         }
     }
-    KernelCounters.flops += 2 * batch * inputFeatures * outputFeatures
+    KernelCounters.flops += FlopCount.linearForward(batch: batch, inputs: inputFeatures, outputs: outputFeatures)
 }
 
 /// Linear backward; accumulates `dInput += dOutput x weight`, `dWeight += dOutput^T x input`,
@@ -35,5 +35,5 @@ public func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
             for j in 0..<outputFeatures { dBias[j] += g[j] }
         }
     }
-    KernelCounters.flops += (dInput == nil ? 2 : 4) * batch * inputFeatures * outputFeatures
+    KernelCounters.flops += FlopCount.linearBackward(batch: batch, inputs: inputFeatures, outputs: outputFeatures, inputGradient: dInput != nil)
 }

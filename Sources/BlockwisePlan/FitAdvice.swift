@@ -34,8 +34,7 @@ public struct FitAdvice: Sendable {
     /// - Parameters:
     ///   - residence: where the features live, as the run would have them (its row buffer is
     ///     re-planned for each changed model).
-    ///   - encoding: the store's feature encoding.
-    public init(configuration: TrainingConfiguration, residence: FeatureResidence, encoding: FeatureEncoding, budget: Int,
+    public init(configuration: TrainingConfiguration, residence: FeatureResidence, budget: Int,
                 trainCount: Int, testCount: Int) {
         var base = configuration
         base.microBatches = [:]
@@ -49,10 +48,7 @@ public struct FitAdvice: Sendable {
         let given = residence
         func plans(_ s: Setting) -> [ModuleMemoryPlan] {
             var planned = given
-            if case .store = given, let cache = s.cacheBytes {
-                planned = .store(rowBufferBytes: RunPlanner.rowBufferFloats(s.configuration, encoding: s.encoding) * 4,
-                                 cacheBytes: cache)
-            }
+            if case .store = given, let cache = s.cacheBytes { planned = .store(encoding: s.encoding, cacheBytes: cache) }
             return (0..<s.configuration.model.modules).map {
                 RunPlanner.modulePlan(s.configuration, module: $0, batch: s.configuration.batchSize, residence: planned,
                                       trainCount: trainCount, testCount: testCount)
@@ -60,7 +56,8 @@ public struct FitAdvice: Sendable {
         }
         func peakOf(_ s: Setting) -> Int { plans(s).map(\.peakBytes).max() ?? 0 }
         var cache: Int? = nil
-        if case .store(_, let bytes) = residence { cache = bytes }
+        var encoding = FeatureEncoding.fp32
+        if case .store(let stored, let bytes) = residence { cache = bytes; encoding = stored }
         let start = Setting(configuration: base, cacheBytes: cache, encoding: encoding)
         let startPlans = plans(start)
         worst = startPlans.max { $0.peakBytes < $1.peakBytes }!

@@ -46,18 +46,11 @@ public struct PlanReport: Codable, Sendable {
             let (plan, largest, microBatch) = BudgetResolver.modulePlan(configuration, module: k, budget: budget, fit: fit,
                                                                         residence: residence, trainCount: trainCount,
                                                                         testCount: testCount)
-            // Storage traffic of a sequential module: every epoch reads the training split of its
-            // input level (plus one pass for batch-norm recalibration), streaming reads both splits
-            // and writes both splits of its output level.
-            let inputBytes = model.moduleInputShape(k).reduce(1, *) * encoding.bytesPerValue
-            let outputBytes = model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
-            let epochs = configuration.epochs(module: k)
-            let passes = epochs + (configuration.recalibrateBatchNorm ? 1 : 0)
-            let read = passes * trainCount * inputBytes + (trainCount + testCount) * inputBytes
-            let written = (trainCount + testCount) * outputBytes
-            let steps = (trainCount + configuration.batchSize - 1) / configuration.batchSize
-            let operations = (passes * trainCount + trainCount + testCount) + 2 * steps
-            let flops = epochs * plan.trainingFlopsPerEpoch + plan.streamingFlops
+            // Every lap does the same work (multilap trains each module `laps` times); the counts
+            // are those the run will report (RunPlanner.moduleWork).
+            let laps = configuration.lapCount, work = plan.work
+            let flops = laps * work.flops, read = laps * work.storeBytesRead
+            let written = laps * work.storeBytesWritten, operations = laps * work.storeOperations
             totalFlops += flops; totalRead += read; totalWritten += written; totalOperations += operations
             let cost = profile.map { DeviceCost(profile: $0, flops: flops, bytesRead: read, bytesWritten: written, operations: operations) }
             modules.append(Module(number: k + 1, plan: plan, fits: budget.map { plan.peakBytes <= $0 } ?? true, largestBatch: largest,
@@ -75,6 +68,45 @@ public struct PlanReport: Codable, Sendable {
         peakBytes = modules.map(\.plan.peakBytes).max() ?? 0
         fits = modules.allSatisfy(\.fits)
         cost = profile.map { DeviceCost(profile: $0, flops: totalFlops, bytesRead: totalRead, bytesWritten: totalWritten, operations: totalOperations) }
+    }
+}
+
+/// The plan of a resident procedure (parallel, e2e): every module in memory at once, nothing cached.
+public struct ResidentPlan: Codable, Sendable {
+    public var procedure: String
+    public var breakdown: MemoryBreakdown
+    public var peakBytes: Int { breakdown.total }
+    public var budget: Int?
+    public var fits: Bool
+    /// The whole run's FLOPs, as the kernels will count them (``RunPlanner/residentFlops``).
+    public var flops: Int
+    public var profile: String?
+    public var cost: DeviceCost?
+
+    public init(configuration: TrainingConfiguration, trainCount: Int, testCount: Int, budget: Int?, profile: DeviceProfile?) {
+        procedure = configuration.procedure.rawValue
+        let breakdown = BudgetResolver.residentPlan(configuration)
+        self.breakdown = breakdown
+        self.budget = budget
+        fits = budget.map { breakdown.total <= $0 } ?? true
+        flops = RunPlanner.residentFlops(configuration, trainCount: trainCount, testCount: testCount)
+        self.profile = profile?.name
+        cost = profile.map { DeviceCost(profile: $0, flops: flops, bytesRead: 0, bytesWritten: 0, operations: 0) }
+    }
+
+    enum CodingKeys: String, CodingKey { case procedure, breakdown, peakBytes, budget, fits, flops, profile, cost }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(procedure, forKey: .procedure); try c.encode(breakdown, forKey: .breakdown); try c.encode(peakBytes, forKey: .peakBytes)
+        try c.encodeIfPresent(budget, forKey: .budget); try c.encode(fits, forKey: .fits); try c.encode(flops, forKey: .flops)
+        try c.encodeIfPresent(profile, forKey: .profile); try c.encodeIfPresent(cost, forKey: .cost)
+    }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        procedure = try c.decode(String.self, forKey: .procedure); breakdown = try c.decode(MemoryBreakdown.self, forKey: .breakdown)
+        budget = try c.decodeIfPresent(Int.self, forKey: .budget); fits = try c.decode(Bool.self, forKey: .fits)
+        flops = try c.decode(Int.self, forKey: .flops); profile = try c.decodeIfPresent(String.self, forKey: .profile)
+        cost = try c.decodeIfPresent(DeviceCost.self, forKey: .cost)
     }
 }
 

@@ -4,9 +4,10 @@ import BlockwiseTraining
 
 /// Where the features between modules live, as far as memory is concerned.
 public enum FeatureResidence: Equatable, Sendable, Codable {
-    /// In the SQLite store: one encoded row buffer of `rowBufferBytes` and SQLite's own memory,
-    /// bounded by its page cache (`cacheBytes`) plus a fixed overhead for schema and statements.
-    case store(rowBufferBytes: Int, cacheBytes: Int)
+    /// In the SQLite store, in `encoding`: one encoded row buffer (``RunPlanner/rowBufferFloats(_:encoding:)``)
+    /// and SQLite's own memory, bounded by its page cache (`cacheBytes`) plus a fixed overhead for
+    /// schema and statements.
+    case store(encoding: FeatureEncoding, cacheBytes: Int)
     /// In ledger-counted memory: the input and output levels of the module, both splits.
     case memory
     /// Not cached (parallel, e2e: all modules resident).
@@ -26,11 +27,23 @@ public struct ModuleMemoryPlan: Codable, Sendable {
     /// Upper bound of SQLite's own memory (store-engine category).
     public var storeEngineBound: Int
     public var peakBytes: Int { breakdown.total + storeEngineBound }
-    /// Floating-point operations of one training epoch and of streaming both splits (estimate:
-    /// convolutions, linear layers, batch norm and the SGD step).
-    public var trainingFlopsPerEpoch: Int
+    /// What the module performs in one lap (FLOPs exactly as the kernels count them; storage
+    /// traffic through the store), at `batch`.
+    public var work: ModuleWork
+}
+
+/// What a module's lap performs, counted as the runtime counts it (see ``RunPlanner/moduleWork``).
+public struct ModuleWork: Codable, Sendable, Equatable {
+    /// Training epochs (forward, loss, backward, optimizer steps), the batch-norm recalibration
+    /// pass, and streaming both splits through the frozen module.
+    public var trainingFlops: Int
+    public var recalibrationFlops: Int
     public var streamingFlops: Int
-    public var epochs: Int
+    public var flops: Int { trainingFlops + recalibrationFlops + streamingFlops }
+    /// Feature bytes read from and written to the store, and storage operations (zero in memory).
+    public var storeBytesRead = 0
+    public var storeBytesWritten = 0
+    public var storeOperations = 0
 }
 
 /// Plans a run without allocating: per-module peaks by category, the largest batch that fits a
@@ -64,7 +77,8 @@ public enum RunPlanner {
         var streamingPhase = ResNetModule.memoryPlan(configuration: model, index: k, evaluation).breakdown
         var engine = 0
         switch residence {
-        case .store(let rowBufferBytes, let cacheBytes):
+        case .store(let encoding, let cacheBytes):
+            let rowBufferBytes = rowBufferFloats(configuration, encoding: encoding) * 4
             trainingPhase[.ioBuffers] += rowBufferBytes
             streamingPhase[.ioBuffers] += rowBufferBytes
             engine = storeEngineBound(cacheBytes: cacheBytes)
@@ -78,17 +92,9 @@ public enum RunPlanner {
             break
         }
         let breakdown = trainingPhase.total >= streamingPhase.total ? trainingPhase : streamingPhase
-        let flops = flopsPerSample(model, module: k)
-        let parameters = ResNetModule.parameterSpecs(configuration: model, index: k).filter(\.isTrainable)
-            .reduce(0) { $0 + $1.shape.reduce(1, *) }
-        let steps = (trainCount + configuration.batchSize - 1) / configuration.batchSize
-        let epochFlops = trainCount * flops.training + steps * 6 * parameters
-        let recalibration = configuration.recalibrateBatchNorm ? trainCount * flops.forward : 0
+        let work = moduleWork(configuration, module: k, capacity: batch, residence: residence, trainCount: trainCount, testCount: testCount)
         return ModuleMemoryPlan(module: k, batch: batch, breakdown: breakdown, trainingPhase: trainingPhase,
-                                streamingPhase: streamingPhase, storeEngineBound: engine,
-                                trainingFlopsPerEpoch: epochFlops,
-                                streamingFlops: (trainCount + testCount) * flops.forward + recalibration,
-                                epochs: configuration.epochs(module: k))
+                                streamingPhase: streamingPhase, storeEngineBound: engine, work: work)
     }
 
     /// The smallest (micro-)batch we train with: batch norm needs at least two samples to have
@@ -113,54 +119,60 @@ public enum RunPlanner {
         return low
     }
 
-    /// Per-sample FLOPs of module k: forward only, and one training step (forward + backward).
-    public static func flopsPerSample(_ model: ModelConfiguration, module k: Int) -> (forward: Int, training: Int) {
-        var forward = 0, backward = 0
-        var shape = model.moduleInputShape(k)
-        func conv(_ g: Conv2dGeometry, needsInputGradient: Bool) {
-            let f = g.forwardFlops(batch: 1)
-            forward += f
-            backward += f * (needsInputGradient ? 2 : 1)
-            let elements = g.outputChannels * g.outputPixels
-            forward += 8 * elements      // batch norm
-            backward += 10 * elements
-        }
-        if k == 0 {
-            var g = Conv2dGeometry(inputChannels: model.inputChannels, outputChannels: model.width, kernelSize: 3,
-                                   inputHeight: model.inputHeight, inputWidth: model.inputWidth)
-            conv(g, needsInputGradient: false)
-            shape = [model.width, g.outputHeight, g.outputWidth]
-            for _ in 0..<model.encoderDownsamplings {
-                g = Conv2dGeometry(inputChannels: model.width, outputChannels: model.width, kernelSize: 3, stride: 2,
-                                   inputHeight: shape[1], inputWidth: shape[2])
-                conv(g, needsInputGradient: true)
-                shape = [model.width, g.outputHeight, g.outputWidth]
+    /// What module k performs in one lap at a (micro-)batch of `capacity`, counted the way the
+    /// runtime counts it: the kernels' FLOPs over the batches ``BatchSchedule`` gives the trainer
+    /// (training epochs with their optimizer steps, the batch-norm recalibration pass, streaming
+    /// both splits), and, through the store, the feature bytes read and written and the storage
+    /// operations (one per row read, one per batch written).
+    public static func moduleWork(_ configuration: TrainingConfiguration, module k: Int, capacity: Int, residence: FeatureResidence,
+                                  trainCount: Int, testCount: Int) -> ModuleWork {
+        let model = configuration.model
+        let epochs = configuration.epochsPerLap(module: k)
+        let batches = BatchSchedule.trainingBatches(count: trainCount, batchSize: configuration.batchSize)
+        let optimizer = FlopCount.optimizerStep(parameters: ResNetModule.trainableCount(configuration: model, index: k))
+        let epochFlops = batches.reduce(0) { sum, batch in
+            sum + optimizer + BatchSchedule.microBatches(batch, capacity: capacity).reduce(0) {
+                $0 + ResNetModule.trainStepFlops(configuration: model, index: k, batch: $1)
             }
         }
-        for b in 0..<model.blocksPerModule {
-            let downsample = b == 0 && model.downsampleAt.contains(k)
-            let channels = downsample ? shape[0] * 2 : shape[0]
-            let g1 = Conv2dGeometry(inputChannels: shape[0], outputChannels: channels, kernelSize: 3, stride: downsample ? 2 : 1,
-                                    inputHeight: shape[1], inputWidth: shape[2])
-            conv(g1, needsInputGradient: !(b == 0 && k > 0) || k == 0)
-            let g2 = Conv2dGeometry(inputChannels: channels, outputChannels: channels, kernelSize: 3,
-                                    inputHeight: g1.outputHeight, inputWidth: g1.outputWidth)
-            conv(g2, needsInputGradient: true)
-            shape = [channels, g2.outputHeight, g2.outputWidth]
-            forward += 2 * shape.reduce(1, *)  // transport term
+        let recalibration = configuration.recalibrateBatchNorm
+            ? BatchSchedule.recalibrationBatches(count: trainCount, size: min(configuration.batchSize, capacity)) : []
+        let recalibrationFlops = recalibration.reduce(0) { $0 + ResNetModule.forwardFlops(configuration: model, index: k, batch: $1, training: true) }
+        let streamed = BatchSchedule.sequentialBatches(count: trainCount, size: capacity) + BatchSchedule.sequentialBatches(count: testCount, size: capacity)
+        let streamingFlops = streamed.reduce(0) { $0 + ResNetModule.forwardFlops(configuration: model, index: k, batch: $1, training: false) }
+        var work = ModuleWork(trainingFlops: epochs * epochFlops, recalibrationFlops: recalibrationFlops, streamingFlops: streamingFlops)
+        if case .store(let encoding, _) = residence {
+            let rowsRead = epochs * batches.reduce(0, +) + recalibration.reduce(0, +) + trainCount + testCount
+            work.storeBytesRead = rowsRead * model.moduleInputShape(k).reduce(1, *) * encoding.bytesPerValue
+            work.storeBytesWritten = (trainCount + testCount) * model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
+            work.storeOperations = rowsRead + streamed.count
         }
-        let c = shape[0], spatial = shape[1] * shape[2]
-        if model.head == .oneCNN {
-            let g = Conv2dGeometry(inputChannels: c, outputChannels: c, kernelSize: 3, inputHeight: shape[1], inputWidth: shape[2])
-            forward += g.forwardFlops(batch: 1)
-            backward += 2 * g.forwardFlops(batch: 1)
-            forward += 8 * c
-            backward += 10 * c
+        return work
+    }
+
+    /// What the resident procedures (parallel, e2e) perform in the whole run, counted as the
+    /// runtime counts it: every module's steps each epoch, the recalibration pass and the test
+    /// evaluation through the chained modules.
+    public static func residentFlops(_ configuration: TrainingConfiguration, trainCount: Int, testCount: Int) -> Int {
+        let model = configuration.model, count = model.modules
+        let endToEnd = configuration.procedure == .e2e
+        let hasHead = { (k: Int) in !endToEnd || k == count - 1 }
+        let optimizer = (0..<count).reduce(0) { $0 + FlopCount.optimizerStep(parameters: ResNetModule.trainableCount(configuration: model, index: $1, hasHead: hasHead($1))) }
+        func chain(batch: Int, training: Bool) -> Int {
+            (0..<count).reduce(0) { $0 + ResNetModule.forwardFlops(configuration: model, index: $1, hasHead: hasHead($1), batch: batch, training: training) }
         }
-        forward += 2 * c * model.classes + 6 * model.classes
-        backward += 4 * c * model.classes
-        _ = spatial
-        return (forward, forward + backward)
+        func step(batch n: Int) -> Int {
+            if endToEnd {
+                return chain(batch: n, training: true) + ResNetModule.headLossFlops(configuration: model, index: count - 1, batch: n)
+                    + (0..<count).reduce(0) { $0 + ResNetModule.backwardFlops(configuration: model, index: $1, batch: n, inputGradient: $1 > 0) }
+            }
+            return (0..<count).reduce(0) { $0 + ResNetModule.trainStepFlops(configuration: model, index: $1, batch: n) }
+        }
+        let epoch = BatchSchedule.trainingBatches(count: trainCount, batchSize: configuration.batchSize).reduce(0) { $0 + step(batch: $1) + optimizer }
+        let recalibration = configuration.recalibrateBatchNorm
+            ? BatchSchedule.recalibrationBatches(count: trainCount, size: configuration.batchSize).reduce(0) { $0 + chain(batch: $1, training: true) } : 0
+        let evaluation = BatchSchedule.sequentialBatches(count: testCount, size: configuration.batchSize).reduce(0) { $0 + chain(batch: $1, training: false) }
+        return configuration.residentEpochs * epoch + recalibration + evaluation
     }
 
     /// Store bytes of one level (both splits) for an encoding.

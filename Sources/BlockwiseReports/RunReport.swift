@@ -55,11 +55,15 @@ public struct RunReport: Codable, Sendable {
         peakBreakdown = result.peakBreakdown
         hostSeconds = result.seconds
         self.hostPeakResidentBytes = hostPeakResidentBytes
+        // The resident procedures train every module at once: each module's figures are the
+        // whole run's (one FLOP count, one time), not parts to add up.
+        let resident = result.configuration.procedure == .parallel || result.configuration.procedure == .e2e
+        let total = { (figure: (ModuleEvaluation) -> Int) in
+            resident ? (result.modules.map(figure).max() ?? 0) : result.modules.reduce(0) { $0 + figure($1) }
+        }
         device = profile.map { profile in
-            DeviceCost(profile: profile, flops: result.modules.reduce(0) { $0 + $1.flops },
-                       bytesRead: result.modules.reduce(0) { $0 + $1.storeBytesRead },
-                       bytesWritten: result.modules.reduce(0) { $0 + $1.storeBytesWritten },
-                       operations: result.modules.reduce(0) { $0 + $1.storeOperations })
+            DeviceCost(profile: profile, flops: total(\.flops), bytesRead: total(\.storeBytesRead),
+                       bytesWritten: total(\.storeBytesWritten), operations: total(\.storeOperations))
         }
         self.timeline = RunReport.downsample(timeline, to: 2000)
         self.peakTensors = peakTensors
@@ -148,7 +152,8 @@ public struct RunReport: Codable, Sendable {
         lines.append(memory)
         // A resumed run reuses modules trained by earlier processes: the run's time is the modules'
         // own, this process's is said beside it (it was "0.0 s" after a resume).
-        let modulesSeconds = modules.reduce(0) { $0 + $1.evaluation.seconds }
+        let resident = configuration.procedure == .parallel || configuration.procedure == .e2e
+        let modulesSeconds = resident ? (modules.map(\.evaluation.seconds).max() ?? 0) : modules.reduce(0) { $0 + $1.evaluation.seconds }
         var time = String(format: "host time %.1f s", max(modulesSeconds, hostSeconds))
         if hostSeconds + 0.05 < modulesSeconds {
             time += String(format: " (%.1f s in this process; the rest by earlier runs on this store)", hostSeconds)

@@ -45,8 +45,7 @@ public struct TrainingSession {
     /// Where features live, for the planner.
     public var residence: FeatureResidence {
         if usesStore {
-            return .store(rowBufferBytes: RunPlanner.rowBufferFloats(configuration, encoding: encoding) * 4,
-                          cacheBytes: storeCacheBytes)
+            return .store(encoding: encoding, cacheBytes: storeCacheBytes)
         }
         return configuration.procedure == .sequential || configuration.procedure == .multilap ? .memory : .none
     }
@@ -81,7 +80,7 @@ public struct TrainingSession {
             } catch let error as ModuleDoesNotFitError {
                 guard error.largestBatch == nil, let budget else { throw BudgetCannotBeMet(message: error.description) }
                 // Not even the smallest batch fits: every option that would change that, by how much.
-                let advice = FitAdvice(configuration: configuration, residence: residence, encoding: encoding,
+                let advice = FitAdvice(configuration: configuration, residence: residence,
                                        budget: budget, trainCount: train.count, testCount: test.count)
                 throw BudgetCannotBeMet(message: error.description + "\n" + advice.text)
             }
@@ -90,7 +89,7 @@ public struct TrainingSession {
             }
         }
         var store: FeatureStore?
-        if usesStore, let storePath, case .store(let rowBuffer, let cacheBytes) = residence {
+        if usesStore, let storePath, case .store(_, let cacheBytes) = residence {
             let opened = try FeatureStore(path: storePath, encoding: encoding, ledger: ledger, cacheKiB: max(1, cacheBytes / 1024),
                                           replace: fresh)
             let identity = FeatureStore.RunIdentity(configuration: configuration, data: .init(train: train, test: test), encoding: encoding)
@@ -104,7 +103,7 @@ public struct TrainingSession {
                 }
             case .resumed: say("store: \(storePath) holds this run: resuming (completed modules are reused; --fresh starts over)")
             }
-            try opened.reserveRowBuffer(floats: rowBuffer / 4)
+            try opened.reserveRowBuffer(floats: RunPlanner.rowBufferFloats(configuration, encoding: encoding))
             store = opened
         }
         let trainer = try Trainer(configuration: configuration, ledger: ledger, cache: store)

@@ -77,7 +77,7 @@ final class ConvBNUnit {
                 }
             }
         }
-        KernelCounters.flops += 5 * batch * c * spatial
+        KernelCounters.flops += FlopCount.residualGradient(count: batch * c * spatial)
     }
 
     /// Forward; returns `mean(BN output^2)` (before the ReLU) when `measureSquares` is set, else 0.
@@ -110,6 +110,21 @@ final class ConvBNUnit {
             if relu { reluForward(output: out, input: out, count: batch * outputCount) }
             return squares
         }
+    }
+
+    /// The FLOPs ``forward(_:batch:training:_:measureSquares:)`` counts.
+    func forwardFlops(batch: Int, training: Bool, measureSquares: Bool = false) -> Int {
+        let c = geometry.outputChannels, spatial = geometry.outputPixels
+        return FlopCount.convolutionForward(geometry, batch: batch)
+            + (training ? FlopCount.batchNormTraining(batch: batch, channels: c, spatial: spatial)
+                        : FlopCount.batchNormInference(batch: batch, channels: c, spatial: spatial)
+                          + (measureSquares ? FlopCount.meanSquare(count: batch * outputCount) : 0))
+    }
+
+    /// The FLOPs ``backward(dOutput:dInput:batch:_:)`` counts (`inputGradient`: dInput is given).
+    func backwardFlops(batch: Int, inputGradient: Bool) -> Int {
+        FlopCount.batchNormBackward(batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels)
+            + FlopCount.convolutionBackward(geometry, batch: batch, inputGradient: inputGradient, weightGradient: true)
     }
 
     /// - dOutput: gradient w.r.t. this unit's output [N, C_out, H_out, W_out]; overwritten in
@@ -191,6 +206,17 @@ final class BasicBlock {
 
     /// Mean of r^2 over the batch tensor (of the last forward).
     func kineticEnergy(batch: Int, _ context: LayerContext) -> Double { lastKineticEnergy }
+
+    /// The FLOPs ``forward(_:batch:training:_:)`` counts.
+    func forwardFlops(batch: Int, training: Bool) -> Int {
+        unit1.forwardFlops(batch: batch, training: training) + unit2.forwardFlops(batch: batch, training: training, measureSquares: true)
+    }
+
+    /// The FLOPs ``backward(dOutput:dInput:transportWeight:scratch:batch:_:)`` counts.
+    func backwardFlops(batch: Int, inputGradient: Bool) -> Int {
+        FlopCount.residualGradient(count: batch * outputCount) + unit2.backwardFlops(batch: batch, inputGradient: true)
+            + unit1.backwardFlops(batch: batch, inputGradient: inputGradient)
+    }
 
     /// - dOutput: gradient w.r.t. y; overwritten.
     /// - dInput: accumulated into, or nil (detached input).
@@ -316,6 +342,29 @@ final class Head {
         }
         linearForward(output: context.slot(logitsTag), input: features, weight: context.value(prefix + ".linear.weight"),
                       bias: context.value(prefix + ".linear.bias"), batch: batch, inputFeatures: c, outputFeatures: classes)
+    }
+
+    /// The FLOPs ``forward(_:batch:training:_:)`` counts.
+    func forwardFlops(batch: Int, training: Bool) -> Int {
+        let c = channels
+        var flops = FlopCount.linearForward(batch: batch, inputs: c, outputs: classes)
+        if kind == .oneCNN {
+            flops += FlopCount.convolutionForward(conv, batch: batch)
+                + (training ? FlopCount.batchNormTraining(batch: batch, channels: c, spatial: 1)
+                            : FlopCount.batchNormInference(batch: batch, channels: c, spatial: 1))
+        }
+        return flops
+    }
+
+    /// The FLOPs ``backward(dInput:batch:_:)`` counts (the loss's own are the module's).
+    func backwardFlops(batch: Int) -> Int {
+        let c = channels
+        var flops = FlopCount.linearBackward(batch: batch, inputs: c, outputs: classes, inputGradient: true)
+        if kind == .oneCNN {
+            flops += FlopCount.batchNormBackward(batch: batch, channels: c, spatial: 1)
+                + FlopCount.convolutionBackward(conv, batch: batch, inputGradient: true, weightGradient: true)
+        }
+        return flops
     }
 
     /// Backward from `head.grad.logits` (already filled by the loss); accumulates into dInput.

@@ -81,7 +81,7 @@ public struct SGD: Equatable, Codable, Sendable {
                 if weightDecayMode == .decoupled { w[i] -= lr * wd * w[i] }
                 w[i] -= lr * update
             }
-            KernelCounters.flops += 6 * count
+            KernelCounters.flops += FlopCount.optimizerStep(parameters: count)
         }
     }
 }

@@ -227,6 +227,44 @@ public final class ResNetModule {
         head?.forward(current, batch: batch, training: training, context)
     }
 
+    /// The FLOPs one ``forward(_:batch:training:)`` of module `index` counts.
+    public static func forwardFlops(configuration: ModelConfiguration, index: Int, hasHead: Bool = true, batch: Int, training: Bool) -> Int {
+        let (encoder, blocks, head) = layers(configuration, index: index, hasHead: hasHead)
+        return encoder.reduce(0) { $0 + $1.forwardFlops(batch: batch, training: training) }
+            + blocks.reduce(0) { $0 + $1.forwardFlops(batch: batch, training: training) }
+            + (head?.forwardFlops(batch: batch, training: training) ?? 0)
+    }
+
+    /// The FLOPs of ``headLossAndBackward(labels:batch:labelSmoothing:scale:)``.
+    public static func headLossFlops(configuration: ModelConfiguration, index: Int, batch: Int) -> Int {
+        let (_, _, head) = layers(configuration, index: index, hasHead: true)
+        return FlopCount.crossEntropy(batch: batch, classes: configuration.classes) + head!.backwardFlops(batch: batch)
+    }
+
+    /// The FLOPs of ``backward(batch:transportWeight:dInput:)`` (`inputGradient`: dInput is given).
+    public static func backwardFlops(configuration: ModelConfiguration, index: Int, batch: Int, inputGradient: Bool) -> Int {
+        let (encoder, blocks, _) = layers(configuration, index: index, hasHead: false)
+        var flops = 0
+        for (j, block) in blocks.enumerated() {
+            // The first block's input gradient is the module's (dInput) unless an encoder precedes it.
+            flops += block.backwardFlops(batch: batch, inputGradient: j == 0 && encoder.isEmpty ? inputGradient : true)
+        }
+        for (i, unit) in encoder.enumerated() { flops += unit.backwardFlops(batch: batch, inputGradient: i != 0) }
+        return flops
+    }
+
+    /// The FLOPs of one ``trainStep(input:labels:batch:transportWeight:labelSmoothing:scale:)``.
+    public static func trainStepFlops(configuration: ModelConfiguration, index: Int, batch: Int) -> Int {
+        forwardFlops(configuration: configuration, index: index, batch: batch, training: true)
+            + headLossFlops(configuration: configuration, index: index, batch: batch)
+            + backwardFlops(configuration: configuration, index: index, batch: batch, inputGradient: false)
+    }
+
+    /// Trainable values of module `index`: what one optimizer step updates.
+    public static func trainableCount(configuration: ModelConfiguration, index: Int, hasHead: Bool = true) -> Int {
+        parameterSpecs(configuration: configuration, index: index, hasHead: hasHead).filter(\.isTrainable).reduce(0) { $0 + $1.shape.reduce(1, *) }
+    }
+
     /// Sets every running mean to 0 and running variance to 1 (before a recalibration pass).
     public func resetRunningStatistics() {
         for parameter in parameters.all where !parameter.isTrainable {

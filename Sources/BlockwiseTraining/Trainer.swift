@@ -156,10 +156,10 @@ public final class Trainer {
     func batches(count: Int, generator: inout SeededGenerator) -> [ArraySlice<Int>] {
         var order = Array(0..<count)
         order.seededShuffle(using: &generator)
-        let size = configuration.batchSize
-        return stride(from: 0, to: count, by: size).compactMap { start in
-            let slice = order[start..<min(start + size, count)]
-            return slice.count >= 2 || count == 1 ? slice : nil
+        var start = 0
+        return BatchSchedule.trainingBatches(count: count, batchSize: configuration.batchSize).map { size in
+            defer { start += configuration.batchSize }
+            return order[start..<(start + size)]
         }
     }
 
@@ -304,10 +304,8 @@ public final class Trainer {
                 var metrics = StepMetrics()
                 // Near-equal chunks of at most `micro` samples (never a lone sample while a split
                 // into chunks of two or more exists: batch norm needs two).
-                let chunks = (indices.count + micro - 1) / micro
                 var first = indices.startIndex
-                for c in 0..<chunks {
-                    let size = indices.count / chunks + (c < indices.count % chunks ? 1 : 0)
+                for size in BatchSchedule.microBatches(indices.count, capacity: micro) {
                     let chunk = indices[first..<(first + size)]
                     try source.fill(indices: chunk, into: module.inputBuffer, labels: module.labelsBuffer)
                     let share = Float(chunk.count) / Float(indices.count)
@@ -359,8 +357,7 @@ public final class Trainer {
         let size = min(configuration.batchSize, first.batchCapacity)
         var offset = 0
         var step = 0
-        while offset + 2 <= source.count {
-            let rows = min(size, source.count - offset)
+        for rows in BatchSchedule.recalibrationBatches(count: source.count, size: size) {
             try source.fill(indices: Array(offset..<(offset + rows))[...], into: first.inputBuffer, labels: first.labelsBuffer)
             step += 1
             var input = UnsafePointer(first.inputBuffer)
@@ -381,9 +378,7 @@ public final class Trainer {
         var correct = 0
         var kinetic = 0.0
         var offset = 0
-        let size = module.batchCapacity
-        while offset < source.count {
-            let rows = min(size, source.count - offset)
+        for rows in BatchSchedule.sequentialBatches(count: source.count, size: module.batchCapacity) {
             try source.fill(indices: Array(offset..<(offset + rows))[...], into: module.inputBuffer, labels: module.labelsBuffer)
             module.forward(module.inputBuffer, batch: rows, training: false)
             correct += countCorrect(logits: module.logits!, labels: module.labelsBuffer, batch: rows, classes: modelConfig.classes)
@@ -487,8 +482,7 @@ public final class Trainer {
         var correct = [Int](repeating: 0, count: count)
         var kinetic = [Double](repeating: 0, count: count)
         var offset = 0
-        while offset < test.count {
-            let rows = min(configuration.batchSize, test.count - offset)
+        for rows in BatchSchedule.sequentialBatches(count: test.count, size: configuration.batchSize) {
             try test.fill(indices: Array(offset..<(offset + rows))[...], into: first.inputBuffer, labels: first.labelsBuffer)
             var input = UnsafePointer(first.inputBuffer)
             for (k, module) in modules.enumerated() {

@@ -78,7 +78,6 @@ struct Plan: ParsableCommand {
         } else {
             maximized = nil
         }
-        let rowBytes = { (c: TrainingConfiguration) in RunPlanner.rowBufferFloats(c, encoding: encoding) * 4 }
         let cacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
         let fitPolicy = try device.fitPolicy()
         /// Whether `c` fits `budget`, and its peak: the same plan `train` resolves.
@@ -87,7 +86,7 @@ struct Plan: ParsableCommand {
                 let total = BudgetResolver.residentPlan(c).total
                 return (budget.map { total <= $0 } ?? true, total, nil)
             }
-            let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBytes(c), cacheBytes: cacheBytes)
+            let residence: FeatureResidence = inMemory ? .memory : .store(encoding: encoding, cacheBytes: cacheBytes)
             let report = PlanReport(configuration: c, trainCount: trainCount, testCount: testCount, residence: residence,
                                     budget: budget, profile: profile, encoding: encoding, fit: fitPolicy)
             return (report.fits, report.peakBytes, report)
@@ -137,9 +136,9 @@ struct Plan: ParsableCommand {
                 let smallest = maximized.setting(maximized.range.lowerBound, in: configuration)
                 if smallest.procedure == .sequential || smallest.procedure == .multilap {
                     // What would make it fit, at the smallest value.
-                    let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBytes(smallest), cacheBytes: cacheBytes)
+                    let residence: FeatureResidence = inMemory ? .memory : .store(encoding: encoding, cacheBytes: cacheBytes)
                     print("at --\(maximized.rawValue) \(maximized.range.lowerBound), " + FitAdvice(configuration: smallest, residence: residence,
-                        encoding: encoding, budget: budget!, trainCount: trainCount, testCount: testCount).text)
+                        budget: budget!, trainCount: trainCount, testCount: testCount).text)
                 }
                 throw ExitCode(3)
             }
@@ -150,12 +149,21 @@ struct Plan: ParsableCommand {
         }
         if configuration.procedure == .parallel || configuration.procedure == .e2e {
             // Every module is resident at once and nothing is cached between modules.
-            let resident = BudgetResolver.residentPlan(configuration)
-            print("plan: \(configuration.model.summary); batch \(configuration.batchSize); \(configuration.procedure.rawValue) keeps all "
-                  + "\(configuration.model.modules) modules resident (no feature cache)")
+            let plan = ResidentPlan(configuration: configuration, trainCount: trainCount, testCount: testCount, budget: budget, profile: profile)
+            let resident = plan.breakdown
+            print("plan: \(configuration.model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testCount) test samples; "
+                  + "\(configuration.procedure.rawValue) keeps all \(configuration.model.modules) modules resident (no feature cache)")
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
             print("peak \(formatBytes(resident.total)) (\(resident.total) bytes; \(resident)): "
                   + (budget.map { resident.total <= $0 ? "fits the budget" : "does NOT fit the budget (use --procedure sequential)" } ?? "no budget"))
+            print(String(format: "work: %.3f GFLOP", Double(plan.flops) / 1e9) + (plan.cost.map { cost in
+                "; emulated \(profile!.name): \(formatDuration(cost.seconds)), \(formatEnergy(cost.energyJoules))" } ?? ""))
+            if let json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                do { try encoder.encode(plan).write(to: URL(fileURLWithPath: json)) } catch { throw OutputFileError(path: json, error: error) }
+                print("wrote \(json)")
+            }
             // A plan that does not fit exits 3, as train would: a script can gate on it.
             if let budget, resident.total > budget { throw ExitCode(3) }
             return
@@ -178,8 +186,8 @@ struct Plan: ParsableCommand {
                 : "does NOT fit the budget (train with --fit microbatch or a smaller --batch-size)")))
         if hopeless, let budget {
             // Every option that would change the outcome, by how much, at the smallest batch.
-            let residence: FeatureResidence = inMemory ? .memory : .store(rowBufferBytes: rowBytes(configuration), cacheBytes: cacheBytes)
-            print(FitAdvice(configuration: configuration, residence: residence, encoding: encoding, budget: budget,
+            let residence: FeatureResidence = inMemory ? .memory : .store(encoding: encoding, cacheBytes: cacheBytes)
+            print(FitAdvice(configuration: configuration, residence: residence, budget: budget,
                             trainCount: trainCount, testCount: testCount).text)
         }
         if let cost = report.cost, let profile {

@@ -48,8 +48,7 @@ final class PlanTests: XCTestCase {
         let (train, test) = try realData()
         let base = configuration(width: 4, batch: 24)
         let cacheBytes = 32 * 1024
-        let rowBuffer = RunPlanner.rowBufferFloats(base, encoding: .fp16) * 4
-        let residence = FeatureResidence.store(rowBufferBytes: rowBuffer, cacheBytes: cacheBytes)
+        let residence = FeatureResidence.store(encoding: .fp16, cacheBytes: cacheBytes)
         // A budget between the batch-1 and the batch-24 needs of module 0.
         let needAt24 = RunPlanner.modulePlan(base, module: 0, batch: 24, residence: residence, trainCount: train.count, testCount: test.count).peakBytes
         let needAt1 = RunPlanner.modulePlan(base, module: 0, batch: 1, residence: residence, trainCount: train.count, testCount: test.count).peakBytes
@@ -88,7 +87,7 @@ final class PlanTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: path) }
         let ledger = MemoryLedger(budget: budget)
         let store = try FeatureStore(path: path, encoding: .fp16, ledger: ledger, cacheKiB: cacheBytes / 1024)
-        try store.reserveRowBuffer(floats: rowBuffer / 4)
+        try store.reserveRowBuffer(floats: RunPlanner.rowBufferFloats(base, encoding: .fp16))
         let trainer = try Trainer(configuration: c, ledger: ledger, cache: store)
         let result = try trainer.run(train: train, test: test)
         XCTAssertLessThanOrEqual(result.peakBytes, budget, "the budget held")

@@ -1,0 +1,65 @@
+import Foundation
+import XCTest
+
+/// The plan counts what the run counts (issue 13): for each procedure and fit mode, `plan --json`
+/// gives per module the FLOPs, the feature bytes read from and written to the store and the
+/// storage operations that `train --json` then reports, exactly, and the peak: exactly for what
+/// the trainer allocates, within the bound for SQLite's own memory.
+final class RunPlanTests: CLITestCase {
+    func json(_ path: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+    }
+
+    func testThePlanCountsWhatTheRunCounts() throws {
+        let small = ["--modules", "3", "--blocks", "1", "--width", "8", "--train-size", "601", "--test-size", "301", "--epochs", "2",
+                     "--batch-size", "100"]
+        let cases: [(String, [String])] = [
+            ("sequential through the store", small),
+            ("sequential in memory", small + ["--in-memory"]),
+            ("multilap", small + ["--procedure", "multilap", "--laps", "2", "--epochs-per-module", "1"]),
+            ("fit error under a budget that fits", small + ["--budget", "40MiB", "--fit", "error", "--feature-dtype", "bf16"]),
+            ("fit microbatch, fp16, a small cache", ["--modules", "3", "--blocks", "2", "--width", "4", "--train-size", "257", "--test-size", "99",
+                                                    "--epochs", "1", "--batch-size", "32", "--fit", "microbatch", "--workspace", "200",
+                                                    "--store-cache", "16KiB", "--feature-dtype", "fp16", "--profile", "stm32f746-disco"]),
+            ("linear heads, downsampling", small + ["--head", "linear", "--downsample-at", "1"]),
+        ]
+        for (name, options) in cases {
+            let plan = try run(["plan"] + options + ["--json", directory + "/plan.json"])
+            XCTAssertEqual(plan.code, 0, "\(name): " + plan.out + plan.err)
+            let store = directory + "/\(name.prefix(8)).sqlite"
+            let train = try run(["train"] + options + ["--store", store, "--report", directory + "/r", "--json", directory + "/run.json", "--quiet"])
+            XCTAssertEqual(train.code, 0, "\(name): " + train.err)
+            let planned = try json(directory + "/plan.json")["modules"] as! [[String: Any]]
+            let measured = (try json(directory + "/run.json")["modules"] as! [[String: Any]]).map { $0["evaluation"] as! [String: Any] }
+            XCTAssertEqual(planned.count, measured.count, name)
+            for (p, m) in zip(planned, measured) {
+                let module = "\(name), module \(p["number"]!)"
+                let memory = p["plan"] as! [String: Any], work = memory["work"] as! [String: Int]
+                XCTAssertEqual(work["trainingFlops"]! + work["recalibrationFlops"]! + work["streamingFlops"]!, m["flops"] as! Int, "\(module): FLOPs")
+                XCTAssertEqual(work["storeBytesRead"], m["storeBytesRead"] as? Int, "\(module): bytes read")
+                XCTAssertEqual(work["storeBytesWritten"], m["storeBytesWritten"] as? Int, "\(module): bytes written")
+                XCTAssertEqual(work["storeOperations"], m["storeOperations"] as? Int, "\(module): storage operations")
+                let breakdown = (memory["breakdown"] as! [String: Int]).values.reduce(0, +)
+                let live = m["peakBreakdown"] as! [String: Int], engine = live["storeEngine"] ?? 0
+                XCTAssertEqual((m["peakBytes"] as! Int) - engine, breakdown, "\(module): the trainer's peak")
+                XCTAssertLessThanOrEqual(engine, memory["storeEngineBound"] as! Int, "\(module): SQLite within its bound")
+            }
+        }
+        // The resident procedures: one FLOP count and one peak for the whole run, exactly.
+        for procedure in ["parallel", "e2e"] {
+            let options = small + ["--procedure", procedure]
+            XCTAssertEqual(try run(["plan"] + options + ["--json", directory + "/plan.json"]).code, 0)
+            let train = try run(["train"] + options + ["--report", directory + "/r", "--json", directory + "/run.json", "--quiet"])
+            XCTAssertEqual(train.code, 0, procedure + ": " + train.err)
+            let plan = try json(directory + "/plan.json")
+            let report = try json(directory + "/run.json")
+            for module in (report["modules"] as! [[String: Any]]).map({ $0["evaluation"] as! [String: Any] }) {
+                XCTAssertEqual(module["flops"] as? Int, plan["flops"] as? Int, "\(procedure): FLOPs")
+            }
+            XCTAssertEqual(report["peakBytes"] as? Int, plan["peakBytes"] as? Int, "\(procedure): peak")
+            // The run's emulated figures count the run once, not once per module.
+            XCTAssertEqual((report["device"] as! [String: Any])["computeSeconds"] as? Double,
+                           (plan["cost"] as! [String: Any])["computeSeconds"] as? Double, "\(procedure): emulated compute time")
+        }
+    }
+}
