@@ -193,6 +193,23 @@ public final class MemoryLedger {
         }.sorted { ($0.bytes, $1.tag) > ($1.bytes, $0.tag) }
     }
 
+    /// The number of events recorded so far (a timeline position that compaction does not move).
+    public var eventCount: Int { sequence }
+    /// Host seconds since the ledger was made (the clock of the timeline's `seconds`).
+    public var elapsedSeconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+
+    /// Keeps at most `limit` allocation events (each stretch is represented by its highest point)
+    /// and every phase marker, in order.
+    public static func downsample(_ events: [LedgerEvent], to limit: Int) -> [LedgerEvent] {
+        guard events.count > limit else { return events }
+        let stretch = (events.count + limit - 1) / limit
+        return stride(from: 0, to: events.count, by: stretch).flatMap { start -> [LedgerEvent] in
+            let slice = events[start..<min(start + stretch, events.count)]
+            let highest = slice.filter { !$0.isMarker }.max { $0.total < $1.total }
+            return slice.filter { $0.isMarker || $0.sequence == highest?.sequence }
+        }
+    }
+
     /// Adds a marker to the timeline (e.g. "module 3 start").
     public func mark(_ event: String) {
         record(event, .workspace, 0, marker: true)

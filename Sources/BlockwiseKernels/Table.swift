@@ -10,7 +10,12 @@ public struct Table: Sendable {
         public var title: String
         public var width: Int
         public var csvName: String
-        public init(_ title: String, width: Int, csv: String) { self.title = title; self.width = width; self.csvName = csv }
+        /// Whether the padded text shows the column (CSV always has it, so that its header does
+        /// not change with the options: a column without values is empty there).
+        public var inText: Bool
+        public init(_ title: String, width: Int, csv: String, inText: Bool = true) {
+            self.title = title; self.width = width; self.csvName = csv; self.inText = inText
+        }
     }
     public struct Cell: Sendable {
         public var text: String
@@ -35,9 +40,10 @@ public struct Table: Sendable {
         func pad(_ text: String, _ width: Int) -> String {
             text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
         }
+        let shown = columns.indices.filter { columns[$0].inText }
         func line(_ cells: [String]) -> String {
-            zip(cells, columns).enumerated().map { index, pair in
-                index == columns.count - 1 ? pair.0 : pad(pair.0, pair.1.width)
+            shown.enumerated().map { position, index in
+                position == shown.count - 1 ? cells[index] : pad(cells[index], columns[index].width)
             }.joined()
         }
         return ([line(columns.map(\.title))] + rows.map { line($0.map(\.text)) }).joined(separator: "\n")

@@ -22,6 +22,7 @@ public struct FitAdvice: Sendable {
     public var batch: Int
     /// The batch the run asked for (the advice holds at `batch`; above it, with `--fit microbatch`).
     public var requestedBatch: Int
+    public var fit: FitPolicy
     public var budget: Int
     /// The run's largest module peak as configured, at `batch`, and that module's plan.
     public var peak: Int
@@ -34,8 +35,10 @@ public struct FitAdvice: Sendable {
     /// - Parameters:
     ///   - residence: where the features live, as the run would have them (its row buffer is
     ///     re-planned for each changed model).
+    ///   - fit: the run's fit policy (the advice says how it holds at the requested batch).
     public init(configuration: TrainingConfiguration, residence: FeatureResidence, budget: Int,
-                trainCount: Int, testCount: Int) {
+                trainCount: Int, testCount: Int, fit: FitPolicy = .error) {
+        self.fit = fit
         var base = configuration
         base.microBatches = [:]
         base.batchSize = min(RunPlanner.minimumBatch, configuration.batchSize)
@@ -48,7 +51,7 @@ public struct FitAdvice: Sendable {
         let given = residence
         func plans(_ s: Setting) -> [ModuleMemoryPlan] {
             var planned = given
-            if case .store = given, let cache = s.cacheBytes { planned = .store(encoding: s.encoding, cacheBytes: cache) }
+            if let cache = s.cacheBytes { planned = .store(encoding: s.encoding, cacheBytes: cache) }
             return (0..<s.configuration.model.modules).map {
                 RunPlanner.modulePlan(s.configuration, module: $0, batch: s.configuration.batchSize, residence: planned,
                                       trainCount: trainCount, testCount: testCount)
@@ -79,13 +82,17 @@ public struct FitAdvice: Sendable {
 
         // Each option alone: (options, the changed setting).
         var candidates: [(String, (Setting) -> Setting)] = []
+        if given == .memory {
+            // In memory, both splits of two levels are in RAM: the store keeps them on storage.
+            candidates.append(("--store-cache 16KiB (without --in-memory)", { var s = $0; s.cacheBytes = 16 * 1024; return s }))
+        }
         if let cache {
-            // The page cache that just fits (whole KiB), or the smallest we suggest (16 KiB: four pages).
-            let floor = 16 * 1024
+            // The largest page cache that fits (whole KiB); if none does, 16 KiB (four pages: below
+            // that the cache saves little more and SQLite slows down).
             let fitting = largest(1...max(1, cache / 1024)) { kib in
                 var s = start; s.cacheBytes = kib * 1024; return peakOf(s) <= budget
             }.map { $0 * 1024 }
-            let suggested = fitting.map { max($0, floor) } ?? floor
+            let suggested = fitting ?? 16 * 1024
             if suggested < cache {
                 candidates.append(("--store-cache \(suggested / 1024)KiB", { var s = $0; s.cacheBytes = min(s.cacheBytes ?? suggested, suggested); return s }))
             }
@@ -127,27 +134,50 @@ public struct FitAdvice: Sendable {
         changes = alone.map(\.0)
         changes.append(Change(options: "--budget \(FitAdvice.sizeOption(basePeak))", peak: basePeak, fits: true))
 
-        // Together: every saving but the width, then the largest width that fits on top of them;
-        // then the savings that are not needed at that width are dropped (the smallest first).
-        var kept = alone.filter { !$0.0.options.hasPrefix("--width") }
-        func apply(_ chosen: [(Change, (Setting) -> Setting)], width: Int?) -> Setting {
-            let s = chosen.reduce(start) { $1.1($0) }
-            return width.map { withWidth(s, $0) } ?? s
+        // Together: every saving at its most (the page cache at 1 KiB, the other switches, and the
+        // largest width that fits on top, or width 1), then, if that fits, each relaxed as far as
+        // the budget allows: the largest page cache, no switch that is not needed, the largest width.
+        struct Choice { var cacheKiB: Int?; var switches: [(String, (Setting) -> Setting)]; var width: Int? }
+        func setting(_ c: Choice) -> Setting {
+            var s = c.switches.reduce(start) { $1.1($0) }
+            if let kib = c.cacheKiB { s.cacheBytes = kib * 1024 }
+            if let w = c.width { s = withWidth(s, w) }
+            return s
         }
-        var width: Int? = nil
-        if peakOf(apply(kept, width: nil)) > budget, base.model.width > 1,
-           let w = largest(1...base.model.width, { peakOf(withWidth(apply(kept, width: nil), $0)) <= budget }), w < base.model.width {
-            width = w
+        func fits(_ c: Choice) -> Bool { peakOf(setting(c)) <= budget }
+        let switches = candidates.filter { !($0.0.hasPrefix("--store-cache") && cache != nil) && peakOf($0.1(start)) < basePeak }
+        var choice = Choice(cacheKiB: cache.map { _ in 1 }, switches: switches, width: nil)
+        if !fits(choice), base.model.width > 1 {
+            let w = largest(1...base.model.width) { var c = choice; c.width = $0; return fits(c) } ?? 1
+            if w < base.model.width { choice.width = w }
         }
-        if peakOf(apply(kept, width: width)) <= budget {
-            for candidate in kept.reversed() where kept.count > 1 {
-                let fewer = kept.filter { $0.0.options != candidate.0.options }
-                if peakOf(apply(fewer, width: width)) <= budget { kept = fewer }
+        if fits(choice), let current = cache, current >= 16 * 1024 {
+            // A page cache of 16 KiB (four pages) when that leaves a model that fits: below it SQLite
+            // slows down for little saving.
+            var roomier = choice
+            roomier.cacheKiB = 16
+            roomier.width = largest(1...base.model.width) { var c = roomier; c.width = $0; return fits(c) }
+            if let w = roomier.width { roomier.width = w < base.model.width ? w : nil; choice = roomier }
+        }
+        if fits(choice) {
+            for candidate in choice.switches.reversed() {
+                var fewer = choice
+                fewer.switches.removeAll { $0.0 == candidate.0 }
+                if fits(fewer) { choice = fewer }
+            }
+            if let current = cache {
+                choice.cacheKiB = largest(1...max(1, current / 1024)) { var c = choice; c.cacheKiB = $0; return fits(c) }
+            }
+            if let w = choice.width {
+                choice.width = largest(w...base.model.width) { var c = choice; c.width = $0; return fits(c) }.flatMap { $0 < base.model.width ? $0 : nil }
             }
         }
-        let options = kept.map(\.0.options) + (width.map { ["--width \($0)"] } ?? [])
-        let combinedPeak = peakOf(apply(kept, width: width))
-        together = options.count > 1 ? Change(options: options.joined(separator: " "), peak: combinedPeak, fits: combinedPeak <= budget) : nil
+        var options = choice.switches.map(\.0)
+        if let kib = choice.cacheKiB, let current = cache, kib * 1024 < current { options.insert("--store-cache \(kib)KiB", at: 0) }
+        if let w = choice.width { options.append("--width \(w)") }
+        let combinedPeak = peakOf(setting(choice))
+        together = options.count > 1 || (options.count == 1 && !changes.contains { $0.options == options[0] })
+            ? Change(options: options.joined(separator: " "), peak: combinedPeak, fits: combinedPeak <= budget) : nil
     }
 
     /// A byte count as an option value that is at least `bytes` (whole KiB or MiB with one decimal).
@@ -169,7 +199,8 @@ public struct FitAdvice: Sendable {
         var lines = ["at batch \(batch), the smallest that trains, module \(worst.module + 1) needs \(formatBytes(peak)) of the "
             + "\(formatBytes(budget)) budget (\(worst.breakdown.description)\(worst.storeEngineBound > 0 ? ", storeEngine up to \(formatBytes(worst.storeEngineBound))" : "")). "
             + "Each option alone, at batch \(batch)"
-            + (requestedBatch > batch ? " (with --batch-size \(batch), or --fit microbatch to keep batch \(requestedBatch))" : "") + ":"]
+            + (requestedBatch > batch ? (fit == .microbatch ? " (--fit microbatch trains batch \(requestedBatch) in micro-batches of \(batch))"
+                                                            : " (with --batch-size \(batch), or --fit microbatch to keep batch \(requestedBatch))") : "") + ":"]
         let width = max(24, changes.map(\.options.count).max()! + 2)
         for change in changes {
             let saved = peak - change.peak

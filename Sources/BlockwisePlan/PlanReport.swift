@@ -110,6 +110,19 @@ public struct ResidentPlan: Codable, Sendable {
     }
 }
 
+extension ResidentPlan {
+    /// One row: what `plan` prints for a resident procedure (and `--csv` writes).
+    public func table() -> Table {
+        var table = Table([.init("procedure", width: 11, csv: "procedure"), .init("peak", width: 11, csv: "peak_bytes"),
+                           .init("fits", width: 6, csv: "fits"), .init("FLOPs", width: 16, csv: "flops"),
+                           .init("device time", width: 16, csv: "device_seconds"), .init("energy", width: 0, csv: "device_joules")])
+        table.append([.init(procedure), .bytes(peakBytes), .init(fits ? "yes" : "NO", value: fits ? "true" : "false"), .int(flops),
+                      .init(cost.map { formatDuration($0.seconds) } ?? "-", value: cost.map { String($0.seconds) } ?? ""),
+                      .init(cost.map { formatEnergy($0.energyJoules) } ?? "-", value: cost.map { String($0.energyJoules) } ?? "")])
+        return table
+    }
+}
+
 extension PlanReport {
     /// The per-module table `blockwise plan` prints (and `--csv` writes).
     public func table() -> Table {
@@ -119,8 +132,12 @@ extension PlanReport {
             .init("largest batch", width: 15, csv: "largest_batch"), .init("micro-batch", width: 13, csv: "micro_batch"),
             .init("params", width: 10, csv: "parameters_bytes"), .init("grads+mom", width: 11, csv: "gradients_and_momentum_bytes"),
             .init("saved act.", width: 12, csv: "saved_activations_bytes"), .init("workspace", width: 11, csv: "workspace_bytes"),
-            .init("I/O", width: 10, csv: "io_buffers_bytes"), .init("store eng.", width: device ? 12 : 0, csv: "store_engine_bound_bytes"),
-        ] + (device ? [.init("device time", width: 16, csv: "device_seconds"), .init("energy", width: 0, csv: "device_joules")] : []))
+            .init("I/O", width: 10, csv: "io_buffers_bytes"), .init("store eng.", width: 12, csv: "store_engine_bound_bytes"),
+            .init("device time", width: 16, csv: "device_seconds", inText: device), .init("energy", width: 0, csv: "device_joules", inText: device),
+            .init("GFLOP", width: 0, csv: "flops", inText: false), .init("store read", width: 0, csv: "store_bytes_read", inText: false),
+            .init("store written", width: 0, csv: "store_bytes_written", inText: false),
+            .init("store ops", width: 0, csv: "store_operations", inText: false),
+        ])
         let costs = modules.compactMap(\.cost)
         let times = DurationColumn(costs.map(\.seconds)), energies = EnergyColumn(costs.map(\.energyJoules))
         for module in modules {
@@ -132,11 +149,10 @@ extension PlanReport {
                 .bytes(b[.parameters]), .bytes(b[.gradients] + b[.optimizerState]), .bytes(b[.savedActivations]), .bytes(b[.workspace]),
                 .bytes(b[.ioBuffers]), .bytes(module.plan.storeEngineBound),
             ]
-            if device {
-                let cost = module.cost
-                row += [.init(cost.map { times.format($0.seconds) } ?? "-", value: cost.map { String($0.seconds) } ?? ""),
-                        .init(cost.map { energies.format($0.energyJoules) } ?? "-", value: cost.map { String($0.energyJoules) } ?? "")]
-            }
+            let cost = module.cost, work = module.plan.work
+            row += [.init(cost.map { times.format($0.seconds) } ?? "-", value: cost.map { String($0.seconds) } ?? ""),
+                    .init(cost.map { energies.format($0.energyJoules) } ?? "-", value: cost.map { String($0.energyJoules) } ?? ""),
+                    .int(work.flops), .int(work.storeBytesRead), .int(work.storeBytesWritten), .int(work.storeOperations)]
             table.append(row)
         }
         return table

@@ -65,23 +65,29 @@ public struct RunReport: Codable, Sendable {
             DeviceCost(profile: profile, flops: total(\.flops), bytesRead: total(\.storeBytesRead),
                        bytesWritten: total(\.storeBytesWritten), operations: total(\.storeOperations))
         }
-        self.timeline = RunReport.downsample(timeline, to: 2000)
-        self.peakTensors = peakTensors
+        // A module-by-module run keeps each module's own timeline and peak buffers with its
+        // evaluation (in the store), so a resumed run reports every module, not only those this
+        // process trained: the modules' timelines follow one another on the modules' own clocks.
+        let evaluations = result.modules
+        if !resident, !evaluations.isEmpty, evaluations.allSatisfy({ $0.timeline != nil }) {
+            var joined: [LedgerEvent] = [], offset = 0.0
+            for evaluation in evaluations {
+                joined += evaluation.timeline!.map { var event = $0; event.seconds = ($0.seconds ?? 0) + offset; return event }
+                offset += evaluation.seconds
+            }
+            self.timeline = RunReport.downsample(joined, to: 2000)
+            self.peakTensors = evaluations.max { $0.peakBytes < $1.peakBytes }?.peakTensors
+        } else {
+            self.timeline = RunReport.downsample(timeline, to: 2000)
+            self.peakTensors = peakTensors
+        }
+        // The report holds them once, at the top.
+        for index in modules.indices { modules[index].evaluation.timeline = nil; modules[index].evaluation.peakTensors = nil }
         bestModule = result.best?.module
         lastModule = result.last?.module
     }
 
-    /// Keeps at most `limit` allocation events (each stretch is represented by its highest point)
-    /// and every phase marker, in order.
-    static func downsample(_ events: [LedgerEvent], to limit: Int) -> [LedgerEvent] {
-        guard events.count > limit else { return events }
-        let stretch = (events.count + limit - 1) / limit
-        return stride(from: 0, to: events.count, by: stretch).flatMap { start -> [LedgerEvent] in
-            let slice = events[start..<min(start + stretch, events.count)]
-            let highest = slice.filter { !$0.isMarker }.max { $0.total < $1.total }
-            return slice.filter { $0.isMarker || $0.sequence == highest?.sequence }
-        }
-    }
+    static func downsample(_ events: [LedgerEvent], to limit: Int) -> [LedgerEvent] { MemoryLedger.downsample(events, to: limit) }
 
     public var best: ModuleEvaluation? { modules.map(\.evaluation).max { $0.testAccuracy < $1.testAccuracy } }
     public var last: ModuleEvaluation? { modules.last?.evaluation }
@@ -112,8 +118,10 @@ public struct RunReport: Codable, Sendable {
             .init("module", width: 8, csv: "module"), .init("train acc", width: 11, csv: "train_accuracy"), .init("test acc", width: 10, csv: "test_accuracy"),
             .init("kinetic", width: 10, csv: "kinetic_energy"), .init("peak memory", width: 13, csv: "peak_bytes"),
             .init("largest", width: 18, csv: "largest_category"), .init("store written", width: 15, csv: "store_bytes_written"),
-            .init("host time", width: profile == nil ? 0 : 11, csv: "host_seconds"),
-        ] + (profile.map { [.init("\($0.name) time", width: 24, csv: "device_seconds"), .init("energy", width: 0, csv: "device_joules")] } ?? []))
+            .init("host time", width: 11, csv: "host_seconds"),
+            .init("\(profile?.name ?? "device") time", width: 24, csv: "device_seconds", inText: profile != nil),
+            .init("energy", width: 0, csv: "device_joules", inText: profile != nil),
+        ])
         let (times, energies) = deviceColumns
         for module in modules {
             let m = module.evaluation
@@ -125,11 +133,9 @@ public struct RunReport: Codable, Sendable {
                 .bytes(m.peakBytes), .init(m.peakBreakdown.largest?.rawValue ?? "-", value: m.peakBreakdown.largest?.rawValue ?? ""),
                 .bytes(m.storeBytesWritten), .init(String(format: "%.1f s", m.seconds), value: String(m.seconds)),
             ]
-            if profile != nil {
-                let cost = module.device
-                row += [.init(cost.map { times.format($0.seconds) } ?? "-", value: cost.map { String($0.seconds) } ?? ""),
-                        .init(cost.map { energies.format($0.energyJoules) } ?? "-", value: cost.map { String($0.energyJoules) } ?? "")]
-            }
+            let cost = module.device
+            row += [.init(cost.map { times.format($0.seconds) } ?? "-", value: cost.map { String($0.seconds) } ?? ""),
+                    .init(cost.map { energies.format($0.energyJoules) } ?? "-", value: cost.map { String($0.energyJoules) } ?? "")]
             table.append(row)
         }
         return table

@@ -22,14 +22,18 @@ public enum SVGChart {
 
     static func number(_ value: Double) -> String { String(format: "%.1f", value) }
 
-    /// "Nice" tick values covering [low, high]: the largest step of 1, 2, 2.5 or 5 times a power of
-    /// ten that still gives at least `count` ticks (so a 6-point range gets 83, 84, ..., 87 and
-    /// not only 84 and 86).
+    /// "Nice" tick values covering [low, high]: the step of 1, 2, 2.5 or 5 times a power of ten
+    /// whose number of ticks is closest to `count` (the larger step on a tie), so a 6-point range
+    /// gets 83, 84, ..., 87 and not only 84 and 86, and half a second not twelve ticks.
     static func ticks(_ low: Double, _ high: Double, count: Int = 5) -> [Double] {
         let span = max(high - low, 1e-12)
-        let raw = span / Double(max(count - 1, 1))
-        let magnitude = pow(10, floor(log10(raw)))
-        let step = [10.0, 5, 2.5, 2, 1].map { $0 * magnitude }.first { $0 <= raw } ?? raw
+        let magnitude = pow(10, floor(log10(span / Double(max(count - 1, 1)))))
+        let candidates = [0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 5, 10, 20].map { $0 * magnitude }
+        func tickCount(_ step: Double) -> Int { Int(floor(high / step + 1e-9) - ceil(low / step - 1e-9)) + 1 }
+        let step = candidates.min { a, b in
+            let (da, db) = (abs(tickCount(a) - count), abs(tickCount(b) - count))
+            return da != db ? da < db : a > b
+        }!
         let first = ceil(low / step) * step
         return stride(from: first, through: high + step * 1e-9, by: step).map { $0 }
     }
@@ -87,7 +91,9 @@ public enum SVGChart {
                              yFormat: ((Double) -> String)? = nil,
                              xFormat: @escaping (Double) -> String = { String(format: "%.0f", $0) }) -> String {
         let xs = series.flatMap { $0.points.map(\.x) }, ys = series.flatMap { $0.points.map(\.y) }
-        let xRange = (xs.min() ?? 0, max(xs.max() ?? 1, (xs.min() ?? 0) + 1))
+        // One point (e2e has one head) sits in the middle of a one-module-wide axis.
+        let xRange = xs.min() == xs.max() ? ((xs.min() ?? 1) - 0.5, (xs.max() ?? 1) + 0.5)
+            : (xs.min() ?? 0, max(xs.max() ?? 1, (xs.min() ?? 0) + 1))
         let yLow = ys.min() ?? 0, yHigh = ys.max() ?? 1
         let margin = max((yHigh - yLow) * 0.1, 0.5)
         let yRange = (yLow - margin, yHigh + margin)
@@ -130,8 +136,12 @@ public enum SVGChart {
         let top = broken ? dataTop / 0.85 : dataTop
         let categories = MemoryCategory.allCases.filter { c in timeline.contains { $0.live[c] > 0 } }
         let xMax = max(points.last?.0 ?? 1, 1e-9)
+        // The caption names only the lines the plot has.
+        let markers = timeline.filter(\.isMarker).map(\.event)
+        let starts = markers.contains { $0.hasPrefix("module ") && !$0.contains("streams") }, streams = markers.contains { $0.contains("streams") }
         let xLabel = (timed ? "host time (s)" : "ledger events (in order)")
-            + "; solid line: a module starts (its number), dotted: it streams its outputs"
+            + (starts ? "; solid line: a module starts (its number)" : markers.isEmpty ? "" : "; solid line: the resident phase starts")
+            + (streams ? ", dotted: it streams its outputs" : "")
         return frame(title: title, xLabel: xLabel, yLabel: "live bytes (\(unit.1))",
                      xRange: (0, xMax), yRange: (0, top / unit.0), yTickMax: broken ? dataTop / unit.0 : nil,
                      xFormat: { String(format: timed ? "%g" : "%.0f", $0) }, yFormat: { String(format: "%g", $0) }, body: { sx, sy in
@@ -174,7 +184,11 @@ public enum SVGChart {
                 let cx = sx(x), cy = sy(Double(event.total) / unit.0)
                 body += "<circle cx=\"\(number(cx))\" cy=\"\(number(cy))\" r=\"5\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\"><title>\(escape(tip))</title></circle>\n"
                 let anchor = cx > left + (width - left - right) * 0.6 ? "end" : "start"
-                body += "<text x=\"\(number(cx + (anchor == "end" ? -10 : 10)))\" y=\"\(number(max(cy - 8, labelTop + 26)))\" text-anchor=\"\(anchor)\" font-weight=\"bold\">peak \(escape(formatBytes(event.total)))\(module.map { " (\(escape($0)))" } ?? "")</text>\n"
+                // Above the circle, unless that is where the budget line runs: then below it.
+                let budgetY = budget.map { broken ? sy(top / unit.0 * 0.93) : sy(Double($0) / unit.0) }
+                var labelY = max(cy - 8, labelTop + 26)
+                if let budgetY, abs(labelY - 4 - budgetY) < 12 { labelY = cy + 20 }
+                body += "<text x=\"\(number(cx + (anchor == "end" ? -10 : 10)))\" y=\"\(number(labelY))\" text-anchor=\"\(anchor)\" font-weight=\"bold\">peak \(escape(formatBytes(event.total)))\(module.map { " (\(escape($0)))" } ?? "")</text>\n"
             }
             if let budget {
                 let y = broken ? sy(top / unit.0 * 0.93) : sy(Double(budget) / unit.0)

@@ -81,7 +81,7 @@ public struct TrainingSession {
                 guard error.largestBatch == nil, let budget else { throw BudgetCannotBeMet(message: error.description) }
                 // Not even the smallest batch fits: every option that would change that, by how much.
                 let advice = FitAdvice(configuration: configuration, residence: residence,
-                                       budget: budget, trainCount: train.count, testCount: test.count)
+                                       budget: budget, trainCount: train.count, testCount: test.count, fit: fit)
                 throw BudgetCannotBeMet(message: error.description + "\n" + advice.text)
             }
             for (k, micro) in configuration.microBatches.sorted(by: { $0.key < $1.key }) {

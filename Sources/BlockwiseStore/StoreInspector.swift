@@ -175,7 +175,9 @@ public enum StoreInspector {
         _ = try FeatureStore(readingAt: path)  // refuse what is not a store
         let lock = try StoreLock(storePath: path, purpose: "blockwise cache vacuum")
         defer { withExtendedLifetime(lock) {} }
-        let before = size()
+        // Before: the file and any WAL a crashed writer left (the vacuum folds it in).
+        let walSize = ((try? FileManager.default.attributesOfItem(atPath: path + "-wal"))?[.size] as? Int) ?? 0
+        let before = size() + walSize
         let database = try Database(path: path, create: false)
         // Left in rollback-journal mode, as a finished run leaves it (see FeatureStore.deinit).
         try database.execute("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA journal_mode = DELETE;")

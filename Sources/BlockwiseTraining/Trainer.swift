@@ -34,6 +34,11 @@ public struct ModuleEvaluation: Codable, Sendable, Equatable {
     public var storeBytesRead: Int = 0
     public var storeBytesWritten: Int = 0
     public var storeOperations: Int = 0
+    /// The ledger's timeline while the module trained and streamed (seconds from its start, at
+    /// most ~400 points) and the buffers live at its peak; kept in the store with the module so
+    /// that a resumed run's report shows every module (nil for the resident procedures).
+    public var timeline: [LedgerEvent]? = nil
+    public var peakTensors: [LiveTensor]? = nil
 }
 
 /// What a run produced.
@@ -198,6 +203,7 @@ public final class Trainer {
                 let flopsStart = KernelCounters.flops
                 let io = (cache.bytesRead, cache.bytesWritten, cache.operations)
                 ledger.resetPeak()
+                let firstEvent = ledger.eventCount, moduleClock = ledger.elapsedSeconds
                 ledger.mark(configuration.lapCount > 1 ? "module \(k + 1) lap \(lap + 1)" : "module \(k + 1)")
                 var evaluation: ModuleEvaluation
                 var logs: [EpochLog]
@@ -242,6 +248,10 @@ public final class Trainer {
                 evaluation.storeBytesRead = cache.bytesRead - io.0
                 evaluation.storeBytesWritten = cache.bytesWritten - io.1
                 evaluation.storeOperations = cache.operations - io.2
+                evaluation.timeline = MemoryLedger.downsample(ledger.timeline.filter { $0.sequence > firstEvent }.map {
+                    var event = $0; event.seconds = ($0.seconds ?? moduleClock) - moduleClock; return event
+                }, to: 400)
+                evaluation.peakTensors = ledger.peakTensors
                 try journal?.saveCompletedModule(CompletedModule(module: k, lap: lap, parameters: snapshots[k]!,
                                                                  logs: logs, evaluation: evaluation))
                 if k > 0 && !cache.keepsLevels {
@@ -407,7 +417,7 @@ public final class Trainer {
         }
         let flopsStart = KernelCounters.flops
         let start = DispatchTime.now().uptimeNanoseconds
-        ledger.mark("all \(count) modules resident")
+        ledger.mark("resident")
         let epochs = configuration.residentEpochs
         var generator = SeededGenerator.stream(seed: configuration.seed, "shuffle-resident")
         var transports = (0..<count).map { TransportWeight(schedule: configuration.tau, module: $0, modules: count) }

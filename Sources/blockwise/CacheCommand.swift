@@ -75,12 +75,13 @@ struct CacheStats: ParsableCommand {
     func run() throws {
         let stats = try StoreInspector.statistics(try FeatureStore(readingAt: options.store), level: level, split: try splitArgument(split))
         if json { printJSON(stats); return }
-        var table = Table([.init("channel", width: 9, csv: "channel"), .init("mean", width: 12, csv: "mean"), .init("std", width: 12, csv: "std"),
+        var table = Table([.init("level", width: 0, csv: "level", inText: false), .init("split", width: 0, csv: "split", inText: false),
+                           .init("channel", width: 9, csv: "channel"), .init("mean", width: 12, csv: "mean"), .init("std", width: 12, csv: "std"),
                            .init("min", width: 12, csv: "min"), .init("max", width: 0, csv: "max")])
         for (c, channel) in stats.channels.enumerated() {
             let values: [Double] = [Double(channel.mean), Double(channel.std), Double(channel.min), Double(channel.max)]
             let cells: [Table.Cell] = values.map { value in Table.Cell(String(format: "%.4g", value), value: String(value)) }
-            table.append([Table.Cell.int(c)] + cells)
+            table.append([Table.Cell.int(stats.level), Table.Cell(stats.split), Table.Cell.int(c)] + cells)
         }
         if csv { print(table.csv, terminator: ""); return }
         print("level \(stats.level) \(stats.split): \(stats.rows) samples, mean squared value per element \(String(format: "%.5g", stats.meanSquaredNorm)) (||x||^2 / (C H W), averaged over samples)")

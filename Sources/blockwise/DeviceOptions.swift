@@ -29,7 +29,8 @@ struct DeviceOptions: ParsableArguments {
             throw error
         }
         if let budget {
-            return (loaded, try parseSize(budget, option: "--budget"))
+            // Below 1 kB not even a module's parameters fit: a budget of 0 is a typo, not a plan.
+            return (loaded, try parseSize(budget, option: "--budget", minimum: 1000))
         }
         return (loaded, loaded?.budgetBytes)
     }

@@ -131,39 +131,43 @@ struct Plan: ParsableCommand {
         var configuration = requested
         if let maximized {
             guard budget != nil else { throw ValidationError("--maximize needs a budget: pass --profile NAME or --budget SIZE") }
-            guard let best = PlanSearch.largest(maximized, configuration: configuration, fits: { plan($0, budget: budget, profile: nil).fits }) else {
-                print("maximize \(maximized.rawValue): even \(maximized.range.lowerBound) does not fit the budget \(formatBytes(budget!))")
-                let smallest = maximized.setting(maximized.range.lowerBound, in: configuration)
-                if smallest.procedure == .sequential || smallest.procedure == .multilap {
-                    // What would make it fit, at the smallest value.
-                    let residence: FeatureResidence = inMemory ? .memory : .store(encoding: encoding, cacheBytes: cacheBytes)
-                    print("at --\(maximized.rawValue) \(maximized.range.lowerBound), " + FitAdvice(configuration: smallest, residence: residence,
-                        budget: budget!, trainCount: trainCount, testCount: testCount).text)
-                }
-                throw ExitCode(3)
+            if let best = PlanSearch.largest(maximized, configuration: configuration, fits: { plan($0, budget: budget, profile: nil).fits }) {
+                let over = best < maximized.range.upperBound ? plan(maximized.setting(best + 1, in: configuration), budget: budget, profile: nil).peak : nil
+                print("maximize \(maximized.rawValue): the largest that fits the budget \(formatBytes(budget!)) is \(best)"
+                      + (over.map { " (at \(best + 1) the peak would be \(formatBytes($0)))" } ?? " (the largest allowed)") + "; its plan:")
+                configuration = maximized.setting(best, in: configuration)
+            } else {
+                // Its plan at the smallest value follows (with what would make it fit, and the
+                // --json / --csv files); the exit code is 3.
+                print("maximize \(maximized.rawValue): even \(maximized.range.lowerBound) does not fit the budget \(formatBytes(budget!)); its plan:")
+                configuration = maximized.setting(maximized.range.lowerBound, in: configuration)
             }
-            let over = best < maximized.range.upperBound ? plan(maximized.setting(best + 1, in: configuration), budget: budget, profile: nil).peak : nil
-            print("maximize \(maximized.rawValue): the largest that fits the budget \(formatBytes(budget!)) is \(best)"
-                  + (over.map { " (at \(best + 1) the peak would be \(formatBytes($0)))" } ?? " (the largest allowed)") + "; its plan:")
-            configuration = maximized.setting(best, in: configuration)
         }
         if configuration.procedure == .parallel || configuration.procedure == .e2e {
             // Every module is resident at once and nothing is cached between modules.
-            let plan = ResidentPlan(configuration: configuration, trainCount: trainCount, testCount: testCount, budget: budget, profile: profile)
-            let resident = plan.breakdown
+            let residentPlan = ResidentPlan(configuration: configuration, trainCount: trainCount, testCount: testCount, budget: budget, profile: profile)
+            let resident = residentPlan.breakdown
             print("plan: \(configuration.model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testCount) test samples; "
                   + "\(configuration.procedure.rawValue) keeps all \(configuration.model.modules) modules resident (no feature cache)")
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
             print("peak \(formatBytes(resident.total)) (\(resident.total) bytes; \(resident)): "
-                  + (budget.map { resident.total <= $0 ? "fits the budget" : "does NOT fit the budget (use --procedure sequential)" } ?? "no budget"))
-            print(String(format: "work: %.3f GFLOP", Double(plan.flops) / 1e9) + (plan.cost.map { cost in
+                  + (budget.map { resident.total <= $0 ? "fits the budget" : "does NOT fit the budget" } ?? "no budget"))
+            if let budget, resident.total > budget {
+                // The module-by-module procedure keeps one module resident: how far that goes.
+                var sequential = configuration
+                sequential.procedure = .sequential
+                let other = plan(sequential, budget: budget, profile: nil)
+                print("with --procedure sequential the peak is \(formatBytes(other.peak))" + (other.fits ? ": fits" : ": still over (blockwise plan --procedure sequential ... says what else would change that)"))
+            }
+            print(String(format: "work: %.3f GFLOP", Double(residentPlan.flops) / 1e9) + (residentPlan.cost.map { cost in
                 "; emulated \(profile!.name): \(formatDuration(cost.seconds)), \(formatEnergy(cost.energyJoules))" } ?? ""))
             if let json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                do { try encoder.encode(plan).write(to: URL(fileURLWithPath: json)) } catch { throw OutputFileError(path: json, error: error) }
+                do { try encoder.encode(residentPlan).write(to: URL(fileURLWithPath: json)) } catch { throw OutputFileError(path: json, error: error) }
                 print("wrote \(json)")
             }
+            try writeCSV(residentPlan.table())
             // A plan that does not fit exits 3, as train would: a script can gate on it.
             if let budget, resident.total > budget { throw ExitCode(3) }
             return
@@ -188,7 +192,7 @@ struct Plan: ParsableCommand {
             // Every option that would change the outcome, by how much, at the smallest batch.
             let residence: FeatureResidence = inMemory ? .memory : .store(encoding: encoding, cacheBytes: cacheBytes)
             print(FitAdvice(configuration: configuration, residence: residence, budget: budget,
-                            trainCount: trainCount, testCount: testCount).text)
+                            trainCount: trainCount, testCount: testCount, fit: fitPolicy).text)
         }
         if let cost = report.cost, let profile {
             print("emulated \(profile.name): \(formatDuration(cost.seconds)) (compute \(formatDuration(cost.computeSeconds)), storage \(formatDuration(cost.storageSeconds))), \(formatEnergy(cost.energyJoules))")

@@ -297,6 +297,15 @@ final class NewcomerTests: CLITestCase {
         XCTAssertEqual(csv.count, 3, csv.joined(separator: "\n"))
         XCTAssertTrue(csv[0].hasPrefix("module,train_accuracy,test_accuracy,kinetic_energy,peak_bytes,"), csv[0])
         XCTAssertTrue(csv[1].hasPrefix("1,"), csv[1])
+        // Run again: every module is reused from the store, and the report still shows the whole
+        // run (each module keeps its timeline and peak buffers in the store).
+        let again = try run(["train", "--store", store, "--report", report, "--modules", "2", "--width", "8", "--train-size", "600",
+                             "--test-size", "500", "--epochs", "1", "--threads", "1", "--quiet"])
+        XCTAssertEqual(again.code, 0, again.err)
+        let rerun = try String(contentsOfFile: report + "/memory.svg", encoding: .utf8)
+        XCTAssertTrue(rerun.contains(">peak 23.3 MiB (module 1)</text>") && rerun.contains("module 2 streams level 2 at"), rerun)
+        let rerunJSON = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report + "/report.json"))) as! [String: Any]
+        XCTAssertEqual((rerunJSON["peakTensors"] as! [[String: Any]]).reduce(0) { $0 + ($1["bytes"] as! Int) }, rerunJSON["peakBytes"] as! Int)
         // Read-only commands leave no -wal or -shm beside the store.
         for command in [["cache", "ls"], ["cache", "stats", "--level", "1"], ["cache", "verify"], ["report", "--report", directory + "/again"],
                         ["cache", "show", "--level", "1", "--sample", "0", "--png", directory + "/s.png"]] {
