@@ -427,20 +427,22 @@ func conv2dBackwardSerial(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeM
     }
 }
 
-/// Sets the number of threads OpenBLAS uses for `sgemm`.
-/// With several threads, convolutions split the batch over them, each calling a
-/// single-threaded sgemm (measured faster than OpenBLAS's own threading on these small GEMMs,
-/// where its threads mostly wait in sched_yield); OpenBLAS itself is set to one thread.
-public func setBLASThreads(_ count: Int) {
+/// Sets the threads every kernel uses: oneDNN's OpenMP team (which the plain loops of
+/// ``parallelRanges`` share) and the reference path's batch split. OpenBLAS itself always runs
+/// one thread: the reference path splits a batch into two halves, each with a single-threaded
+/// `sgemm` (measured faster than OpenBLAS's own threading on these small GEMMs, where its
+/// threads mostly wait in sched_yield).
+public func setKernelThreads(_ count: Int) {
     KernelThreads.count = max(1, count)
     openblas_set_num_threads(1)
     OneDNNConvolution.setThreads(max(1, count))
 }
 
-/// Threads the kernels' own loops (im2col, col2im) may use; set with ``setBLASThreads(_:)``.
-/// The split is by input channel, so results do not depend on it.
+/// Threads the kernels may use; set with ``setKernelThreads(_:)``. On the reference path two or
+/// more split a batch in halves whose weight gradients are summed afterwards, so the float
+/// summation order (and with it the last bits of a result) depends on it; oneDNN's results may
+/// depend on its team size too. Runs are reproducible at a fixed `--threads`.
 public enum KernelThreads {
     nonisolated(unsafe) public static var count = 1
 }
 
-public func blasThreads() -> Int { Int(openblas_get_num_threads()) }

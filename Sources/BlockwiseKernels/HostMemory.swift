@@ -5,9 +5,6 @@ public enum HostMemory {
     /// Peak resident set size (VmHWM in /proc/self/status), bytes; nil where unavailable.
     public static func peakResidentBytes() -> Int? { field("VmHWM:") }
 
-    /// Current resident set size (VmRSS), bytes.
-    public static func residentBytes() -> Int? { field("VmRSS:") }
-
     static func field(_ name: String) -> Int? {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
         for line in status.split(separator: "\n") where line.hasPrefix(name) {

@@ -176,7 +176,6 @@ public final class Database {
 
     public func setUserVersion(_ version: Int32) throws { try execute("PRAGMA user_version = \(version)") }
 
-    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
     public var changes: Int { Int(sqlite3_changes(handle)) }
 
     /// One scalar integer query.
@@ -266,11 +265,6 @@ public final class Statement {
         if code != SQLITE_OK { throw StoreError.sqlite(code: code, message: database.errorMessage, sql: sql) }
     }
 
-    public func bindInt(_ index: Int, _ value: Int) throws {
-        let code = sqlite3_bind_int64(handle, Int32(index + 1), Int64(value))
-        if code != SQLITE_OK { throw StoreError.sqlite(code: code, message: database.errorMessage, sql: sql) }
-    }
-
     /// Runs a statement that returns no rows.
     public func run(_ values: [Any?] = []) throws {
         reset()
@@ -286,7 +280,6 @@ public final class Statement {
 
     public func isNull(_ column: Int) -> Bool { sqlite3_column_type(handle, Int32(column)) == SQLITE_NULL }
     public func int(_ column: Int) -> Int { Int(sqlite3_column_int64(handle, Int32(column))) }
-    public func double(_ column: Int) -> Double { sqlite3_column_double(handle, Int32(column)) }
     public func string(_ column: Int) -> String {
         guard let text = sqlite3_column_text(handle, Int32(column)) else { return "" }
         return String(cString: text)

@@ -108,7 +108,8 @@ public final class ResNetModule {
         return parameterSpecs(e, b, h)
     }
 
-    /// Every buffer the module holds under `options`, parameters first, in allocation order.
+    /// Every buffer the module holds under `options`: parameters, then (training) gradients and
+    /// momentum, then the arena's slots.
     /// Pure: allocates nothing. The ledger's peak while the module runs equals its total
     /// (``plannedBytes``) plus whatever else is live.
     public static func memoryPlan(configuration: ModelConfiguration, index: Int, hasHead: Bool = true,

@@ -6,7 +6,7 @@ extension ConvolutionEngine: ExpressibleByArgument {}
 
 /// Threads and the convolution engine, shared by every command that computes.
 struct ComputeOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Threads for the kernels, oneDNN and OpenBLAS, at most this machine's cores.")
+    @Option(parsing: .unconditional, help: "Threads for the kernels (oneDNN's team; OpenBLAS runs one), at most this machine's cores; results are reproducible at a fixed count.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: ArgumentHelp("Convolution engine: onednn (oneDNN's JIT kernels; falls back to reference when the workspace is too small for one image) or reference (im2col + sgemm).",
                                valueName: "onednn|reference"))
@@ -24,7 +24,7 @@ struct ComputeOptions: ParsableArguments {
     }
 
     func apply() {
-        setBLASThreads(threads)
+        setKernelThreads(threads)
         ConvolutionEngine.selected = convEngine
     }
 }

@@ -120,9 +120,11 @@ final class LocalLossTests: XCTestCase {
 /// With two kernel threads (batch-split convolutions, channel-split batch norm, range-split
 /// element-wise layers) a training step gives the one-thread result up to the order of sums.
 final class ThreadedStepTests: XCTestCase {
-    func gradients(threads: Int) throws -> (loss: Double, gradients: [[Float]]) {
-        KernelThreads.count = threads
-        defer { KernelThreads.count = 1 }
+    func gradients(threads: Int, engine: ConvolutionEngine) throws -> (loss: Double, gradients: [[Float]]) {
+        // setKernelThreads sizes oneDNN's team too (KernelThreads alone is ignored by oneDNN).
+        setKernelThreads(threads)
+        ConvolutionEngine.selected = engine
+        defer { setKernelThreads(1); ConvolutionEngine.selected = .onednn }
         let config = ModelConfiguration(inputChannels: 8, inputHeight: 28, inputWidth: 28, classes: 10, width: 8, modules: 2,
                                         blocksPerModule: 2, downsampleAt: [1], head: .oneCNN)
         let module = try ResNetModule(configuration: config, index: 1, ledger: MemoryLedger())
@@ -137,11 +139,13 @@ final class ThreadedStepTests: XCTestCase {
     }
 
     func testTwoThreadsMatchOne() throws {
-        let one = try gradients(threads: 1), two = try gradients(threads: 2)
+        for engine in ConvolutionEngine.allCases {
+        let one = try gradients(threads: 1, engine: engine), two = try gradients(threads: 2, engine: engine)
         XCTAssertEqual(one.loss, two.loss, accuracy: 1e-5)
         for (a, b) in zip(one.gradients, two.gradients) {
             let scale = max(a.map(abs).max() ?? 0, 1e-3)
-            for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 2e-3 * scale) }
+            for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 2e-3 * scale, "\(engine)") }
+        }
         }
     }
 }
