@@ -35,14 +35,14 @@ public enum Initialization {
     public static func initialize(_ parameters: ParameterStore, gain: Float, seed: UInt64, module: Int) {
         var generator = SeededGenerator.stream(seed: seed, "init-module-\(module)")
         for parameter in parameters.all {
-            let name = parameter.name
-            if name.hasSuffix(".weight") && parameter.shape.count >= 2 {
+            switch parameter.role {
+            case .weight:
                 let rows = parameter.shape[0]
                 let columns = parameter.shape.dropFirst().reduce(1, *)
                 parameter.value.copy(from: orthogonal(rows: rows, columns: columns, gain: gain, generator: &generator))
-            } else if name.hasSuffix("bn.weight") || name.hasSuffix("runningVariance") {
+            case .scale, .runningVariance:
                 parameter.value.fill(1)
-            } else {
+            case .bias, .shift, .runningMean:
                 parameter.value.fill(0)
             }
         }

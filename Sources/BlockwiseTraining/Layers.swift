@@ -9,6 +9,9 @@ struct LayerContext {
     let workspaceCount: Int
     /// Momentum of the batch-norm running statistics (PyTorch's 0.1; 1/t for a cumulative average).
     let batchNormMomentum: Float
+    /// Whether the module was prepared for training (``ModuleMemoryOptions/training``): its
+    /// arena then has the gradient slots, and the head's conv output lives in `grad.scratch0`.
+    let preparedForTraining: Bool
 
     func value(_ name: String) -> UnsafeMutablePointer<Float> { parameters[name].value.data }
     func gradient(_ name: String) -> UnsafeMutablePointer<Float> { parameters[name].gradient!.data }
@@ -43,11 +46,11 @@ final class ConvBNUnit {
 
     var parameterSpecs: [ParameterSpec] {
         let c = geometry.outputChannels
-        return [ParameterSpec(name: prefix + ".conv.weight", shape: geometry.weightShape, isTrainable: true),
-                ParameterSpec(name: prefix + ".bn.weight", shape: [c], isTrainable: true),
-                ParameterSpec(name: prefix + ".bn.bias", shape: [c], isTrainable: true),
-                ParameterSpec(name: prefix + ".bn.runningMean", shape: [c], isTrainable: false),
-                ParameterSpec(name: prefix + ".bn.runningVariance", shape: [c], isTrainable: false)]
+        return [ParameterSpec(name: prefix + ".conv.weight", shape: geometry.weightShape, role: .weight),
+                ParameterSpec(name: prefix + ".bn.weight", shape: [c], role: .scale),
+                ParameterSpec(name: prefix + ".bn.bias", shape: [c], role: .shift),
+                ParameterSpec(name: prefix + ".bn.runningMean", shape: [c], role: .runningMean),
+                ParameterSpec(name: prefix + ".bn.runningVariance", shape: [c], role: .runningVariance)]
     }
 
     func activationSpecs(batch: Int) -> [SlotSpec] {
@@ -269,15 +272,15 @@ final class Head {
         let c = channels
         var specs: [ParameterSpec] = []
         if kind == .oneCNN {
-            specs += [ParameterSpec(name: prefix + ".conv.weight", shape: conv.weightShape, isTrainable: true),
-                      ParameterSpec(name: prefix + ".conv.bias", shape: [c], isTrainable: true),
-                      ParameterSpec(name: prefix + ".bn.weight", shape: [c], isTrainable: true),
-                      ParameterSpec(name: prefix + ".bn.bias", shape: [c], isTrainable: true),
-                      ParameterSpec(name: prefix + ".bn.runningMean", shape: [c], isTrainable: false),
-                      ParameterSpec(name: prefix + ".bn.runningVariance", shape: [c], isTrainable: false)]
+            specs += [ParameterSpec(name: prefix + ".conv.weight", shape: conv.weightShape, role: .weight),
+                      ParameterSpec(name: prefix + ".conv.bias", shape: [c], role: .bias),
+                      ParameterSpec(name: prefix + ".bn.weight", shape: [c], role: .scale),
+                      ParameterSpec(name: prefix + ".bn.bias", shape: [c], role: .shift),
+                      ParameterSpec(name: prefix + ".bn.runningMean", shape: [c], role: .runningMean),
+                      ParameterSpec(name: prefix + ".bn.runningVariance", shape: [c], role: .runningVariance)]
         }
-        specs += [ParameterSpec(name: prefix + ".linear.weight", shape: [classes, c], isTrainable: true),
-                  ParameterSpec(name: prefix + ".linear.bias", shape: [classes], isTrainable: true)]
+        specs += [ParameterSpec(name: prefix + ".linear.weight", shape: [classes, c], role: .weight),
+                  ParameterSpec(name: prefix + ".linear.bias", shape: [classes], role: .bias)]
         return specs
     }
 
@@ -405,6 +408,6 @@ final class Head {
     private var x: UnsafePointer<Float>?
 
     func convTag(_ context: LayerContext) -> String {
-        context.arena.contains(prefix + ".conv") ? prefix + ".conv" : "grad.scratch0"
+        context.preparedForTraining ? "grad.scratch0" : prefix + ".conv"
     }
 }

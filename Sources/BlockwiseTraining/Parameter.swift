@@ -5,16 +5,17 @@ import BlockwiseKernels
 public final class Parameter {
     public let name: String
     public let shape: [Int]
+    public let role: ParameterRole
     /// Running statistics are state, not trained: no gradient, no momentum, no weight decay.
-    public let isTrainable: Bool
+    public var isTrainable: Bool { role.isTrainable }
     public let value: Tensor
     public internal(set) var gradient: Tensor?
     public internal(set) var momentum: Tensor?
 
-    init(name: String, shape: [Int], isTrainable: Bool, ledger: MemoryLedger) throws {
+    init(name: String, shape: [Int], role: ParameterRole, ledger: MemoryLedger) throws {
         self.name = name
         self.shape = shape
-        self.isTrainable = isTrainable
+        self.role = role
         self.value = try Tensor(shape, category: .parameters, tag: name, ledger: ledger)
     }
 
@@ -25,12 +26,28 @@ public final class Parameter {
 public struct ParameterSpec: Equatable, Sendable {
     public var name: String
     public var shape: [Int]
-    public var isTrainable: Bool
+    public var role: ParameterRole
+    public var isTrainable: Bool { role.isTrainable }
     public var bytes: Int { Tensor.byteCount(shape: shape) }
 
-    public init(name: String, shape: [Int], isTrainable: Bool) {
-        self.name = name; self.shape = shape; self.isTrainable = isTrainable
+    public init(name: String, shape: [Int], role: ParameterRole) {
+        self.name = name; self.shape = shape; self.role = role
     }
+}
+
+/// What a parameter is for, set where the layer declares it (its name no longer says it):
+/// how it is initialised, and whether it is trained or a running statistic.
+public enum ParameterRole: Equatable, Sendable {
+    /// A convolution's or linear layer's weights (orthogonal initialisation).
+    case weight
+    /// A bias (zero).
+    case bias
+    /// Batch norm's scale gamma (one) and shift beta (zero).
+    case scale, shift
+    /// Batch norm's running statistics: state, not trained (mean zero, variance one).
+    case runningMean, runningVariance
+
+    public var isTrainable: Bool { self != .runningMean && self != .runningVariance }
 }
 
 /// The parameters of a module in a fixed order, with lookup by name.
@@ -42,7 +59,7 @@ public final class ParameterStore {
     public init(specs: [ParameterSpec], ledger: MemoryLedger) throws {
         self.ledger = ledger
         for spec in specs {
-            let parameter = try Parameter(name: spec.name, shape: spec.shape, isTrainable: spec.isTrainable, ledger: ledger)
+            let parameter = try Parameter(name: spec.name, shape: spec.shape, role: spec.role, ledger: ledger)
             all.append(parameter)
             byName[spec.name] = parameter
         }
@@ -98,7 +115,7 @@ public final class ParameterStore {
     }
 
     /// The specs of these parameters.
-    public var specs: [ParameterSpec] { all.map { ParameterSpec(name: $0.name, shape: $0.shape, isTrainable: $0.isTrainable) } }
+    public var specs: [ParameterSpec] { all.map { ParameterSpec(name: $0.name, shape: $0.shape, role: $0.role) } }
 
     /// Loads every parameter from `values`, which must hold each with its exact size.
     /// - Throws: ``TrainingError/incompleteCheckpoint`` listing what is missing or misshapen.

@@ -150,7 +150,7 @@ public final class ResNetModule {
             let pingPong = (outputs + (options.needsInputGradient ? [inputShape.reduce(1, *)] : [])).max() ?? 0
             let scratch = units.max() ?? 0
             plan.append(SlotSpec("grad.output", .workspace, [n] + (blocks.last?.outputShape ?? inputShape)))
-            if blocks.count + encoder.count > 1 {
+            if hasPingPong(encoder, blocks) {
                 plan.append(SlotSpec("grad.a", .workspace, [n * pingPong]))
                 plan.append(SlotSpec("grad.b", .workspace, [n * pingPong]))
             }
@@ -159,6 +159,9 @@ public final class ResNetModule {
         }
         return plan
     }
+
+    /// Whether backward passes gradients between layers through the `grad.a`/`grad.b` pair.
+    static func hasPingPong(_ encoder: [ConvBNUnit], _ blocks: [BasicBlock]) -> Bool { blocks.count + encoder.count > 1 }
 
     /// Total bytes of ``memoryPlan(_:)``.
     public static func plannedBytes(configuration: ModelConfiguration, index: Int, hasHead: Bool = true,
@@ -192,7 +195,7 @@ public final class ResNetModule {
         let arena = self.arena!
         let workspace = arena["workspace.im2col"]
         return LayerContext(parameters: parameters, arena: arena, workspace: workspace.data, workspaceCount: workspace.count,
-                            batchNormMomentum: batchNormMomentum)
+                            batchNormMomentum: batchNormMomentum, preparedForTraining: options!.training)
     }
 
     public var batchCapacity: Int { options?.batch ?? 0 }
@@ -269,7 +272,7 @@ public final class ResNetModule {
     /// Sets every running mean to 0 and running variance to 1 (before a recalibration pass).
     public func resetRunningStatistics() {
         for parameter in parameters.all where !parameter.isTrainable {
-            parameter.value.fill(parameter.name.hasSuffix("runningVariance") ? 1 : 0)
+            parameter.value.fill(parameter.role == .runningVariance ? 1 : 0)
         }
     }
 
@@ -302,7 +305,8 @@ public final class ResNetModule {
         let context = self.context
         let scratch = context.slot("grad.scratch0")
         var current = outputGradient
-        let pingPong = context.arena.contains("grad.a") ? [context.slot("grad.a"), context.slot("grad.b")] : []
+        // The two gradient buffers exist when the plan gave them (more than one layer to pass through).
+        let pingPong = ResNetModule.hasPingPong(encoder, blocks) ? [context.slot("grad.a"), context.slot("grad.b")] : []
         var turn = 0
         func nextBuffer(count: Int) -> UnsafeMutablePointer<Float> {
             let buffer = pingPong[turn]

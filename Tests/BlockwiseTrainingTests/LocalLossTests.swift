@@ -90,7 +90,7 @@ final class LocalLossTests: XCTestCase {
     /// SGD with momentum as PyTorch: v = mu v + (g + wd w); w -= lr v.
     func testSGDStep() throws {
         let ledger = MemoryLedger()
-        let store = try ParameterStore(specs: [ParameterSpec(name: "w", shape: [2], isTrainable: true)], ledger: ledger)
+        let store = try ParameterStore(specs: [ParameterSpec(name: "w", shape: [2], role: .bias)], ledger: ledger)
         try store.allocateTrainingState()
         store["w"].value.copy(from: [1, -2])
         store["w"].gradient!.copy(from: [0.5, 0.5])
