@@ -55,7 +55,11 @@ public struct DurationColumn: Sendable {
             let total = seconds.rounded()
             let minutes = (total / 60).rounded(.down)
             return String(format: "%.0f min %.0f s", minutes, total - 60 * minutes)
-        case .hours: return String(format: "%.1f h", seconds / 3600)
+        case .hours:
+            // Hours and minutes, so that a short row in a column of hours keeps its figure ("0 h 26 min").
+            let minutes = (seconds / 60).rounded()
+            let hours = (minutes / 60).rounded(.down)
+            return String(format: "%.0f h %.0f min", hours, minutes - 60 * hours)
         case .days: return String(format: "%.1f days", seconds / 86400)
         }
     }

@@ -236,8 +236,8 @@ final class ProfileTests: XCTestCase {
         XCTAssertEqual(energies.format(4752.0), "1.32 Wh")
         XCTAssertEqual(EnergyColumn([882.6, 777.2]).format(777.2), "777.2 J")
         let times = DurationColumn([963, 10080])
-        XCTAssertEqual(times.format(963), "0.3 h")
-        XCTAssertEqual(times.format(10080), "2.8 h")
+        XCTAssertEqual(times.format(963), "0 h 16 min")
+        XCTAssertEqual(times.format(10080), "2 h 48 min")
         XCTAssertEqual(DurationColumn([294, 259]).format(259), "4 min 19 s")
         XCTAssertEqual(DurationColumn([4.6, 100]).format(4.6), "4.6 s")
     }
