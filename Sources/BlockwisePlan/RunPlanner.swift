@@ -30,6 +30,8 @@ public struct ModuleMemoryPlan: Codable, Sendable {
     /// What the module performs in one lap (FLOPs exactly as the kernels count them; storage
     /// traffic through the store), at `batch`.
     public var work: ModuleWork
+    /// How each convolution runs in training at `batch` (engine and chunk; the selected engine).
+    public var convolutions: [ConvolutionChoice]
 }
 
 /// What a module's lap performs, counted as the runtime counts it (see ``RunPlanner/moduleWork``).
@@ -94,7 +96,8 @@ public enum RunPlanner {
         let breakdown = trainingPhase.total >= streamingPhase.total ? trainingPhase : streamingPhase
         let work = moduleWork(configuration, module: k, capacity: batch, residence: residence, trainCount: trainCount, testCount: testCount)
         return ModuleMemoryPlan(module: k, batch: batch, breakdown: breakdown, trainingPhase: trainingPhase,
-                                streamingPhase: streamingPhase, storeEngineBound: engine, work: work)
+                                streamingPhase: streamingPhase, storeEngineBound: engine, work: work,
+                                convolutions: ResNetModule.convolutionPlan(configuration: model, index: k, training))
     }
 
     /// The smallest (micro-)batch we train with: batch norm needs at least two samples to have

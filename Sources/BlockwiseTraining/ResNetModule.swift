@@ -21,6 +21,21 @@ public struct ModuleMemoryOptions: Equatable, Sendable, Codable {
     }
 }
 
+/// How one convolution runs: images per oneDNN call forward and backward (nil: the reference
+/// im2col + sgemm path).
+public struct ConvolutionChoice: Codable, Sendable, Equatable {
+    public var layer: String
+    public var shape: String
+    public var forwardChunk: Int?
+    public var backwardChunk: Int?
+    public var engine: String
+
+    public init(layer: String, shape: String, forwardChunk: Int?, backwardChunk: Int?) {
+        self.layer = layer; self.shape = shape; self.forwardChunk = forwardChunk; self.backwardChunk = backwardChunk
+        engine = forwardChunk == nil ? "reference" : "onednn"
+    }
+}
+
 /// Metrics of one training step (or of a sum of steps).
 public struct StepMetrics: Equatable, Sendable {
     /// Cross-entropy of the head, mean over the batch.
@@ -158,6 +173,23 @@ public final class ResNetModule {
             if let head { plan += head.gradientSpecs(batch: n) }
         }
         return plan
+    }
+
+    /// How each convolution of module `index` runs under `options`: oneDNN in chunks of images
+    /// (the most whose blocked buffers fit the module's workspace slot), or the reference path
+    /// (engine `reference`, or not even one image fits). The same function the kernels call.
+    public static func convolutionPlan(configuration: ModelConfiguration, index: Int, hasHead: Bool = true,
+                                       _ options: ModuleMemoryOptions) -> [ConvolutionChoice] {
+        let (encoder, blocks, head) = layers(configuration, index: index, hasHead: hasHead)
+        var convolutions = encoder.map { ($0.prefix, $0.geometry, false) }
+            + blocks.flatMap { [($0.unit1.prefix, $0.unit1.geometry, false), ($0.unit2.prefix, $0.unit2.geometry, false)] }
+        if let head, head.kind == .oneCNN { convolutions.append((head.prefix, head.conv, true)) }
+        let workspace = convolutions.map { $0.1.workspaceFloats(bound: options.workspaceBound, batch: options.batch) }.max() ?? 0
+        return convolutions.map { name, g, hasBias in
+            ConvolutionChoice(layer: name, shape: "\(g.inputChannels)x\(g.inputHeight)x\(g.inputWidth) -> \(g.outputChannels)x\(g.outputHeight)x\(g.outputWidth)",
+                              forwardChunk: g.oneDNNChunk(batch: options.batch, hasBias: hasBias, workspaceCount: workspace),
+                              backwardChunk: options.training ? g.oneDNNChunk(batch: options.batch, hasBias: false, workspaceCount: workspace) : nil)
+        }
     }
 
     /// Whether backward passes gradients between layers through the `grad.a`/`grad.b` pair.

@@ -45,6 +45,24 @@ final class RunPlanTests: CLITestCase {
                 XCTAssertLessThanOrEqual(engine, memory["storeEngineBound"] as! Int, "\(module): SQLite within its bound")
             }
         }
+        // Each convolution's engine and chunk are in the plan: oneDNN in chunks of whole images by
+        // default, the reference path when the workspace holds less than one image.
+        for (workspace, engine) in [(nil, "onednn"), ("200", "reference")] as [(String?, String)] {
+            XCTAssertEqual(try run(["plan"] + small + (workspace.map { ["--workspace", $0] } ?? []) + ["--json", directory + "/plan.json"]).code, 0)
+            for module in try json(directory + "/plan.json")["modules"] as! [[String: Any]] {
+                let convolutions = (module["plan"] as! [String: Any])["convolutions"] as! [[String: Any]]
+                XCTAssertFalse(convolutions.isEmpty)
+                if engine == "reference" {
+                    XCTAssertTrue(convolutions.allSatisfy { $0["engine"] as? String == "reference" && $0["forwardChunk"] == nil }, "\(convolutions)")
+                } else {
+                    // The blocks' 14x14 convolutions fit oneDNN's layout in one image's workspace; at
+                    // width 8 the 28x28 encoder convolutions do not, and run the reference path.
+                    let blocks = convolutions.filter { ($0["layer"] as! String).contains(".block") }
+                    XCTAssertTrue(!blocks.isEmpty && blocks.allSatisfy { $0["engine"] as? String == "onednn" && ($0["forwardChunk"] as? Int ?? 0) >= 1 },
+                                  "\(convolutions)")
+                }
+            }
+        }
         // The resident procedures: one FLOP count and one peak for the whole run, exactly.
         for procedure in ["parallel", "e2e"] {
             let options = small + ["--procedure", procedure]
