@@ -136,14 +136,23 @@ public final class MemoryLedger {
 
     /// Counts `bytes` as live in `category`, or throws if that would exceed the budget.
     public func reserve(_ bytes: Int, category: MemoryCategory, tag: String) throws {
+        try reserve(bytes, category: category, tag: tag, external: false)
+    }
+
+    /// `external`: the category is one figure under `tag` (``setExternal``), not a buffer more.
+    private func reserve(_ bytes: Int, category: MemoryCategory, tag: String, external: Bool) throws {
         precondition(bytes >= 0, "negative allocation")
         if let budget, live.total + bytes > budget {
             throw BudgetExceededError(category: category, tag: tag, requested: bytes,
                                       available: budget - live.total, budget: budget, live: live)
         }
         live[category] += bytes
-        liveTags[category, default: [:]][tag, default: (0, 0)].bytes += bytes
-        liveTags[category]![tag]!.count += 1
+        if external {
+            liveTags[category, default: [:]][tag] = (live[category], 1)
+        } else {
+            liveTags[category, default: [:]][tag, default: (0, 0)].bytes += bytes
+            liveTags[category]![tag]!.count += 1
+        }
         if live.total > peak {
             peak = live.total
             peakBreakdown = live
@@ -171,11 +180,11 @@ public final class MemoryLedger {
     /// SQLite engine's own memory), checking the budget like an allocation.
     public func setExternal(_ bytes: Int, category: MemoryCategory, tag: String) throws {
         let delta = bytes - live[category]
-        // One entry under `tag`, whatever was set before (reserve adds the delta and one count).
-        liveTags[category] = [tag: (live[category], 0)]
-        if delta > 0 { try reserve(delta, category: category, tag: tag) }
-        else if delta < 0 { release(-delta, category: category, tag: tag) }
-        liveTags[category] = bytes > 0 ? [tag: (bytes, 1)] : nil
+        if delta > 0 { try reserve(delta, category: category, tag: tag, external: true) }
+        else if delta < 0 {
+            release(-delta, category: category, tag: tag)
+            liveTags[category, default: [:]][tag] = bytes > 0 ? (bytes, 1) : nil
+        }
     }
 
     /// Starts a new peak measurement window (the timeline is kept).

@@ -1,5 +1,11 @@
 import Foundation
 
+/// `text` padded with spaces to `width` characters, or followed by one space when it is as long
+/// or longer: a column of a printed table.
+public func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}
+
 /// A table as the commands print it: padded columns for a person, or CSV for a script.
 ///
 /// Each cell has the text a person reads ("2.57 MiB") and the value a script reads (2694144);
@@ -37,9 +43,6 @@ public struct Table: Sendable {
 
     /// Padded columns (the last one unpadded), the header first.
     public var text: String {
-        func pad(_ text: String, _ width: Int) -> String {
-            text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
-        }
         let shown = columns.indices.filter { columns[$0].inText }
         func line(_ cells: [String]) -> String {
             shown.enumerated().map { position, index in

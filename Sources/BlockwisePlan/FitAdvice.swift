@@ -192,7 +192,6 @@ public struct FitAdvice: Sendable {
     /// The advice as printed by `plan` and in the error `train` stops with: the breakdown at the
     /// smallest batch, then one line per option.
     public var text: String {
-        func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count) }
         func outcome(_ c: Change) -> String {
             c.fits ? "fits (\(formatBytes(budget - c.peak)) to spare)" : "still \(formatBytes(c.peak - budget)) over"
         }

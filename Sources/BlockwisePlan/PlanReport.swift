@@ -75,7 +75,8 @@ public struct PlanReport: Codable, Sendable {
 public struct ResidentPlan: Codable, Sendable {
     public var procedure: String
     public var breakdown: MemoryBreakdown
-    public var peakBytes: Int { breakdown.total }
+    /// The breakdown's total (kept in the JSON for scripts).
+    public var peakBytes: Int
     public var budget: Int?
     public var fits: Bool
     /// The whole run's FLOPs, as the kernels will count them (``RunPlanner/residentFlops``).
@@ -87,26 +88,12 @@ public struct ResidentPlan: Codable, Sendable {
         procedure = configuration.procedure.rawValue
         let breakdown = BudgetResolver.residentPlan(configuration)
         self.breakdown = breakdown
+        peakBytes = breakdown.total
         self.budget = budget
         fits = budget.map { breakdown.total <= $0 } ?? true
         flops = RunPlanner.residentFlops(configuration, trainCount: trainCount, testCount: testCount)
         self.profile = profile?.name
         cost = profile.map { DeviceCost(profile: $0, flops: flops, bytesRead: 0, bytesWritten: 0, operations: 0) }
-    }
-
-    enum CodingKeys: String, CodingKey { case procedure, breakdown, peakBytes, budget, fits, flops, profile, cost }
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(procedure, forKey: .procedure); try c.encode(breakdown, forKey: .breakdown); try c.encode(peakBytes, forKey: .peakBytes)
-        try c.encodeIfPresent(budget, forKey: .budget); try c.encode(fits, forKey: .fits); try c.encode(flops, forKey: .flops)
-        try c.encodeIfPresent(profile, forKey: .profile); try c.encodeIfPresent(cost, forKey: .cost)
-    }
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        procedure = try c.decode(String.self, forKey: .procedure); breakdown = try c.decode(MemoryBreakdown.self, forKey: .breakdown)
-        budget = try c.decodeIfPresent(Int.self, forKey: .budget); fits = try c.decode(Bool.self, forKey: .fits)
-        flops = try c.decode(Int.self, forKey: .flops); profile = try c.decodeIfPresent(String.self, forKey: .profile)
-        cost = try c.decodeIfPresent(DeviceCost.self, forKey: .cost)
     }
 }
 

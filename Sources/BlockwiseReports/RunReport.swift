@@ -75,10 +75,10 @@ public struct RunReport: Codable, Sendable {
                 joined += evaluation.timeline!.map { var event = $0; event.seconds = ($0.seconds ?? 0) + offset; return event }
                 offset += evaluation.seconds
             }
-            self.timeline = RunReport.downsample(joined, to: 2000)
+            self.timeline = MemoryLedger.downsample(joined, to: 2000)
             self.peakTensors = evaluations.max { $0.peakBytes < $1.peakBytes }?.peakTensors
         } else {
-            self.timeline = RunReport.downsample(timeline, to: 2000)
+            self.timeline = MemoryLedger.downsample(timeline, to: 2000)
             self.peakTensors = peakTensors
         }
         // The report holds them once, at the top.
@@ -87,7 +87,6 @@ public struct RunReport: Codable, Sendable {
         lastModule = result.last?.module
     }
 
-    static func downsample(_ events: [LedgerEvent], to limit: Int) -> [LedgerEvent] { MemoryLedger.downsample(events, to: limit) }
 
     public var best: ModuleEvaluation? { modules.map(\.evaluation).max { $0.testAccuracy < $1.testAccuracy } }
     public var last: ModuleEvaluation? { modules.last?.evaluation }

@@ -174,6 +174,8 @@ public enum SVGChart {
                     body += "<text x=\"\(number(sx(x) + 3))\" y=\"\(number(labelTop + 12))\" font-size=\"10\" fill=\"#333\">\(escape(label))</text>\n"
                 }
             }
+            // Where the budget line runs: on the data's scale, or above the break.
+            let budgetY = budget.map { broken ? sy(top / unit.0 * 0.93) : sy(Double($0) / unit.0) }
             // The peak, with the buffers live at it.
             if let (x, event) = peakPoint {
                 let module = points.last { $0.1.isMarker && $0.0 <= x && !$0.1.event.contains("streams") }?.1.event
@@ -185,13 +187,12 @@ public enum SVGChart {
                 body += "<circle cx=\"\(number(cx))\" cy=\"\(number(cy))\" r=\"5\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\"><title>\(escape(tip))</title></circle>\n"
                 let anchor = cx > left + (width - left - right) * 0.6 ? "end" : "start"
                 // Above the circle, unless that is where the budget line runs: then below it.
-                let budgetY = budget.map { broken ? sy(top / unit.0 * 0.93) : sy(Double($0) / unit.0) }
                 var labelY = max(cy - 8, labelTop + 26)
                 if let budgetY, abs(labelY - 4 - budgetY) < 12 { labelY = cy + 20 }
                 body += "<text x=\"\(number(cx + (anchor == "end" ? -10 : 10)))\" y=\"\(number(labelY))\" text-anchor=\"\(anchor)\" font-weight=\"bold\">peak \(escape(formatBytes(event.total)))\(module.map { " (\(escape($0)))" } ?? "")</text>\n"
             }
             if let budget {
-                let y = broken ? sy(top / unit.0 * 0.93) : sy(Double(budget) / unit.0)
+                let y = budgetY!
                 let x0 = sx(0), x1 = sx(xMax)
                 if broken {
                     // The break: two zigzags across the axis between the data and the budget.

@@ -115,9 +115,6 @@ struct BenchKernels: ParsableCommand {
     }
 }
 
-func pad(_ text: String, _ width: Int) -> String {
-    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
-}
 
 struct BenchCache: ParsableCommand {
     static let configuration = CommandConfiguration(
