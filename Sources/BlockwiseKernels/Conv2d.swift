@@ -231,7 +231,18 @@ public func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           batch: Int, geometry g: Conv2dGeometry,
                           workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int) {
-    if let workspace, let plan = OneDNNConvolution.selectedPlan(g, batch: batch, hasBias: bias != nil, workspaceCount: workspaceCount) {
+    let plan = workspace == nil ? nil : OneDNNConvolution.selectedPlan(g, batch: batch, hasBias: bias != nil, workspaceCount: workspaceCount)
+    conv2dForward(output: output, input: input, weight: weight, bias: bias, batch: batch, geometry: g,
+                  workspace: workspace, workspaceCount: workspaceCount, oneDNN: plan)
+}
+
+/// ``conv2dForward(output:input:weight:bias:batch:geometry:workspace:workspaceCount:)`` with the
+/// engine already chosen: oneDNN in `plan`'s chunks, or the reference path when `plan` is nil.
+func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+                   weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                   batch: Int, geometry g: Conv2dGeometry,
+                   workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int, oneDNN plan: OneDNNConvolution.Plan?) {
+    if let workspace, let plan {
         OneDNNConvolution.forward(plan, output: output, input: input, weight: weight, bias: bias, batch: batch,
                                   geometry: g, workspace: workspace)
         KernelCounters.flops += FlopCount.convolutionForward(g, batch: batch)
@@ -319,6 +330,19 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
                            input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            batch: Int, geometry g: Conv2dGeometry,
                            workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int) {
+    let plan = workspace == nil || (dInput == nil && dWeight == nil) ? nil
+        : OneDNNConvolution.selectedPlan(g, batch: batch, hasBias: false, workspaceCount: workspaceCount)
+    conv2dBackward(dInput: dInput, dWeight: dWeight, dBias: dBias, dOutput: dOutput, input: input, weight: weight, batch: batch,
+                   geometry: g, workspace: workspace, workspaceCount: workspaceCount, oneDNN: plan)
+}
+
+/// ``conv2dBackward(dInput:dWeight:dBias:dOutput:input:weight:batch:geometry:workspace:workspaceCount:)``
+/// with the engine already chosen (`plan` nil: the reference path).
+func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+                    dBias: UnsafeMutablePointer<Float>?, dOutput: UnsafePointer<Float>,
+                    input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                    batch: Int, geometry g: Conv2dGeometry,
+                    workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int, oneDNN plan: OneDNNConvolution.Plan?) {
     let m = g.outputChannels, kk = g.columnRows, opix = g.outputPixels
     let inputStride = g.inputChannels * g.inputPixels, outputStride = m * opix
     if let dBias {
@@ -333,7 +357,7 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
     }
     if dInput == nil && dWeight == nil { return }
     let flops = FlopCount.convolutionBackward(g, batch: batch, inputGradient: dInput != nil, weightGradient: dWeight != nil)
-    if let workspace, let plan = OneDNNConvolution.selectedPlan(g, batch: batch, hasBias: false, workspaceCount: workspaceCount) {
+    if let workspace, let plan {
         OneDNNConvolution.backward(plan, dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight,
                                    batch: batch, geometry: g, workspace: workspace)
         KernelCounters.flops += flops

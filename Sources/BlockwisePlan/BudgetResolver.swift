@@ -55,13 +55,8 @@ public enum BudgetResolver {
     /// Bytes held by the resident procedures (parallel, e2e): every module at once.
     public static func residentPlan(_ configuration: TrainingConfiguration) -> MemoryBreakdown {
         var total = MemoryBreakdown()
-        let endToEnd = configuration.procedure == .e2e
-        let modules = configuration.model.modules
-        for k in 0..<modules {
-            let options = ModuleMemoryOptions(batch: configuration.batchSize, training: true, workspaceBound: configuration.workspaceBound,
-                                              ownsInputBuffer: k == 0, needsInputGradient: endToEnd && k > 0)
-            let plan = ResNetModule.memoryPlan(configuration: configuration.model, index: k, hasHead: !endToEnd || k == modules - 1, options)
-            for (category, bytes) in plan.breakdown.bytes { total[category] += bytes }
+        for phase in ExecutionPlan.residentPhases(configuration) {
+            for (category, bytes) in phase.breakdown.bytes { total[category] += bytes }
         }
         return total
     }

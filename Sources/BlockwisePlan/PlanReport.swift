@@ -33,6 +33,11 @@ public struct PlanReport: Codable, Sendable {
     public var peakBytes: Int
     public var fits: Bool
     public var cost: DeviceCost?
+    /// The phases `train` executes for this plan (``RunPlan/execution``): each module's training
+    /// and streaming phase with every slot and every convolution's engine and chunk.
+    public var execution: ExecutionPlan
+    /// The store's encoded row buffer in floats (nil with the features in memory).
+    public var rowBufferFloats: Int?
 
     /// `fit` decides what a module that does not fit at the batch size gets: `.error` reports it as
     /// not fitting, `.microbatch` plans it at the largest batch that fits, as the runtime will run it.
@@ -57,6 +62,11 @@ public struct PlanReport: Codable, Sendable {
                                   microBatch: microBatch, cost: cost))
         }
         self.modules = modules
+        var resolved = configuration
+        resolved.microBatches = [:]
+        for module in modules { resolved.microBatches[module.number - 1] = module.microBatch }
+        execution = ExecutionPlan(resolved)
+        if case .store(let encoding, _) = residence { rowBufferFloats = RunPlanner.rowBufferFloats(resolved, encoding: encoding) }
         let shapes = [model.moduleInputShape(0)] + (0..<model.modules).map { model.moduleOutputShape($0) }
         levels = shapes.enumerated().map { level, shape in
             Level(level: level, shape: shape, bytes: Dictionary(uniqueKeysWithValues: FeatureEncoding.allCases.map {
@@ -83,9 +93,12 @@ public struct ResidentPlan: Codable, Sendable {
     public var flops: Int
     public var profile: String?
     public var cost: DeviceCost?
+    /// Every module's phase, all allocated at once (``ExecutionPlan/resident``).
+    public var phases: [ModulePhase]
 
     public init(configuration: TrainingConfiguration, trainCount: Int, testCount: Int, budget: Int?, profile: DeviceProfile?) {
         procedure = configuration.procedure.rawValue
+        phases = ExecutionPlan(configuration).resident
         let breakdown = BudgetResolver.residentPlan(configuration)
         self.breakdown = breakdown
         peakBytes = breakdown.total

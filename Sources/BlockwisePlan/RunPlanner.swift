@@ -73,10 +73,9 @@ public enum RunPlanner {
     public static func modulePlan(_ configuration: TrainingConfiguration, module k: Int, batch: Int,
                                   residence: FeatureResidence, trainCount: Int, testCount: Int) -> ModuleMemoryPlan {
         let model = configuration.model
-        let training = ModuleMemoryOptions(batch: batch, training: true, workspaceBound: configuration.workspaceBound)
-        let evaluation = ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound)
-        var trainingPhase = ResNetModule.memoryPlan(configuration: model, index: k, training).breakdown
-        var streamingPhase = ResNetModule.memoryPlan(configuration: model, index: k, evaluation).breakdown
+        let training = ExecutionPlan.trainingPhase(configuration, module: k, batch: batch)
+        var trainingPhase = training.breakdown
+        var streamingPhase = ExecutionPlan.streamingPhase(configuration, module: k, batch: batch).breakdown
         var engine = 0
         switch residence {
         case .store(let encoding, let cacheBytes):
@@ -97,7 +96,7 @@ public enum RunPlanner {
         let work = moduleWork(configuration, module: k, capacity: batch, residence: residence, trainCount: trainCount, testCount: testCount)
         return ModuleMemoryPlan(module: k, batch: batch, breakdown: breakdown, trainingPhase: trainingPhase,
                                 streamingPhase: streamingPhase, storeEngineBound: engine, work: work,
-                                convolutions: ResNetModule.convolutionPlan(configuration: model, index: k, training))
+                                convolutions: training.convolutions)
     }
 
     /// The smallest (micro-)batch we train with: batch norm needs at least two samples to have
@@ -159,7 +158,8 @@ public enum RunPlanner {
     public static func residentFlops(_ configuration: TrainingConfiguration, trainCount: Int, testCount: Int) -> Int {
         let model = configuration.model, count = model.modules
         let endToEnd = configuration.procedure == .e2e
-        let hasHead = { (k: Int) in !endToEnd || k == count - 1 }
+        let phases = ExecutionPlan.residentPhases(configuration)
+        let hasHead = { (k: Int) in phases[k].hasHead }
         let optimizer = (0..<count).reduce(0) { $0 + FlopCount.optimizerStep(parameters: ResNetModule.trainableCount(configuration: model, index: $1, hasHead: hasHead($1))) }
         func chain(batch: Int, training: Bool) -> Int {
             (0..<count).reduce(0) { $0 + ResNetModule.forwardFlops(configuration: model, index: $1, hasHead: hasHead($1), batch: batch, training: training) }

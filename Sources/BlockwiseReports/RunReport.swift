@@ -57,7 +57,7 @@ public struct RunReport: Codable, Sendable {
         self.hostPeakResidentBytes = hostPeakResidentBytes
         // The resident procedures train every module at once: each module's figures are the
         // whole run's (one FLOP count, one time), not parts to add up.
-        let resident = result.configuration.procedure == .parallel || result.configuration.procedure == .e2e
+        let resident = result.configuration.procedure.keepsAllModulesResident
         let total = { (figure: (ModuleEvaluation) -> Int) in
             resident ? (result.modules.map(figure).max() ?? 0) : result.modules.reduce(0) { $0 + figure($1) }
         }
@@ -157,7 +157,7 @@ public struct RunReport: Codable, Sendable {
         lines.append(memory)
         // A resumed run reuses modules trained by earlier processes: the run's time is the modules'
         // own, this process's is said beside it (it was "0.0 s" after a resume).
-        let resident = configuration.procedure == .parallel || configuration.procedure == .e2e
+        let resident = configuration.procedure.keepsAllModulesResident
         let modulesSeconds = resident ? (modules.map(\.evaluation.seconds).max() ?? 0) : modules.reduce(0) { $0 + $1.evaluation.seconds }
         var time = String(format: "host time %.1f s", max(modulesSeconds, hostSeconds))
         if hostSeconds + 0.05 < modulesSeconds {

@@ -39,7 +39,7 @@ public struct TrainingSession {
     }
 
     var usesStore: Bool {
-        storePath != nil && (configuration.procedure == .sequential || configuration.procedure == .multilap)
+        storePath != nil && !configuration.procedure.keepsAllModulesResident
     }
 
     /// Where features live, for the planner.
@@ -47,7 +47,7 @@ public struct TrainingSession {
         if usesStore {
             return .store(encoding: encoding, cacheBytes: storeCacheBytes)
         }
-        return configuration.procedure == .sequential || configuration.procedure == .multilap ? .memory : .none
+        return configuration.procedure.keepsAllModulesResident ? .none : .memory
     }
 
     /// Each module's planned peak with its parts, the store engine's bound included: the same
@@ -66,27 +66,23 @@ public struct TrainingSession {
         var configuration = self.configuration
         let ledger = MemoryLedger(budget: budget)
         let residence = self.residence
-        if residence == .none {
-            let resident = BudgetResolver.residentPlan(configuration)
-            if let budget, resident.total > budget {
-                throw BudgetCannotBeMet(message: "\(configuration.procedure.rawValue) keeps all \(configuration.model.modules) modules resident: "
-                    + "\(formatBytes(resident.total)) (\(resident)) exceed the budget \(formatBytes(budget)). Use --procedure sequential, "
-                    + "or lower --batch-size / --width.")
-            }
-        } else {
-            do {
-                configuration = try BudgetResolver.resolve(configuration, budget: budget, fit: fit, residence: residence,
-                                                           trainCount: train.count, testCount: test.count).configuration
-            } catch let error as ModuleDoesNotFitError {
-                guard error.largestBatch == nil, let budget else { throw BudgetCannotBeMet(message: error.description) }
-                // Not even the smallest batch fits: every option that would change that, by how much.
-                let advice = FitAdvice(configuration: configuration, residence: residence,
-                                       budget: budget, trainCount: train.count, testCount: test.count, fit: fit)
-                throw BudgetCannotBeMet(message: error.description + "\n" + advice.text)
-            }
-            for (k, micro) in configuration.microBatches.sorted(by: { $0.key < $1.key }) {
-                say("budget: module \(k + 1) trains in micro-batches of \(micro) (gradients accumulated to batch \(configuration.batchSize))")
-            }
+        // The one plan of the run: budget resolved, phases decided; the trainer executes it.
+        let plan: RunPlan
+        do {
+            plan = try RunPlan.make(configuration, budget: budget, fit: fit, residence: residence,
+                                    trainCount: train.count, testCount: test.count)
+        } catch let error as ResidentDoesNotFitError {
+            throw BudgetCannotBeMet(message: error.description)
+        } catch let error as ModuleDoesNotFitError {
+            guard error.largestBatch == nil, let budget else { throw BudgetCannotBeMet(message: error.description) }
+            // Not even the smallest batch fits: every option that would change that, by how much.
+            let advice = FitAdvice(configuration: configuration, residence: residence,
+                                   budget: budget, trainCount: train.count, testCount: test.count, fit: fit)
+            throw BudgetCannotBeMet(message: error.description + "\n" + advice.text)
+        }
+        configuration = plan.configuration
+        for (k, micro) in configuration.microBatches.sorted(by: { $0.key < $1.key }) {
+            say("budget: module \(k + 1) trains in micro-batches of \(micro) (gradients accumulated to batch \(configuration.batchSize))")
         }
         var store: FeatureStore?
         if usesStore, let storePath, case .store(_, let cacheBytes) = residence {
@@ -103,10 +99,10 @@ public struct TrainingSession {
                 }
             case .resumed: say("store: \(storePath) holds this run: resuming (completed modules are reused; --fresh starts over)")
             }
-            try opened.reserveRowBuffer(floats: RunPlanner.rowBufferFloats(configuration, encoding: encoding))
+            try opened.reserveRowBuffer(floats: plan.rowBufferFloats!)
             store = opened
         }
-        let trainer = try Trainer(configuration: configuration, ledger: ledger, cache: store)
+        let trainer = try Trainer(configuration: configuration, ledger: ledger, cache: store, plan: plan.execution)
         trainer.journal = store
         trainer.observer = observer
         let result: TrainingResult

@@ -1,21 +1,37 @@
 import BlockwiseKernels
 
-/// What a layer needs at run time: the module's parameters, its allocated slots, and the
-/// shared im2col workspace.
+/// What a layer reads once, when its module is prepared for a phase (``ResNetModule/prepare(_:)``):
+/// the module's parameters, the phase's allocated slots, the shared im2col workspace and how each
+/// convolution runs. Layers resolve their tags here into pointers (``ConvBNUnit/bind(_:)``), so
+/// no forward or backward call looks anything up by name.
 struct LayerContext {
     let parameters: ParameterStore
     let arena: Arena
     let workspace: UnsafeMutablePointer<Float>
     let workspaceCount: Int
-    /// Momentum of the batch-norm running statistics (PyTorch's 0.1; 1/t for a cumulative average).
-    let batchNormMomentum: Float
     /// Whether the module was prepared for training (``ModuleMemoryOptions/training``): its
     /// arena then has the gradient slots, and the head's conv output lives in `grad.scratch0`.
     let preparedForTraining: Bool
+    /// The phase's prepared (micro-)batch and its convolution plan (engine and chunk per layer).
+    let batch: Int
+    let convolutions: [String: ConvolutionChoice]
 
     func value(_ name: String) -> UnsafeMutablePointer<Float> { parameters[name].value.data }
-    func gradient(_ name: String) -> UnsafeMutablePointer<Float> { parameters[name].gradient!.data }
+    /// The gradient buffer of a trainable parameter; nil when the module is not prepared for training.
+    func gradient(_ name: String) -> UnsafeMutablePointer<Float>? { parameters[name].gradient?.data }
     func slot(_ tag: String) -> UnsafeMutablePointer<Float> { arena[tag].data }
+
+    /// The convolution of layer `name` as the phase's plan chose it; the kernel it makes must pick
+    /// the same chunk at the prepared batch (plan and runtime agree by construction).
+    func convolution(_ name: String, _ geometry: Conv2dGeometry, hasBias: Bool) -> ConvolutionKernel {
+        let kernel = ConvolutionKernel(geometry: geometry, hasBias: hasBias, workspace: workspace, workspaceCount: workspaceCount)
+        if let planned = convolutions[name] {
+            precondition(kernel.chunk(batch: batch, backward: false) == planned.forwardChunk
+                         && (!preparedForTraining || kernel.chunk(batch: batch, backward: true) == planned.backwardChunk),
+                         "\(name): the runtime's convolution chunk differs from the plan's \(planned)")
+        }
+        return kernel
+    }
 }
 
 /// conv3x3 (no bias) -> BatchNorm2d -> optional ReLU. The building unit of the encoder and of
@@ -35,6 +51,16 @@ final class ConvBNUnit {
     let outputTag: String
     let ownsOutput: Bool
 
+    /// The unit's buffers in the prepared phase, resolved once by ``bind(_:)``.
+    private struct Bound {
+        let conv, out, mean, inverseStd: UnsafeMutablePointer<Float>
+        let weight, gamma, beta, runningMean, runningVariance: UnsafeMutablePointer<Float>
+        /// Gradients of the trainable parameters (nil when the phase does not train).
+        let dWeight, dGamma, dBeta: UnsafeMutablePointer<Float>?
+        let convolution: ConvolutionKernel
+    }
+    private var bound: Bound!
+
     init(prefix: String, geometry: Conv2dGeometry, relu: Bool, outputTag: String? = nil) {
         self.prefix = prefix; self.geometry = geometry; self.relu = relu
         self.outputTag = outputTag ?? prefix + ".out"
@@ -43,6 +69,8 @@ final class ConvBNUnit {
 
     var outputShape: [Int] { [geometry.outputChannels, geometry.outputHeight, geometry.outputWidth] }
     var outputCount: Int { outputShape.reduce(1, *) }
+    /// The output buffer [N, C_out, H_out, W_out] of the prepared phase.
+    var output: UnsafeMutablePointer<Float> { bound.out }
 
     var parameterSpecs: [ParameterSpec] {
         let c = geometry.outputChannels
@@ -60,15 +88,30 @@ final class ConvBNUnit {
                SlotSpec(prefix + ".bn.inverseStd", .savedActivations, [geometry.outputChannels])]
     }
 
+    /// Resolves the unit's slots, parameters and convolution in a prepared phase.
+    func bind(_ context: LayerContext) {
+        bound = Bound(conv: context.slot(prefix + ".conv"), out: context.slot(outputTag),
+                      mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
+                      weight: context.value(prefix + ".conv.weight"), gamma: context.value(prefix + ".bn.weight"),
+                      beta: context.value(prefix + ".bn.bias"), runningMean: context.value(prefix + ".bn.runningMean"),
+                      runningVariance: context.value(prefix + ".bn.runningVariance"),
+                      dWeight: context.gradient(prefix + ".conv.weight"), dGamma: context.gradient(prefix + ".bn.weight"),
+                      dBeta: context.gradient(prefix + ".bn.bias"),
+                      convolution: context.convolution(prefix, geometry, hasBias: false))
+        input = nil
+    }
+
+    func unbind() { bound = nil; input = nil }
+
     /// The gradients at a residual block's output ReLU, in one pass: `dOutput = dOutput * (y > 0)`
     /// (dS, in place) and `dResidual = dS + weight * 2 r / count`, recomputing `r = BN(conv)` from
     /// the saved convolution output and batch statistics (so r itself is not kept).
     /// - Shapes: dOutput, reluOutput (y), dResidual [N, C_out, H_out, W_out].
     func residualGradients(dOutput: UnsafeMutablePointer<Float>, reluOutput: UnsafePointer<Float>,
-                           dResidual: UnsafeMutablePointer<Float>, transportWeight: Float, batch: Int, _ context: LayerContext) {
+                           dResidual: UnsafeMutablePointer<Float>, transportWeight: Float, batch: Int) {
         let c = geometry.outputChannels, spatial = geometry.outputPixels
-        let conv = context.slot(prefix + ".conv"), mean = context.slot(prefix + ".bn.mean"), rstd = context.slot(prefix + ".bn.inverseStd")
-        let gamma = context.value(prefix + ".bn.weight"), beta = context.value(prefix + ".bn.bias")
+        let b = bound!
+        let conv = b.conv, mean = b.mean, rstd = b.inverseStd, gamma = b.gamma, beta = b.beta
         let scale = 2 * transportWeight / Float(batch * c * spatial)
         parallelRanges(c, costPerItem: batch * spatial) { channels in
             for channel in channels {
@@ -84,38 +127,34 @@ final class ConvBNUnit {
     }
 
     /// Forward; returns `mean(BN output^2)` (before the ReLU) when `measureSquares` is set, else 0.
-    /// In training the ReLU and the squares are fused into batch norm's output pass.
+    /// In training the ReLU and the squares are fused into batch norm's output pass; `momentum`
+    /// is that of the running statistics.
     @discardableResult
-    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext, measureSquares: Bool = false) -> Double {
+    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, momentum: Float, measureSquares: Bool = false) -> Double {
         input = x
-        let conv = context.slot(prefix + ".conv"), out = context.slot(outputTag)
-        conv2dForward(output: conv, input: x, weight: context.value(prefix + ".conv.weight"), bias: nil,
-                      batch: batch, geometry: geometry, workspace: context.workspace, workspaceCount: context.workspaceCount)
+        let b = bound!
+        b.convolution.forward(output: b.conv, input: x, weight: b.weight, bias: nil, batch: batch)
         let c = geometry.outputChannels, spatial = geometry.outputPixels
         if training {
             return withUnsafeTemporaryAllocation(of: Double.self, capacity: c) { squares in
-                batchNormForwardTraining(output: out, input: conv, weight: context.value(prefix + ".bn.weight"),
-                                         bias: context.value(prefix + ".bn.bias"),
-                                         mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
-                                         runningMean: context.value(prefix + ".bn.runningMean"),
-                                         runningVariance: context.value(prefix + ".bn.runningVariance"),
-                                         batch: batch, channels: c, spatial: spatial, momentum: context.batchNormMomentum,
+                batchNormForwardTraining(output: b.out, input: b.conv, weight: b.gamma, bias: b.beta,
+                                         mean: b.mean, inverseStd: b.inverseStd,
+                                         runningMean: b.runningMean, runningVariance: b.runningVariance,
+                                         batch: batch, channels: c, spatial: spatial, momentum: momentum,
                                          relu: relu, outputSquares: measureSquares ? squares.baseAddress : nil)
                 return measureSquares ? squares.reduce(0, +) / Double(batch * c * spatial) : 0
             }
         } else {
-            batchNormForwardInference(output: out, input: conv, weight: context.value(prefix + ".bn.weight"),
-                                      bias: context.value(prefix + ".bn.bias"),
-                                      runningMean: context.value(prefix + ".bn.runningMean"),
-                                      runningVariance: context.value(prefix + ".bn.runningVariance"),
+            batchNormForwardInference(output: b.out, input: b.conv, weight: b.gamma, bias: b.beta,
+                                      runningMean: b.runningMean, runningVariance: b.runningVariance,
                                       batch: batch, channels: c, spatial: spatial)
-            let squares = measureSquares ? meanSquare(out, count: batch * outputCount) : 0
-            if relu { reluForward(output: out, input: out, count: batch * outputCount) }
+            let squares = measureSquares ? meanSquare(b.out, count: batch * outputCount) : 0
+            if relu { reluForward(output: b.out, input: b.out, count: batch * outputCount) }
             return squares
         }
     }
 
-    /// The FLOPs ``forward(_:batch:training:_:measureSquares:)`` counts.
+    /// The FLOPs ``forward(_:batch:training:momentum:measureSquares:)`` counts.
     func forwardFlops(batch: Int, training: Bool, measureSquares: Bool = false) -> Int {
         let c = geometry.outputChannels, spatial = geometry.outputPixels
         return FlopCount.convolutionForward(geometry, batch: batch)
@@ -124,7 +163,7 @@ final class ConvBNUnit {
                           + (measureSquares ? FlopCount.meanSquare(count: batch * outputCount) : 0))
     }
 
-    /// The FLOPs ``backward(dOutput:dInput:batch:_:)`` counts (`inputGradient`: dInput is given).
+    /// The FLOPs ``backward(dOutput:dInput:batch:)`` counts (`inputGradient`: dInput is given).
     func backwardFlops(batch: Int, inputGradient: Bool) -> Int {
         FlopCount.batchNormBackward(batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels)
             + FlopCount.convolutionBackward(geometry, batch: batch, inputGradient: inputGradient, weightGradient: true)
@@ -133,17 +172,14 @@ final class ConvBNUnit {
     /// - dOutput: gradient w.r.t. this unit's output [N, C_out, H_out, W_out]; overwritten in
     ///   place by the ReLU mask and then by the batch-norm gradient (no scratch buffer).
     /// - dInput: accumulated into (nil: the input is detached or is the data).
-    func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?,
-                  batch: Int, _ context: LayerContext) {
-        batchNormBackward(dInput: dOutput, dWeight: context.gradient(prefix + ".bn.weight"),
-                          dBias: context.gradient(prefix + ".bn.bias"), dOutput: dOutput,
-                          input: context.slot(prefix + ".conv"), weight: context.value(prefix + ".bn.weight"),
-                          mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
+    func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, batch: Int) {
+        let b = bound!
+        batchNormBackward(dInput: dOutput, dWeight: b.dGamma!, dBias: b.dBeta!, dOutput: dOutput,
+                          input: b.conv, weight: b.gamma, mean: b.mean, inverseStd: b.inverseStd,
                           batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels, accumulate: false,
-                          reluOutput: relu ? context.slot(outputTag) : nil)
-        conv2dBackward(dInput: dInput, dWeight: context.gradient(prefix + ".conv.weight"), dBias: nil,
-                       dOutput: dOutput, input: input!, weight: context.value(prefix + ".conv.weight"),
-                       batch: batch, geometry: geometry, workspace: context.workspace, workspaceCount: context.workspaceCount)
+                          reluOutput: relu ? b.out : nil)
+        b.convolution.backward(dInput: dInput, dWeight: b.dWeight!, dBias: nil, dOutput: dOutput, input: input!,
+                               weight: b.weight, batch: batch)
     }
 }
 
@@ -183,6 +219,8 @@ final class BasicBlock {
     var outputShape: [Int] { unit2.outputShape }
     var outputCount: Int { unit2.outputCount }
     var outputTag: String { prefix + ".out" }
+    /// y [N, C_out, H_out, W_out] of the prepared phase (unit2 writes r into it).
+    var output: UnsafeMutablePointer<Float> { unit2.output }
     /// Mean of r^2 of the last forward.
     private(set) var lastKineticEnergy: Double = 0
 
@@ -193,10 +231,13 @@ final class BasicBlock {
             + [SlotSpec(outputTag, .savedActivations, [batch] + outputShape)]
     }
 
-    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext) {
-        unit1.forward(x, batch: batch, training: training, context)
-        lastKineticEnergy = unit2.forward(context.slot(unit1.outputTag), batch: batch, training: training, context, measureSquares: true)
-        let y = context.slot(outputTag)  // holds r now
+    func bind(_ context: LayerContext) { unit1.bind(context); unit2.bind(context); lastKineticEnergy = 0 }
+    func unbind() { unit1.unbind(); unit2.unbind() }
+
+    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, momentum: Float) {
+        unit1.forward(x, batch: batch, training: training, momentum: momentum)
+        lastKineticEnergy = unit2.forward(unit1.output, batch: batch, training: training, momentum: momentum, measureSquares: true)
+        let y = output  // holds r now
         let count = batch * outputCount
         if let shortcut {
             // y = r + shortcut(x): the shortcut adds into y channel by channel.
@@ -208,14 +249,14 @@ final class BasicBlock {
     }
 
     /// Mean of r^2 over the batch tensor (of the last forward).
-    func kineticEnergy(batch: Int, _ context: LayerContext) -> Double { lastKineticEnergy }
+    var kineticEnergy: Double { lastKineticEnergy }
 
-    /// The FLOPs ``forward(_:batch:training:_:)`` counts.
+    /// The FLOPs ``forward(_:batch:training:momentum:)`` counts.
     func forwardFlops(batch: Int, training: Bool) -> Int {
         unit1.forwardFlops(batch: batch, training: training) + unit2.forwardFlops(batch: batch, training: training, measureSquares: true)
     }
 
-    /// The FLOPs ``backward(dOutput:dInput:transportWeight:scratch:batch:_:)`` counts.
+    /// The FLOPs ``backward(dOutput:dInput:transportWeight:scratch:batch:)`` counts.
     func backwardFlops(batch: Int, inputGradient: Bool) -> Int {
         FlopCount.residualGradient(count: batch * outputCount) + unit2.backwardFlops(batch: batch, inputGradient: true)
             + unit1.backwardFlops(batch: batch, inputGradient: inputGradient)
@@ -227,11 +268,11 @@ final class BasicBlock {
     /// - scratch: one buffer of at least N x (block output) floats.
     /// The dOutput buffer is reused for the hidden gradient once the skip path has consumed it.
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, transportWeight: Float,
-                  scratch: UnsafeMutablePointer<Float>, batch: Int, _ context: LayerContext) {
+                  scratch: UnsafeMutablePointer<Float>, batch: Int) {
         let count = batch * outputCount
         let dResidual = scratch
-        unit2.residualGradients(dOutput: dOutput, reluOutput: context.slot(outputTag), dResidual: dResidual,
-                                transportWeight: transportWeight, batch: batch, context)
+        unit2.residualGradients(dOutput: dOutput, reluOutput: output, dResidual: dResidual,
+                                transportWeight: transportWeight, batch: batch)
         if let dInput {
             if let shortcut {
                 shortcutBackward(dInput: dInput, dOutput: dOutput, batch: batch, geometry: shortcut)
@@ -241,8 +282,8 @@ final class BasicBlock {
         }
         let dHidden = dOutput
         dHidden.update(repeating: 0, count: count)
-        unit2.backward(dOutput: dResidual, dInput: dHidden, batch: batch, context)
-        unit1.backward(dOutput: dHidden, dInput: dInput, batch: batch, context)
+        unit2.backward(dOutput: dResidual, dInput: dHidden, batch: batch)
+        unit1.backward(dOutput: dHidden, dInput: dInput, batch: batch)
     }
 }
 
@@ -258,6 +299,20 @@ final class Head {
     let classes: Int
     let conv: Conv2dGeometry
 
+    /// The head's buffers in the prepared phase, resolved once by ``bind(_:)``; the `1cnn`
+    /// members are nil for a linear head, the gradients nil when the phase does not train.
+    private struct Bound {
+        let pool, logits: UnsafeMutablePointer<Float>
+        let linearWeight, linearBias: UnsafeMutablePointer<Float>
+        let dLinearWeight, dLinearBias, dLogits, dPool: UnsafeMutablePointer<Float>?
+        // 1cnn only: the conv output (grad.scratch0 in training), batch norm of the pooled features.
+        let conv, bn, bnMean, bnInverseStd: UnsafeMutablePointer<Float>?
+        let convWeight, convBias, gamma, beta, runningMean, runningVariance: UnsafeMutablePointer<Float>?
+        let dConvWeight, dConvBias, dGamma, dBeta, dBN: UnsafeMutablePointer<Float>?
+        let convolution: ConvolutionKernel?
+    }
+    private var bound: Bound!
+
     init(prefix: String, kind: HeadKind, inputShape: [Int], classes: Int) {
         self.prefix = prefix; self.kind = kind; self.inputShape = inputShape; self.classes = classes
         conv = Conv2dGeometry(inputChannels: inputShape[0], outputChannels: inputShape[0], kernelSize: 3,
@@ -267,6 +322,9 @@ final class Head {
     var channels: Int { inputShape[0] }
     var spatial: Int { inputShape[1] * inputShape[2] }
     var logitsTag: String { prefix + ".logits" }
+    /// The logits [N, classes] of the last forward; their gradient [N, classes] (training phases).
+    var logits: UnsafeMutablePointer<Float> { bound.logits }
+    var logitsGradient: UnsafeMutablePointer<Float> { bound.dLogits! }
 
     var parameterSpecs: [ParameterSpec] {
         let c = channels
@@ -311,43 +369,60 @@ final class Head {
         return specs
     }
 
-    /// Computes the logits into `head.logits`.
-    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, _ context: LayerContext) {
-        self.x = x
-        let c = channels
-        let pool = context.slot(prefix + ".pool")
-        var features = UnsafePointer(pool)
-        if kind == .oneCNN {
-            let conv = context.slot(convTag(context))
-            conv2dForward(output: conv, input: x, weight: context.value(prefix + ".conv.weight"),
-                          bias: context.value(prefix + ".conv.bias"), batch: batch, geometry: self.conv,
-                          workspace: context.workspace, workspaceCount: context.workspaceCount)
-            reluForward(output: conv, input: conv, count: batch * c * spatial)
-            globalAveragePoolForward(output: pool, input: conv, batch: batch, channels: c, spatial: spatial)
-            let bn = context.slot(prefix + ".bn")
-            if training {
-                batchNormForwardTraining(output: bn, input: pool, weight: context.value(prefix + ".bn.weight"),
-                                         bias: context.value(prefix + ".bn.bias"),
-                                         mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
-                                         runningMean: context.value(prefix + ".bn.runningMean"),
-                                         runningVariance: context.value(prefix + ".bn.runningVariance"),
-                                         batch: batch, channels: c, spatial: 1, momentum: context.batchNormMomentum)
-            } else {
-                batchNormForwardInference(output: bn, input: pool, weight: context.value(prefix + ".bn.weight"),
-                                          bias: context.value(prefix + ".bn.bias"),
-                                          runningMean: context.value(prefix + ".bn.runningMean"),
-                                          runningVariance: context.value(prefix + ".bn.runningVariance"),
-                                          batch: batch, channels: c, spatial: 1)
-            }
-            features = UnsafePointer(bn)
-        } else {
-            globalAveragePoolForward(output: pool, input: x, batch: batch, channels: c, spatial: spatial)
-        }
-        linearForward(output: context.slot(logitsTag), input: features, weight: context.value(prefix + ".linear.weight"),
-                      bias: context.value(prefix + ".linear.bias"), batch: batch, inputFeatures: c, outputFeatures: classes)
+    /// Resolves the head's slots, parameters and convolution in a prepared phase.
+    func bind(_ context: LayerContext) {
+        let training = context.preparedForTraining, cnn = kind == .oneCNN
+        func cnnValue(_ name: String) -> UnsafeMutablePointer<Float>? { cnn ? context.value(prefix + name) : nil }
+        func cnnGradient(_ name: String) -> UnsafeMutablePointer<Float>? { cnn ? context.gradient(prefix + name) : nil }
+        func cnnSlot(_ tag: String) -> UnsafeMutablePointer<Float>? { cnn ? context.slot(tag) : nil }
+        bound = Bound(pool: context.slot(prefix + ".pool"), logits: context.slot(logitsTag),
+                      linearWeight: context.value(prefix + ".linear.weight"), linearBias: context.value(prefix + ".linear.bias"),
+                      dLinearWeight: context.gradient(prefix + ".linear.weight"), dLinearBias: context.gradient(prefix + ".linear.bias"),
+                      dLogits: training ? context.slot(prefix + ".grad.logits") : nil,
+                      dPool: training ? context.slot(prefix + ".grad.pool") : nil,
+                      conv: cnnSlot(training ? "grad.scratch0" : prefix + ".conv"), bn: cnnSlot(prefix + ".bn"),
+                      bnMean: cnnSlot(prefix + ".bn.mean"), bnInverseStd: cnnSlot(prefix + ".bn.inverseStd"),
+                      convWeight: cnnValue(".conv.weight"), convBias: cnnValue(".conv.bias"), gamma: cnnValue(".bn.weight"),
+                      beta: cnnValue(".bn.bias"), runningMean: cnnValue(".bn.runningMean"), runningVariance: cnnValue(".bn.runningVariance"),
+                      dConvWeight: cnnGradient(".conv.weight"), dConvBias: cnnGradient(".conv.bias"),
+                      dGamma: cnnGradient(".bn.weight"), dBeta: cnnGradient(".bn.bias"),
+                      dBN: cnn && training ? context.slot(prefix + ".grad.bn") : nil,
+                      convolution: cnn ? context.convolution(prefix, conv, hasBias: true) : nil)
+        x = nil
     }
 
-    /// The FLOPs ``forward(_:batch:training:_:)`` counts.
+    func unbind() { bound = nil; x = nil }
+
+    /// Computes the logits into `head.logits`.
+    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, momentum: Float) {
+        self.x = x
+        let c = channels
+        let b = bound!
+        var features = UnsafePointer(b.pool)
+        if kind == .oneCNN {
+            let conv = b.conv!
+            b.convolution!.forward(output: conv, input: x, weight: b.convWeight!, bias: b.convBias!, batch: batch)
+            reluForward(output: conv, input: conv, count: batch * c * spatial)
+            globalAveragePoolForward(output: b.pool, input: conv, batch: batch, channels: c, spatial: spatial)
+            if training {
+                batchNormForwardTraining(output: b.bn!, input: b.pool, weight: b.gamma!, bias: b.beta!,
+                                         mean: b.bnMean!, inverseStd: b.bnInverseStd!,
+                                         runningMean: b.runningMean!, runningVariance: b.runningVariance!,
+                                         batch: batch, channels: c, spatial: 1, momentum: momentum)
+            } else {
+                batchNormForwardInference(output: b.bn!, input: b.pool, weight: b.gamma!, bias: b.beta!,
+                                          runningMean: b.runningMean!, runningVariance: b.runningVariance!,
+                                          batch: batch, channels: c, spatial: 1)
+            }
+            features = UnsafePointer(b.bn!)
+        } else {
+            globalAveragePoolForward(output: b.pool, input: x, batch: batch, channels: c, spatial: spatial)
+        }
+        linearForward(output: b.logits, input: features, weight: b.linearWeight, bias: b.linearBias,
+                      batch: batch, inputFeatures: c, outputFeatures: classes)
+    }
+
+    /// The FLOPs ``forward(_:batch:training:momentum:)`` counts.
     func forwardFlops(batch: Int, training: Bool) -> Int {
         let c = channels
         var flops = FlopCount.linearForward(batch: batch, inputs: c, outputs: classes)
@@ -359,7 +434,7 @@ final class Head {
         return flops
     }
 
-    /// The FLOPs ``backward(dInput:batch:_:)`` counts (the loss's own are the module's).
+    /// The FLOPs ``backward(dInput:batch:)`` counts (the loss's own are the module's).
     func backwardFlops(batch: Int) -> Int {
         let c = channels
         var flops = FlopCount.linearBackward(batch: batch, inputs: c, outputs: classes, inputGradient: true)
@@ -370,44 +445,36 @@ final class Head {
         return flops
     }
 
-    /// Backward from `head.grad.logits` (already filled by the loss); accumulates into dInput.
-    func backward(dInput: UnsafeMutablePointer<Float>, batch: Int, _ context: LayerContext) {
+    /// Backward from ``logitsGradient`` (already filled by the loss); accumulates into dInput.
+    func backward(dInput: UnsafeMutablePointer<Float>, batch: Int) {
         let c = channels
-        let dLogits = context.slot(prefix + ".grad.logits")
-        let dFeatures = context.slot(kind == .oneCNN ? prefix + ".grad.bn" : prefix + ".grad.pool")
+        let b = bound!
+        let dFeatures = kind == .oneCNN ? b.dBN! : b.dPool!
         dFeatures.update(repeating: 0, count: batch * c)
-        let features = context.slot(kind == .oneCNN ? prefix + ".bn" : prefix + ".pool")
-        linearBackward(dInput: dFeatures, dWeight: context.gradient(prefix + ".linear.weight"),
-                       dBias: context.gradient(prefix + ".linear.bias"), dOutput: dLogits, input: features,
-                       weight: context.value(prefix + ".linear.weight"), batch: batch, inputFeatures: c, outputFeatures: classes)
+        let features = kind == .oneCNN ? b.bn! : b.pool
+        linearBackward(dInput: dFeatures, dWeight: b.dLinearWeight!, dBias: b.dLinearBias!, dOutput: b.dLogits!, input: features,
+                       weight: b.linearWeight, batch: batch, inputFeatures: c, outputFeatures: classes)
         guard kind == .oneCNN else {
             globalAveragePoolBackward(dInput: dInput, dOutput: dFeatures, batch: batch, channels: c, spatial: spatial)
             return
         }
-        let dPool = context.slot(prefix + ".grad.pool")
+        let dPool = b.dPool!
         dPool.update(repeating: 0, count: batch * c)
-        batchNormBackward(dInput: dPool, dWeight: context.gradient(prefix + ".bn.weight"), dBias: context.gradient(prefix + ".bn.bias"),
-                          dOutput: dFeatures, input: context.slot(prefix + ".pool"), weight: context.value(prefix + ".bn.weight"),
-                          mean: context.slot(prefix + ".bn.mean"), inverseStd: context.slot(prefix + ".bn.inverseStd"),
-                          batch: batch, channels: c, spatial: 1)
+        batchNormBackward(dInput: dPool, dWeight: b.dGamma!, dBias: b.dBeta!, dOutput: dFeatures, input: b.pool,
+                          weight: b.gamma!, mean: b.bnMean!, inverseStd: b.bnInverseStd!, batch: batch, channels: c, spatial: 1)
         // dConv = ReLU'(conv) * dPool / S, written over the conv output itself (each element
         // depends only on its own activation), so the head needs no gradient buffer of its own.
-        let dConv = context.slot(convTag(context))
+        let dConv = b.conv!
         let scale = 1 / Float(spatial)
         for plane in 0..<(batch * c) {
             let g = dPool[plane] * scale
             let values = dConv + plane * spatial
             for i in 0..<spatial { values[i] = values[i] > 0 ? g : 0 }
         }
-        conv2dBackward(dInput: dInput, dWeight: context.gradient(prefix + ".conv.weight"), dBias: context.gradient(prefix + ".conv.bias"),
-                       dOutput: dConv, input: x!, weight: context.value(prefix + ".conv.weight"), batch: batch, geometry: conv,
-                       workspace: context.workspace, workspaceCount: context.workspaceCount)
+        b.convolution!.backward(dInput: dInput, dWeight: b.dConvWeight!, dBias: b.dConvBias!, dOutput: dConv, input: x!,
+                                weight: b.convWeight!, batch: batch)
     }
 
     /// The input of the last forward call, read by backward.
     private var x: UnsafePointer<Float>?
-
-    func convTag(_ context: LayerContext) -> String {
-        context.preparedForTraining ? "grad.scratch0" : prefix + ".conv"
-    }
 }

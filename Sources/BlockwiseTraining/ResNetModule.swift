@@ -65,7 +65,17 @@ public final class ResNetModule {
     public let ledger: MemoryLedger
     public let parameters: ParameterStore
     public private(set) var options: ModuleMemoryOptions?
+    /// The phase the module is prepared for, and its allocated slots.
+    public private(set) var phase: ModulePhase?
     var arena: Arena?
+    /// The module's own buffers in the prepared phase, resolved once by ``prepare(_:)``.
+    private struct Bound {
+        let input, labels, outputGradient, scratch: UnsafeMutablePointer<Float>?
+        let output: UnsafeMutablePointer<Float>
+        /// The two buffers backward passes gradients through (empty when the plan has none).
+        let pingPong: [UnsafeMutablePointer<Float>]
+    }
+    private var bound: Bound?
     /// Momentum of the batch-norm running statistics in training-mode forward passes.
     public var batchNormMomentum: Float = 0.1
 
@@ -192,6 +202,12 @@ public final class ResNetModule {
         }
     }
 
+    /// How many of ``memoryPlan(configuration:index:hasHead:_:)``'s slots are the arena's.
+    static func arenaSlotCount(configuration: ModelConfiguration, index: Int, hasHead: Bool, _ options: ModuleMemoryOptions) -> Int {
+        let (e, b, h) = layers(configuration, index: index, hasHead: hasHead)
+        return arenaPlan(configuration.moduleInputShape(index), e, b, h, options).count
+    }
+
     /// Whether backward passes gradients between layers through the `grad.a`/`grad.b` pair.
     static func hasPingPong(_ encoder: [ConvBNUnit], _ blocks: [BasicBlock]) -> Bool { blocks.count + encoder.count > 1 }
 
@@ -201,48 +217,71 @@ public final class ResNetModule {
         memoryPlan(configuration: configuration, index: index, hasHead: hasHead, options).totalBytes
     }
 
-    /// Allocates what `options` needs beyond the parameters (training state and the arena),
-    /// releasing a previous preparation first.
+    /// Allocates what `options` needs beyond the parameters: the phase
+    /// ``ModulePhase/init(configuration:module:hasHead:_:)`` plans for it.
     public func prepare(_ options: ModuleMemoryOptions) throws {
+        try prepare(ModulePhase(configuration: configuration, module: index, hasHead: head != nil, options))
+    }
+
+    /// Allocates the phase's training state (gradients, momentum) and exactly its arena slots,
+    /// releasing a previous preparation first, then resolves every layer's slots, parameters and
+    /// convolution (engine and chunk, checked against the phase's plan) once, so that no forward
+    /// or backward call looks a buffer up by name.
+    public func prepare(_ phase: ModulePhase) throws {
+        precondition(phase.module == index && phase.hasHead == (head != nil), "phase of module \(phase.module + 1) given to module \(index + 1)")
         release()
+        let options = phase.options
         if options.training { try parameters.allocateTrainingState() }
-        let specs = ResNetModule.arenaPlan(inputShape, encoder, blocks, head, options)
         do {
-            arena = try Arena(specs, ledger: ledger)
+            arena = try Arena(phase.arenaSlots, ledger: ledger)
         } catch {
             parameters.releaseTrainingState()
             throw error
         }
         self.options = options
+        self.phase = phase
+        let arena = self.arena!
+        let workspace = arena["workspace.im2col"]
+        let context = LayerContext(parameters: parameters, arena: arena, workspace: workspace.data, workspaceCount: workspace.count,
+                                   preparedForTraining: options.training, batch: options.batch,
+                                   convolutions: Dictionary(uniqueKeysWithValues: phase.convolutions.map { ($0.layer, $0) }))
+        for unit in encoder { unit.bind(context) }
+        for block in blocks { block.bind(context) }
+        head?.bind(context)
+        let owns = options.ownsInputBuffer, training = options.training
+        bound = Bound(input: owns ? context.slot("input") : nil, labels: owns ? context.slot("labels") : nil,
+                      outputGradient: training ? context.slot("grad.output") : nil,
+                      scratch: training ? context.slot("grad.scratch0") : nil,
+                      output: blocks.last!.output,
+                      pingPong: training && ResNetModule.hasPingPong(encoder, blocks) ? [context.slot("grad.a"), context.slot("grad.b")] : [])
     }
 
     /// Frees the arena and the training state (the parameters stay).
     public func release() {
+        for unit in encoder { unit.unbind() }
+        for block in blocks { block.unbind() }
+        head?.unbind()
+        bound = nil
         arena = nil
         options = nil
+        phase = nil
         parameters.releaseTrainingState()
-    }
-
-    var context: LayerContext {
-        let arena = self.arena!
-        let workspace = arena["workspace.im2col"]
-        return LayerContext(parameters: parameters, arena: arena, workspace: workspace.data, workspaceCount: workspace.count,
-                            batchNormMomentum: batchNormMomentum, preparedForTraining: options!.training)
     }
 
     public var batchCapacity: Int { options?.batch ?? 0 }
 
     /// The module's input batch buffer [batch, C, H, W] (when it owns one).
-    public var inputBuffer: UnsafeMutablePointer<Float> { arena!["input"].data }
-    /// The labels buffer (Int32) of the input batch.
+    public var inputBuffer: UnsafeMutablePointer<Float> { bound!.input! }
+    /// The labels buffer (Int32, the same 4 bytes per entry) of the input batch.
     public var labelsBuffer: UnsafeMutablePointer<Int32> {
-        UnsafeMutableRawPointer(arena!["labels"].data).assumingMemoryBound(to: Int32.self)
+        UnsafeMutableRawPointer(bound!.labels!).assumingMemoryBound(to: Int32.self)
     }
     /// The module's output [batch, C, H, W] after ``forward(_:batch:training:)``.
-    public var output: UnsafeMutablePointer<Float> { arena![blocks.last!.outputTag].data }
-    /// Gradient w.r.t. the output; filled by the head or, in e2e, by the next module.
-    public var outputGradient: UnsafeMutablePointer<Float> { arena!["grad.output"].data }
-    public var logits: UnsafeMutablePointer<Float>? { head.map { arena![$0.logitsTag].data } }
+    public var output: UnsafeMutablePointer<Float> { bound!.output }
+    /// Gradient w.r.t. the output [batch, C, H, W]; filled by the head or, in e2e, by the next module.
+    public var outputGradient: UnsafeMutablePointer<Float> { bound!.outputGradient! }
+    /// The head's logits [batch, classes] after a forward (nil without a head).
+    public var logits: UnsafeMutablePointer<Float>? { head?.logits }
     public var hasHead: Bool { head != nil }
     public var blockCount: Int { blocks.count }
     public var outputCount: Int { outputShape.reduce(1, *) }
@@ -250,17 +289,17 @@ public final class ResNetModule {
     /// Forward through the encoder (module 0), the blocks and the head.
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) {
         precondition(batch <= batchCapacity, "batch \(batch) exceeds the prepared batch \(batchCapacity)")
-        let context = self.context
+        let momentum = batchNormMomentum
         var current = input
         for unit in encoder {
-            unit.forward(current, batch: batch, training: training, context)
-            current = UnsafePointer(context.slot(unit.outputTag))
+            unit.forward(current, batch: batch, training: training, momentum: momentum)
+            current = UnsafePointer(unit.output)
         }
         for block in blocks {
-            block.forward(current, batch: batch, training: training, context)
-            current = UnsafePointer(context.slot(block.outputTag))
+            block.forward(current, batch: batch, training: training, momentum: momentum)
+            current = UnsafePointer(block.output)
         }
-        head?.forward(current, batch: batch, training: training, context)
+        head?.forward(current, batch: batch, training: training, momentum: momentum)
     }
 
     /// The FLOPs one ``forward(_:batch:training:)`` of module `index` counts.
@@ -310,23 +349,21 @@ public final class ResNetModule {
 
     /// Sum over blocks of mean(r^2) for the last forward.
     public func kineticEnergy(batch: Int) -> Double {
-        let context = self.context
-        return blocks.reduce(0) { $0 + $1.kineticEnergy(batch: batch, context) }
+        blocks.reduce(0) { $0 + $1.kineticEnergy }
     }
 
     /// Cross-entropy of the head's logits; writes `scale * dLoss/dLogits` into the head's gradient
     /// and back-propagates it through the head into ``outputGradient`` (which it zeroes first).
     public func headLossAndBackward(labels: UnsafePointer<Int32>, batch: Int, labelSmoothing: Float,
                                     scale: Float = 1) -> CrossEntropyResult {
-        let context = self.context
         let head = self.head!
-        let dLogits = context.slot(head.prefix + ".grad.logits")
+        let dLogits = head.logitsGradient
         dLogits.update(repeating: 0, count: batch * configuration.classes)
-        let result = softmaxCrossEntropy(logits: context.slot(head.logitsTag), labels: labels, batch: batch,
+        let result = softmaxCrossEntropy(logits: head.logits, labels: labels, batch: batch,
                                          classes: configuration.classes, labelSmoothing: labelSmoothing,
                                          dLogits: dLogits, scale: scale)
         outputGradient.update(repeating: 0, count: batch * outputCount)
-        head.backward(dInput: outputGradient, batch: batch, context)
+        head.backward(dInput: outputGradient, batch: batch)
         return result
     }
 
@@ -334,11 +371,11 @@ public final class ResNetModule {
     /// `transportWeight * d mean(r^2) / dr` in each residual branch) and the encoder.
     /// Accumulates parameter gradients; adds the input's gradient into `dInput` when given.
     public func backward(batch: Int, transportWeight: Float, dInput: UnsafeMutablePointer<Float>?) {
-        let context = self.context
-        let scratch = context.slot("grad.scratch0")
-        var current = outputGradient
+        let bound = self.bound!
+        let scratch = bound.scratch!
+        var current = bound.outputGradient!
         // The two gradient buffers exist when the plan gave them (more than one layer to pass through).
-        let pingPong = ResNetModule.hasPingPong(encoder, blocks) ? [context.slot("grad.a"), context.slot("grad.b")] : []
+        let pingPong = bound.pingPong
         var turn = 0
         func nextBuffer(count: Int) -> UnsafeMutablePointer<Float> {
             let buffer = pingPong[turn]
@@ -354,12 +391,12 @@ public final class ResNetModule {
                 target = nextBuffer(count: batch * block.inputShape.reduce(1, *))
             }
             block.backward(dOutput: current, dInput: target, transportWeight: transportWeight,
-                           scratch: scratch, batch: batch, context)
+                           scratch: scratch, batch: batch)
             if let target { current = target }
         }
         for (i, unit) in encoder.enumerated().reversed() {
             let target: UnsafeMutablePointer<Float>? = i == 0 ? nil : nextBuffer(count: batch * unit.geometry.inputChannels * unit.geometry.inputPixels)
-            unit.backward(dOutput: current, dInput: target, batch: batch, context)
+            unit.backward(dOutput: current, dInput: target, batch: batch)
             if let target { current = target }
         }
     }

@@ -9,12 +9,11 @@ extension Trainer {
         let count = modelConfig.modules
         var modules: [ResNetModule] = []
         for k in 0..<count {
-            let hasHead = !endToEnd || k == count - 1
-            let module = try ResNetModule(configuration: modelConfig, index: k, hasHead: hasHead, ledger: ledger)
+            let phase = plan.resident[k]
+            let module = try ResNetModule(configuration: modelConfig, index: k, hasHead: phase.hasHead, ledger: ledger)
             Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
-            let options = trainingOptions(ownsInput: k == 0, needsInputGradient: endToEnd && k > 0)
-            try module.prepare(options)
-            try observer?(.moduleStarted(module: k, lap: 0, epochs: configuration.residentEpochs, plan: module.memoryPlan(options)))
+            try module.prepare(phase)
+            try observer?(.moduleStarted(module: k, lap: 0, epochs: configuration.residentEpochs, plan: phase.slots))
             modules.append(module)
         }
         let flopsStart = KernelCounters.flops
@@ -29,8 +28,8 @@ extension Trainer {
             let epochStart = DispatchTime.now().uptimeNanoseconds
             var sums = [StepMetrics](repeating: StepMetrics(), count: count)
             var batchCount = 0
-            let plan = batches(count: train.count, generator: &generator)
-            for (b, indices) in plan.enumerated() {
+            let schedule = batches(count: train.count, generator: &generator)
+            for (b, indices) in schedule.enumerated() {
                 let n = indices.count
                 try train.fill(indices: indices, into: first.inputBuffer, labels: first.labelsBuffer)
                 let labels = UnsafePointer(first.labelsBuffer)
@@ -74,7 +73,7 @@ extension Trainer {
                 var shown = sums[count - 1]
                 shown.taskLoss /= Double(batchCount)
                 shown.kineticEnergy /= Double(batchCount)
-                try observer?(.batch(module: count - 1, lap: 0, epoch: epoch, batch: b + 1, batches: plan.count, metrics: shown,
+                try observer?(.batch(module: count - 1, lap: 0, epoch: epoch, batch: b + 1, batches: schedule.count, metrics: shown,
                                  samplesPerSecond: Double(batchCount * configuration.batchSize) / max(elapsed, 1e-9)))
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9

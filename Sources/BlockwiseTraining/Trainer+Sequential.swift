@@ -52,15 +52,15 @@ extension Trainer {
                     } else {
                         Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
                     }
-                    let options = trainingOptions(module: k)
-                    try module.prepare(options)
+                    let phases = plan.modules[k]
+                    try module.prepare(phases.training)
                     try observer?(.moduleStarted(module: k, lap: lap, epochs: configuration.epochsPerLap(module: k),
-                                             plan: module.memoryPlan(options)))
+                                             plan: phases.training.slots))
                     logs = try trainModule(module, source: trainSource, lap: lap)
                     if configuration.recalibrateBatchNorm { try recalibrate([module], source: trainSource) }
                     let parameters = module.parameters.snapshot()
                     snapshots[k] = parameters
-                    try module.prepare(evaluationOptions(module: k))
+                    try module.prepare(phases.streaming)
                     ledger.mark("module \(k + 1) streams level \(k + 1)")
                     let level = k + 1
                     let trainEval = try stream(module, source: trainSource, level: level, split: .train)

@@ -12,10 +12,19 @@ public final class Trainer {
     public var journal: TrainingJournal?
     /// Parameter values of each module after its last training (for multilap and checkpoints).
     public internal(set) var snapshots: [Int: [String: [Float]]] = [:]
+    /// The phases this trainer executes: residency, (micro-)batches, buffers, convolution engines.
+    public let plan: ExecutionPlan
 
-    public init(configuration: TrainingConfiguration, ledger: MemoryLedger, cache: FeatureCache? = nil) throws {
+    /// - plan: the phases to execute, made from `configuration` (its micro-batches resolved);
+    ///   nil: ``ExecutionPlan/init(_:)`` of `configuration`.
+    public init(configuration: TrainingConfiguration, ledger: MemoryLedger, cache: FeatureCache? = nil, plan: ExecutionPlan? = nil) throws {
         let problems = configuration.problems()
         guard problems.isEmpty else { throw TrainingError.invalidConfiguration(problems) }
+        let plan = plan ?? ExecutionPlan(configuration)
+        precondition(plan.procedure == configuration.procedure
+                     && (plan.keepsAllModulesResident ? plan.resident.count : plan.modules.count) == configuration.model.modules,
+                     "the execution plan is not the configuration's")
+        self.plan = plan
         self.configuration = configuration
         self.ledger = ledger
         self.cache = cache ?? InMemoryFeatureCache(ledger: ledger)
@@ -26,10 +35,10 @@ public final class Trainer {
         let start = DispatchTime.now().uptimeNanoseconds
         ledger.resetPeak()
         var result: TrainingResult
-        switch configuration.procedure {
-        case .sequential, .multilap: result = try runSequential(train: train, test: test)
-        case .parallel: result = try runResident(train: DatasetSource(train), test: DatasetSource(test), endToEnd: false)
-        case .e2e: result = try runResident(train: DatasetSource(train), test: DatasetSource(test), endToEnd: true)
+        if plan.keepsAllModulesResident {
+            result = try runResident(train: DatasetSource(train), test: DatasetSource(test), endToEnd: configuration.procedure == .e2e)
+        } else {
+            result = try runSequential(train: train, test: test)
         }
         result.peakBytes = ledger.highWater
         result.peakBreakdown = ledger.highWaterBreakdown
@@ -43,17 +52,6 @@ public final class Trainer {
     }
 
     var modelConfig: ModelConfiguration { configuration.model }
-
-    func trainingOptions(module k: Int? = nil, ownsInput: Bool = true, needsInputGradient: Bool = false) -> ModuleMemoryOptions {
-        ModuleMemoryOptions(batch: k.map { configuration.microBatch(module: $0) } ?? configuration.batchSize,
-                            training: true, workspaceBound: configuration.workspaceBound,
-                            ownsInputBuffer: ownsInput, needsInputGradient: needsInputGradient)
-    }
-
-    /// Streaming and evaluation run at the module's (micro-)batch, so they fit wherever training did.
-    func evaluationOptions(module k: Int) -> ModuleMemoryOptions {
-        ModuleMemoryOptions(batch: configuration.microBatch(module: k), training: false, workspaceBound: configuration.workspaceBound)
-    }
 
     /// Mini-batches of a shuffled epoch; a last batch of one sample is dropped (batch norm needs two).
     func batches(count: Int, generator: inout SeededGenerator) -> [ArraySlice<Int>] {

@@ -10,6 +10,11 @@ public enum Procedure: String, Codable, Sendable, CaseIterable {
     case parallel
     /// End-to-end back-propagation with the last head only (the baseline).
     case e2e
+
+    /// Whether every module is in memory at once (parallel, e2e: nothing is cached between
+    /// modules) rather than one at a time with its features cached. The one place this is decided;
+    /// ``ExecutionPlan``, the planner, the runtime and the report read it.
+    public var keepsAllModulesResident: Bool { self == .parallel || self == .e2e }
 }
 
 /// Everything that determines a training run.

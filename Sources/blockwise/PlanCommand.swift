@@ -82,7 +82,7 @@ struct Plan: ParsableCommand {
         let fitPolicy = try device.fitPolicy()
         /// Whether `c` fits `budget`, and its peak: the same plan `train` resolves.
         func plan(_ c: TrainingConfiguration, budget: Int?, profile: DeviceProfile?) -> (fits: Bool, peak: Int, report: PlanReport?) {
-            if c.procedure == .parallel || c.procedure == .e2e {
+            if c.procedure.keepsAllModulesResident {
                 let total = BudgetResolver.residentPlan(c).total
                 return (budget.map { total <= $0 } ?? true, total, nil)
             }
@@ -143,7 +143,7 @@ struct Plan: ParsableCommand {
                 configuration = maximized.setting(maximized.range.lowerBound, in: configuration)
             }
         }
-        if configuration.procedure == .parallel || configuration.procedure == .e2e {
+        if configuration.procedure.keepsAllModulesResident {
             // Every module is resident at once and nothing is cached between modules.
             let residentPlan = ResidentPlan(configuration: configuration, trainCount: trainCount, testCount: testCount, budget: budget, profile: profile)
             let resident = residentPlan.breakdown

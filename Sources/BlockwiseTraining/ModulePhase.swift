@@ -1,0 +1,106 @@
+import BlockwiseKernels
+
+/// One phase of one module, decided before anything is allocated: its options (batch, training,
+/// whether it owns its input buffer, whether it produces its input's gradient), every buffer
+/// with its bytes, and how each convolution runs. ``ResNetModule/prepare(_:)`` allocates exactly
+/// `slots` and runs the convolutions as `convolutions` says (it stops if its kernels would choose
+/// another chunk), so `blockwise plan` and the ledger agree by construction.
+public struct ModulePhase: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        /// Epochs of a module's training: forward, loss, backward and optimizer steps (and the
+        /// batch-norm recalibration pass, which runs in the same buffers).
+        case training
+        /// The frozen module streaming both splits into the next level (eval mode, no gradients).
+        case streaming
+        /// One of the modules that are all resident at once (parallel, e2e).
+        case resident
+    }
+
+    public var kind: Kind
+    public var module: Int
+    public var hasHead: Bool
+    public var options: ModuleMemoryOptions
+    /// Every buffer in allocation order: parameters, then (training) gradients and momentum, then
+    /// the arena's slots (I/O, saved activations, workspace).
+    public var slots: [SlotSpec]
+    /// How many of `slots` the parameter store holds (parameters, gradients, momentum).
+    public var parameterSlotCount: Int
+    /// Engine and images per oneDNN call of every convolution at `options.batch`.
+    public var convolutions: [ConvolutionChoice]
+
+    public init(_ kind: Kind = .training, configuration: ModelConfiguration, module k: Int, hasHead: Bool = true,
+                _ options: ModuleMemoryOptions) {
+        self.kind = kind
+        module = k
+        self.hasHead = hasHead
+        self.options = options
+        slots = ResNetModule.memoryPlan(configuration: configuration, index: k, hasHead: hasHead, options)
+        parameterSlotCount = slots.count - ResNetModule.arenaSlotCount(configuration: configuration, index: k, hasHead: hasHead, options)
+        convolutions = ResNetModule.convolutionPlan(configuration: configuration, index: k, hasHead: hasHead, options)
+    }
+
+    /// The slots the module's arena allocates (after the parameter store's).
+    public var arenaSlots: [SlotSpec] { Array(slots[parameterSlotCount...]) }
+    /// Bytes per category of the whole phase.
+    public var breakdown: MemoryBreakdown { slots.breakdown }
+}
+
+/// The phases a run executes, made once from a resolved configuration (its micro-batches set):
+/// which modules are resident, at what (micro-)batch each phase runs, what it allocates and how its
+/// convolutions run. The trainer executes these phases and derives none of it; the planner
+/// (`blockwise plan`) prints them with the store's buffers and the work each phase performs.
+public struct ExecutionPlan: Codable, Sendable, Equatable {
+    /// The two phases of a module trained on its own (sequential, multilap).
+    public struct ModulePhases: Codable, Sendable, Equatable {
+        public var training: ModulePhase
+        public var streaming: ModulePhase
+    }
+
+    public var procedure: Procedure
+    /// See ``Procedure/keepsAllModulesResident``.
+    public var keepsAllModulesResident: Bool
+    /// Sequential and multilap: each module's phases (empty for the resident procedures).
+    public var modules: [ModulePhases]
+    /// Parallel and e2e: every module's one phase, all allocated at once (empty otherwise).
+    public var resident: [ModulePhase]
+
+    public init(_ configuration: TrainingConfiguration) {
+        procedure = configuration.procedure
+        keepsAllModulesResident = configuration.procedure.keepsAllModulesResident
+        if keepsAllModulesResident {
+            modules = []
+            resident = ExecutionPlan.residentPhases(configuration)
+        } else {
+            modules = (0..<configuration.model.modules).map { k in
+                let batch = configuration.microBatch(module: k)
+                return ModulePhases(training: ExecutionPlan.trainingPhase(configuration, module: k, batch: batch),
+                                    streaming: ExecutionPlan.streamingPhase(configuration, module: k, batch: batch))
+            }
+            resident = []
+        }
+    }
+
+    /// Module k's training phase at a (micro-)batch of `batch` (sequential, multilap).
+    public static func trainingPhase(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> ModulePhase {
+        ModulePhase(.training, configuration: configuration.model, module: k,
+                    ModuleMemoryOptions(batch: batch, training: true, workspaceBound: configuration.workspaceBound))
+    }
+
+    /// Module k streaming its outputs, at the batch it trained with, so it fits wherever training did.
+    public static func streamingPhase(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> ModulePhase {
+        ModulePhase(.streaming, configuration: configuration.model, module: k,
+                    ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound))
+    }
+
+    /// The resident procedures' phases: every module at the full batch; the first owns the input
+    /// buffer, the others read their predecessor's output; in e2e only the last has a head and
+    /// every module but the first produces its input's gradient.
+    public static func residentPhases(_ configuration: TrainingConfiguration) -> [ModulePhase] {
+        let count = configuration.model.modules, endToEnd = configuration.procedure == .e2e
+        return (0..<count).map { k in
+            ModulePhase(.resident, configuration: configuration.model, module: k, hasHead: !endToEnd || k == count - 1,
+                        ModuleMemoryOptions(batch: configuration.batchSize, training: true, workspaceBound: configuration.workspaceBound,
+                                            ownsInputBuffer: k == 0, needsInputGradient: endToEnd && k > 0))
+        }
+    }
+}
