@@ -12,7 +12,7 @@ extension FeatureStore {
         try statement.bind([module, lap])
         guard try statement.step() else { return nil }
         var completed = try decodeStored(CompletedModule.self, statement.string(0), what: "modules.state of module \(module + 1) lap \(lap + 1)")
-        completed.parameters = try loadParameters(module: module, kind: "value")
+        completed.parameters = try loadParameters(module: module, lap: lap, kind: "value")
         return completed
     }
 
@@ -21,8 +21,8 @@ extension FeatureStore {
         try statement.bind([module, lap])
         guard try statement.step() else { return nil }
         var checkpoint = try decodeStored(EpochCheckpoint.self, statement.string(0), what: "modules.state of module \(module + 1) lap \(lap + 1)")
-        checkpoint.parameters = try loadParameters(module: module, kind: "value")
-        checkpoint.momentum = try loadParameters(module: module, kind: "momentum")
+        checkpoint.parameters = try loadParameters(module: module, lap: lap, kind: "value")
+        checkpoint.momentum = try loadParameters(module: module, lap: lap, kind: "momentum")
         return checkpoint
     }
 
@@ -32,8 +32,8 @@ extension FeatureStore {
         light.momentum = [:]
         let state = String(decoding: try FeatureStore.encoder().encode(light), as: UTF8.self)
         try database.transaction {
-            try saveParameters(module: checkpoint.module, kind: "value", checkpoint.parameters)
-            try saveParameters(module: checkpoint.module, kind: "momentum", checkpoint.momentum)
+            try saveParameters(module: checkpoint.module, lap: checkpoint.lap, kind: "value", checkpoint.parameters)
+            try saveParameters(module: checkpoint.module, lap: checkpoint.lap, kind: "momentum", checkpoint.momentum)
             try database.prepare("INSERT OR REPLACE INTO modules (module, lap, status, epochs_done, state) VALUES (?, ?, 'training', ?, ?)")
                 .run([checkpoint.module, checkpoint.lap, checkpoint.epochsDone, state])
             if let log = checkpoint.logs.last { try saveMetric(log) }
@@ -48,8 +48,9 @@ extension FeatureStore {
         let state = String(decoding: try encoder.encode(light), as: UTF8.self)
         let evaluation = String(decoding: try encoder.encode(completed.evaluation), as: UTF8.self)
         try database.transaction {
-            try database.prepare("DELETE FROM checkpoints WHERE module = ? AND kind = 'momentum'").run([completed.module])
-            try saveParameters(module: completed.module, kind: "value", completed.parameters)
+            // A completed module keeps its values (a later lap starts from them); its momentum is done with.
+            try database.prepare("DELETE FROM checkpoints WHERE module = ? AND lap = ? AND kind = 'momentum'").run([completed.module, completed.lap])
+            try saveParameters(module: completed.module, lap: completed.lap, kind: "value", completed.parameters)
             try database.prepare("INSERT OR REPLACE INTO modules (module, lap, status, epochs_done, state, evaluation) VALUES (?, ?, 'complete', ?, ?, ?)")
                 .run([completed.module, completed.lap, completed.logs.count, state, evaluation])
             for log in completed.logs { try saveMetric(log) }
@@ -66,21 +67,23 @@ extension FeatureStore {
                       log.transportWeight, json])
     }
 
-    func saveParameters(module: Int, kind: String, _ values: [String: [Float]]) throws {
-        let insert = try database.prepare("INSERT OR REPLACE INTO checkpoints (module, name, kind, shape, checksum, data) VALUES (?, ?, ?, ?, ?, ?)")
+    /// Writes module `module`'s tensors of `kind` (value, momentum) for lap `lap`.
+    func saveParameters(module: Int, lap: Int, kind: String, _ values: [String: [Float]]) throws {
+        let insert = try database.prepare("INSERT OR REPLACE INTO checkpoints (module, lap, name, kind, shape, checksum, data) VALUES (?, ?, ?, ?, ?, ?, ?)")
         for (name, array) in values.sorted(by: { $0.key < $1.key }) {
             try array.withUnsafeBytes { bytes in
                 insert.reset()
-                try insert.bind([module, name, kind, "[\(array.count)]", Int(checksum(bytes))])
-                try insert.bindBlob(5, bytes.baseAddress!, count: bytes.count)
+                try insert.bind([module, lap, name, kind, "[\(array.count)]", Int(checksum(bytes))])
+                try insert.bindBlob(6, bytes.baseAddress!, count: bytes.count)
                 try insert.step()
             }
         }
     }
 
-    func loadParameters(module: Int, kind: String) throws -> [String: [Float]] {
-        let statement = try database.prepare("SELECT name, checksum, data, shape FROM checkpoints WHERE module = ? AND kind = ?")
-        try statement.bind([module, kind])
+    /// Module `module`'s tensors of `kind` saved for lap `lap`, checked (checksum, whole floats, shape).
+    func loadParameters(module: Int, lap: Int, kind: String) throws -> [String: [Float]] {
+        let statement = try database.prepare("SELECT name, checksum, data, shape FROM checkpoints WHERE module = ? AND \(checkpointLapColumn) = ? AND kind = ?")
+        try statement.bind([module, lap, kind])
         var result: [String: [Float]] = [:]
         while try statement.step() {
             let blob = statement.blob(2)

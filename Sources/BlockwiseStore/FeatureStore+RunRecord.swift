@@ -30,7 +30,7 @@ extension FeatureStore {
         public var formatVersion: Int32
 
         public init(configuration: TrainingConfiguration, data: DataIdentity, encoding: FeatureEncoding,
-                    formatVersion: Int32 = FeatureStore.formatVersion) {
+                    formatVersion: Int32 = FeatureStore.featureFormatVersion) {
             self.configuration = configuration; self.data = data; self.encoding = encoding; self.formatVersion = formatVersion
         }
     }
@@ -70,7 +70,7 @@ extension FeatureStore {
         let configuration = try decoder.decode(TrainingConfiguration.self, from: Data(statement.string(0).utf8))
         let data = try decoder.decode(DataIdentity.self, from: Data(statement.string(1).utf8))
         return RunIdentity(configuration: configuration, data: data,
-                           encoding: FeatureEncoding(rawValue: statement.string(2)) ?? .fp32, formatVersion: FeatureStore.formatVersion)
+                           encoding: FeatureEncoding(rawValue: statement.string(2)) ?? .fp32, formatVersion: FeatureStore.featureFormatVersion)
     }
 
     public enum OpenOutcome: Equatable { case created, resumed, restarted }

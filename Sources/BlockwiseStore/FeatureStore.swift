@@ -32,8 +32,15 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         return (rows.int(0), rows.int(1), rows.int(2))
     }
 
-    /// Version of the schema and of the feature format (PRAGMA user_version).
-    public static let formatVersion: Int32 = 1
+    /// Version of the schema (PRAGMA user_version). 2: checkpoints are keyed by lap (a multilap
+    /// run keeps each lap's parameters; version 1 kept one set per module, overwritten by every
+    /// lap). A version-1 store is migrated when a writer opens it; readers read both.
+    public static let formatVersion: Int32 = 2
+    /// Version of the feature format (rows, encodings), part of a run's fingerprint: unchanged
+    /// by the schema's version 2, so a migrated store still holds the same run.
+    public static let featureFormatVersion: Int32 = 1
+    /// The schema version of the open file (after migration, for a writer).
+    public internal(set) var schemaVersion: Int32 = FeatureStore.formatVersion
 
     public let database: Database
     public let path: String
@@ -83,6 +90,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         }
         database = try Database(path: real)
         try FeatureStore.migrate(database, path: path)
+        schemaVersion = try database.userVersion
         try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -\(cacheKiB);")
         try accountEngineMemory()
     }
@@ -115,6 +123,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
         if version > FeatureStore.formatVersion {
             throw StoreError.newerFormat(path: path, found: version, supported: FeatureStore.formatVersion)
         }
+        schemaVersion = version
         encoding = try FeatureStore.readEncoding(database) ?? .fp32
         if let classes = (try? storedIdentity())??.configuration.model.classes { labelLimit = classes }
     }
@@ -173,12 +182,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                     evaluation TEXT,                  -- ModuleEvaluation JSON once complete
                     PRIMARY KEY (module, lap)
                 );
-                CREATE TABLE checkpoints (
-                    module INTEGER NOT NULL, name TEXT NOT NULL,
-                    kind TEXT NOT NULL,               -- value | momentum
-                    shape TEXT NOT NULL, checksum INTEGER NOT NULL, data BLOB NOT NULL,  -- fp32 values
-                    PRIMARY KEY (module, name, kind)
-                );
+                \(checkpointsTable("checkpoints"))
                 CREATE TABLE report (
                     id INTEGER PRIMARY KEY CHECK (id = 1),
                     json TEXT NOT NULL                -- the run's report (what report.json holds)
@@ -192,8 +196,41 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
                 """)
                 try database.setUserVersion(formatVersion)
             }
+            return
+        }
+        if version == 1 {
+            // Version 1 kept one set of checkpoints per module, those of the module's latest lap in
+            // `modules` (each save overwrote the last): they move to that lap, in one transaction.
+            try database.transaction {
+                try database.execute("""
+                \(checkpointsTable("checkpoints_v2"))
+                INSERT INTO checkpoints_v2 (module, lap, name, kind, shape, checksum, data)
+                    SELECT module, \(version1CheckpointLap), name, kind, shape, checksum, data FROM checkpoints;
+                DROP TABLE checkpoints;
+                ALTER TABLE checkpoints_v2 RENAME TO checkpoints;
+                """)
+                try database.setUserVersion(formatVersion)
+            }
         }
     }
+
+    /// The checkpoints table of format version 2: parameter values and momentum by module and lap.
+    static func checkpointsTable(_ name: String) -> String {
+        """
+        CREATE TABLE \(name) (
+            module INTEGER NOT NULL, lap INTEGER NOT NULL, name TEXT NOT NULL,
+            kind TEXT NOT NULL,               -- value | momentum
+            shape TEXT NOT NULL, checksum INTEGER NOT NULL, data BLOB NOT NULL,  -- fp32 values
+            PRIMARY KEY (module, lap, name, kind)
+        );
+        """
+    }
+
+    /// The lap a version-1 checkpoint row belongs to: its module's latest lap (0 if none recorded).
+    static let version1CheckpointLap = "coalesce((SELECT max(m.lap) FROM modules m WHERE m.module = checkpoints.module), 0)"
+
+    /// The lap of a checkpoint row as SQL, for the open file's version (readers of version-1 files).
+    var checkpointLapColumn: String { schemaVersion >= 2 ? "lap" : FeatureStore.version1CheckpointLap }
 
     /// The number of values a checkpoint's shape text ("[120]", "[8, 4]") describes; nil if it is not a shape.
     static func shapeCount(_ text: String) -> Int? {

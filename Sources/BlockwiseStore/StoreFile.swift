@@ -20,7 +20,7 @@ public enum StoreFile: Equatable, Sendable {
     /// like blockwise's): never modified or replaced.
     case foreign(reason: String)
 
-    /// The tables and columns of blockwise's schema (format version 1).
+    /// The tables and columns every format version of blockwise's schema has (version 2 adds `checkpoints.lap`).
     public static let schema: [String: Set<String>] = [
         "run": ["id", "configuration", "data", "fingerprint", "feature_encoding", "created"],
         "levels": ["level", "split", "channels", "height", "width", "encoding", "row_count", "complete"],

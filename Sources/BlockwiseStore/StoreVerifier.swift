@@ -171,6 +171,7 @@ public enum StoreVerifier {
         let db = store.database
         // Latest status per module (a later lap's row supersedes an earlier one).
         var latest: [Int: (lap: Int, status: String)] = [:]
+        var recorded: [(module: Int, lap: Int, status: String)] = []
         let modules = try db.prepare("SELECT module, lap, status, state, evaluation, epochs_done FROM modules ORDER BY module, lap")
         while try modules.step() {
             report.modules += 1
@@ -201,54 +202,66 @@ public enum StoreVerifier {
                 }
             } catch StoreError.damaged(_, let message) { report.problems.append(message) }
             latest[module] = (lap, status)
+            recorded.append((module, lap, status))
         }
-        // Each tensor: checksum and size against its shape.
-        var saved: [Int: [String: [String: Int]]] = [:]  // module -> kind -> name -> values
+        // Each tensor: checksum and size against its shape. Keyed by module and lap (format 2;
+        // a version-1 file's rows belong to their module's latest lap).
+        var saved: [Int: [Int: [String: [String: Int]]]] = [:]  // module -> lap -> kind -> name -> values
         var shapes: [String: String] = [:]
-        let tensors = try db.prepare("SELECT module, name, kind, shape, checksum, data FROM checkpoints ORDER BY module, kind, name")
+        let tensors = try db.prepare("SELECT module, \(store.checkpointLapColumn), name, kind, shape, checksum, data FROM checkpoints ORDER BY module, 2, kind, name")
         while try tensors.step() {
             report.checkpointTensors += 1
-            let module = tensors.int(0), name = tensors.string(1), kind = tensors.string(2)
-            let blob = tensors.blob(5)
+            let module = tensors.int(0), lap = tensors.int(1), name = tensors.string(2), kind = tensors.string(3)
+            let blob = tensors.blob(6)
+            let shape = tensors.string(4)
+            let which = "checkpoint \(name) (\(kind)) of module \(module + 1) lap \(lap + 1)"
             // The shape text is parsed as the resume parses it (no product that can overflow).
-            let declared = FeatureStore.shapeCount(tensors.string(3))
-            if checksum(blob) != UInt32(truncatingIfNeeded: tensors.int(4)) {
-                report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): fails its checksum")
+            let declared = FeatureStore.shapeCount(shape)
+            if checksum(blob) != UInt32(truncatingIfNeeded: tensors.int(5)) {
+                report.problems.append("\(which): fails its checksum")
             } else if let declared, blob.count % 4 != 0 || blob.count / 4 != declared {
-                report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): \(blob.count) bytes, its shape \(tensors.string(3)) needs \(declared) floats")
+                report.problems.append("\(which): \(blob.count) bytes, its shape \(shape) needs \(declared) floats")
             } else if declared == nil {
-                report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): its shape '\(tensors.string(3))' is not a shape")
+                report.problems.append("\(which): its shape '\(shape)' is not a shape")
             }
-            saved[module, default: [:]][kind, default: [:]][name] = blob.count / 4
-            shapes["\(module).\(kind).\(name)"] = tensors.string(3)
+            saved[module, default: [:]][lap, default: [:]][kind, default: [:]][name] = blob.count / 4
+            shapes["\(module).\(lap).\(kind).\(name)"] = shape
         }
         guard let model = identity?.configuration.model else { return }
-        for (module, kinds) in saved.sorted(by: { $0.key < $1.key }) {
+        for (module, laps) in saved.sorted(by: { $0.key < $1.key }) {
             let known = Set((module >= 0 && module < model.modules ? ResNetModule.parameterSpecs(configuration: model, index: module) : []).map(\.name))
-            for (kind, names) in kinds.sorted(by: { $0.key < $1.key }) {
-                if kind != "value" && kind != "momentum" { report.problems.append("checkpoints of module \(module + 1): unknown kind '\(kind)'") }
-                for name in names.keys.sorted() where !known.contains(name) {
-                    report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1): not a parameter of the model")
+            for (lap, kinds) in laps.sorted(by: { $0.key < $1.key }) {
+                for (kind, names) in kinds.sorted(by: { $0.key < $1.key }) {
+                    if kind != "value" && kind != "momentum" { report.problems.append("checkpoints of module \(module + 1) lap \(lap + 1): unknown kind '\(kind)'") }
+                    for name in names.keys.sorted() where !known.contains(name) {
+                        report.problems.append("checkpoint \(name) (\(kind)) of module \(module + 1) lap \(lap + 1): not a parameter of the model")
+                    }
                 }
             }
         }
-        for (module, state) in latest.sorted(by: { $0.key < $1.key }) {
+        // What a module needs: its values (complete) and momentum too (training) at its latest
+        // lap, and whole sets at every earlier lap that has any (a store migrated from format 1
+        // has none for the laps before each module's latest).
+        let needing = recorded.filter { state in latest[state.module]?.lap == state.lap || saved[state.module]?[state.lap] != nil }
+        for state in needing.sorted(by: { ($0.module, $0.lap) < ($1.module, $1.lap) }) {
+            let module = state.module
             guard module >= 0 && module < model.modules else {
                 report.problems.append("module \(module + 1): the run has \(model.modules) modules")
                 continue
             }
             let specs = ResNetModule.parameterSpecs(configuration: model, index: module)
             for kind in state.status == "training" ? ["value", "momentum"] : ["value"] {
-                let have = saved[module]?[kind] ?? [:]
+                let have = saved[module]?[state.lap]?[kind] ?? [:]
                 for spec in specs where kind == "value" || spec.isTrainable {
                     let expected = spec.shape.reduce(1, *)
+                    let which = "checkpoint \(spec.name) (\(kind)) of module \(module + 1) lap \(state.lap + 1)"
                     if let count = have[spec.name] {
-                        if count != expected { report.problems.append("checkpoint \(spec.name) (\(kind)) of module \(module + 1): \(count) values, the model needs \(expected)") }
-                        else if let shape = shapes["\(module).\(kind).\(spec.name)"], shape != "[\(expected)]" {
-                            report.problems.append("checkpoint \(spec.name) (\(kind)) of module \(module + 1): shape '\(shape)', saved as '[\(expected)]'")
+                        if count != expected { report.problems.append("\(which): \(count) values, the model needs \(expected)") }
+                        else if let shape = shapes["\(module).\(state.lap).\(kind).\(spec.name)"], shape != "[\(expected)]" {
+                            report.problems.append("\(which): shape '\(shape)', saved as '[\(expected)]'")
                         }
                     } else {
-                        report.problems.append("checkpoint \(spec.name) (\(kind)) of module \(module + 1): missing (module \(state.status) in lap \(state.lap + 1))")
+                        report.problems.append("\(which): missing (module \(state.status) in lap \(state.lap + 1))")
                     }
                 }
             }

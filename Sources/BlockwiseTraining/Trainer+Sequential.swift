@@ -17,10 +17,15 @@ extension Trainer {
                     // module's read checks them); its saved parameters must be whole.
                     let problems = ParameterStore.problems(loading: done.parameters,
                                                            specs: ResNetModule.parameterSpecs(configuration: modelConfig, index: k))
-                    guard problems.isEmpty else {
+                    if problems.isEmpty {
+                        snapshots[k] = done.parameters
+                    } else if try laterLapRecorded(module: k, after: lap) {
+                        // Its values are needed only to start the next lap, which has its own state:
+                        // a store of format 1 kept only each module's latest lap.
+                        snapshots[k] = nil
+                    } else {
                         throw TrainingError.incompleteCheckpoint(module: k, what: "completed-module parameters", problems: problems)
                     }
-                    snapshots[k] = done.parameters
                     result.epochs += done.logs
                     try observer?(.moduleResumed(module: k, lap: lap))
                     try observer?(.moduleEvaluated(done.evaluation))
@@ -47,7 +52,9 @@ extension Trainer {
                     let module = try ResNetModule(configuration: modelConfig, index: k, ledger: ledger)
                     if let snapshot = snapshots[k] {
                         try module.parameters.loadChecked(snapshot, module: k, what: "parameters")
-                    } else if lap > 0, let previous = try journal?.completedModule(k, lap: lap - 1) {
+                    } else if lap > 0, try journal?.epochCheckpoint(k, lap: lap) == nil,
+                              let previous = try journal?.completedModule(k, lap: lap - 1) {
+                        // (An epoch checkpoint of this lap, when there is one, replaces these values.)
                         try module.parameters.loadChecked(previous.parameters, module: k, what: "lap \(lap) checkpoint")
                     } else {
                         Initialization.initialize(module.parameters, gain: modelConfig.initGain, seed: configuration.seed, module: k)
@@ -104,5 +111,11 @@ extension Trainer {
             }
         }
         return result
+    }
+
+    /// Whether the journal holds module k in a lap after `lap` (completed or in training).
+    func laterLapRecorded(module k: Int, after lap: Int) throws -> Bool {
+        guard lap + 1 < configuration.lapCount, let journal else { return false }
+        return try journal.epochCheckpoint(k, lap: lap + 1) != nil || journal.completedModule(k, lap: lap + 1) != nil
     }
 }

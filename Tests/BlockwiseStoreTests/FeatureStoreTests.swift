@@ -113,7 +113,7 @@ final class FeatureStoreTests: XCTestCase {
         let newer = directory + "/newer.sqlite"
         _ = try FeatureStore(path: newer)
         try Database(path: newer).setUserVersion(FeatureStore.formatVersion + 1)
-        XCTAssertThrowsError(try FeatureStore(readingAt: newer)) { XCTAssertTrue("\($0)".contains("format version 2"), "\($0)") }
+        XCTAssertThrowsError(try FeatureStore(readingAt: newer)) { XCTAssertTrue("\($0)".contains("format version \(FeatureStore.formatVersion + 1)"), "\($0)") }
     }
 
     func identity(width: Int) -> FeatureStore.RunIdentity {

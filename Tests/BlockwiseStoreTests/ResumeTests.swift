@@ -86,4 +86,61 @@ final class ResumeTests: XCTestCase {
     func testMultilapResumeReproducesTheUninterruptedRun() throws {
         try interruptAndResume(.multilap, tau: .off, stops: [5, 17])
     }
+
+    /// Checkpoints are keyed by lap (format 2): lap 1's parameters of a module survive lap 2
+    /// (format 1 overwrote them), and `cache verify` checks every lap's.
+    func testMultilapKeepsEveryLapsParameters() throws {
+        let c = configuration(.multilap)
+        let path = NSTemporaryDirectory() + "laps-\(UUID().uuidString).sqlite"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        _ = try run(path, c)
+        let store = try FeatureStore(path: path, encoding: .fp16)
+        for k in 0..<c.model.modules {
+            let specs = ResNetModule.parameterSpecs(configuration: c.model, index: k)
+            let first = try XCTUnwrap(store.completedModule(k, lap: 0)), second = try XCTUnwrap(store.completedModule(k, lap: 1))
+            XCTAssertEqual(ParameterStore.problems(loading: first.parameters, specs: specs), [], "module \(k + 1) lap 1")
+            XCTAssertEqual(ParameterStore.problems(loading: second.parameters, specs: specs), [], "module \(k + 1) lap 2")
+            XCTAssertNotEqual(first.parameters, second.parameters, "module \(k + 1): lap 2 trained on from lap 1")
+        }
+        let report = try StoreVerifier.verify(store)
+        XCTAssertTrue(report.isClean, "\(report.problems)")
+        XCTAssertEqual(report.checkpointTensors, 2 * (0..<c.model.modules).reduce(0) {
+            $0 + ResNetModule.parameterSpecs(configuration: c.model, index: $1).count
+        }, "every lap's values, no momentum left once the modules completed")
+    }
+
+    /// A store written by format 1 (one set of checkpoints per module: its latest lap's) and
+    /// interrupted in lap 2, after module 2's first epoch checkpoint of that lap: readers read it
+    /// as it is, the next writer migrates it to format 2, and the resumed run ends exactly like an
+    /// uninterrupted one.
+    func testAFormat1StoreIsMigratedAndResumes() throws {
+        let c = configuration(.multilap)
+        let reference = try run(NSTemporaryDirectory() + "ref-\(UUID().uuidString).sqlite", c)
+        let path = NSTemporaryDirectory() + "format1-\(UUID().uuidString).sqlite"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // 6 batches per epoch, 2 epochs per lap: lap 2's module 2 starts after 48 batches and
+        // checkpoints its first epoch at 54.
+        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 58))
+        // What format 1 held: each module's tensors of its latest lap only, keyed (module, name, kind).
+        try Database(path: path).execute("""
+            CREATE TABLE checkpoints_v1 (module INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+                shape TEXT NOT NULL, checksum INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (module, name, kind));
+            INSERT INTO checkpoints_v1 SELECT module, name, kind, shape, checksum, data FROM checkpoints c
+                WHERE lap = (SELECT max(lap) FROM modules m WHERE m.module = c.module);
+            DROP TABLE checkpoints; ALTER TABLE checkpoints_v1 RENAME TO checkpoints; PRAGMA user_version = 1;
+            """)
+        do {
+            let reader = try FeatureStore(readingAt: path)
+            XCTAssertEqual(reader.schemaVersion, 1)
+            let report = try StoreVerifier.verify(reader)
+            XCTAssertTrue(report.isClean, "a format-1 store verifies as it is: \(report.problems)")
+        }
+        let resumed = try run(path, c)
+        XCTAssertEqual(resumed.modules.map(\.testAccuracy), reference.modules.map(\.testAccuracy))
+        XCTAssertEqual(resumed.epochs.map(\.taskLoss), reference.epochs.map(\.taskLoss))
+        let migrated = try FeatureStore(readingAt: path)
+        XCTAssertEqual(migrated.schemaVersion, FeatureStore.formatVersion)
+        let report = try StoreVerifier.verify(migrated)
+        XCTAssertTrue(report.isClean, "\(report.problems)")
+    }
 }

@@ -68,7 +68,7 @@ final class StoreIntegrityTests: XCTestCase {
             }
             let report = try StoreVerifier.verify(try FeatureStore(readingAt: path))
             XCTAssertFalse(report.isClean)
-            XCTAssertTrue(report.problems.contains { $0.contains("unit2.bn.weight (\(kind)) of module 1: missing") }, "\(report.problems)")
+            XCTAssertTrue(report.problems.contains { $0.contains("unit2.bn.weight (\(kind)) of module 1 lap 1: missing") }, "\(report.problems)")
         }
     }
 
