@@ -32,6 +32,29 @@ final class RunPlanTests: CLITestCase {
             let planned = try json(directory + "/plan.json")["modules"] as! [[String: Any]]
             let measured = (try json(directory + "/run.json")["modules"] as! [[String: Any]]).map { $0["evaluation"] as! [String: Any] }
             XCTAssertEqual(planned.count, measured.count, name)
+            // The run executes the plan's phases: the buffers live at the run's peak (but the I/O
+            // buffers and SQLite's) are exactly the slots of one of the planned phases of the
+            // module that peaked, with their planned bytes, and each phase runs at the
+            // (micro-)batch the budget chose.
+            let report = try json(directory + "/run.json")
+            let phases = (try json(directory + "/plan.json")["execution"] as! [String: Any])["modules"] as! [[String: Any]]
+            XCTAssertEqual(phases.count, measured.count, name)
+            let peaked = measured.indices.max { (measured[$0]["peakBytes"] as! Int) < (measured[$1]["peakBytes"] as! Int) }!
+            let slotSets = ["training", "streaming"].map { kind -> [String: Int] in
+                let slots = (phases[peaked][kind] as! [String: Any])["slots"] as! [[String: Any]]
+                return Dictionary(uniqueKeysWithValues: slots.filter { $0["category"] as! String != "ioBuffers" }.map {
+                    ($0["tag"] as! String, ($0["shape"] as! [Int]).reduce(4, *))
+                })
+            }
+            let atPeak = Dictionary(uniqueKeysWithValues: (report["peakTensors"] as! [[String: Any]]).filter {
+                !["ioBuffers", "storeEngine"].contains($0["category"] as! String)
+            }.map { ($0["tag"] as! String, $0["bytes"] as! Int) })
+            XCTAssertTrue(slotSets.contains(atPeak), "\(name): the buffers at the peak of module \(peaked + 1) are a planned phase's: \(atPeak)")
+            for (k, phase) in phases.enumerated() {
+                let options = (phase["training"] as! [String: Any])["options"] as! [String: Any]
+                let microBatch = planned[k]["microBatch"] as? Int ?? (planned[k]["plan"] as! [String: Any])["batch"] as! Int
+                XCTAssertEqual(options["batch"] as? Int, microBatch, "\(name), module \(k + 1): the phase's batch")
+            }
             for (p, m) in zip(planned, measured) {
                 let module = "\(name), module \(p["number"]!)"
                 let memory = p["plan"] as! [String: Any], work = memory["work"] as! [String: Int]
