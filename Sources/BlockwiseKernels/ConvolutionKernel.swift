@@ -35,21 +35,17 @@ public final class ConvolutionKernel {
         return OneDNNConvolution.plan(geometry, batch: batch, hasBias: hasBias, workspaceCount: workspaceCount)
     }
 
+    /// The plan at `batch`, from `cache` when it holds that batch; otherwise resolved and kept there.
     @inline(__always)
-    private func forwardOneDNN(batch: Int) -> OneDNNConvolution.Plan? {
-        if let resolved = forwardPlan, resolved.batch == batch { return resolved.plan }
+    private func oneDNN(_ cache: inout Resolved?, batch: Int, hasBias: Bool) -> OneDNNConvolution.Plan? {
+        if let resolved = cache, resolved.batch == batch { return resolved.plan }
         let plan = resolve(batch: batch, hasBias: hasBias)
-        forwardPlan = Resolved(batch: batch, plan: plan)
+        cache = Resolved(batch: batch, plan: plan)
         return plan
     }
 
-    @inline(__always)
-    private func backwardOneDNN(batch: Int) -> OneDNNConvolution.Plan? {
-        if let resolved = backwardPlan, resolved.batch == batch { return resolved.plan }
-        let plan = resolve(batch: batch, hasBias: false)
-        backwardPlan = Resolved(batch: batch, plan: plan)
-        return plan
-    }
+    private func forwardOneDNN(batch: Int) -> OneDNNConvolution.Plan? { oneDNN(&forwardPlan, batch: batch, hasBias: hasBias) }
+    private func backwardOneDNN(batch: Int) -> OneDNNConvolution.Plan? { oneDNN(&backwardPlan, batch: batch, hasBias: false) }
 
     /// Images per oneDNN call at `batch` (forward, or the backward's gradients), nil on the
     /// reference path: what the module's plan lists for this layer.
