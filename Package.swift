@@ -26,6 +26,9 @@ let package = Package(
                 cSettings: [.unsafeFlags(["-O2"])],
                 linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("gomp")]),
 
+        // A pass-through SQLite VFS that counts the bytes SQLite writes to the file system.
+        .target(name: "CSQLiteVFS", dependencies: ["CSQLite"], path: "Sources/CSQLiteVFS", cSettings: [.unsafeFlags(["-O2"])]),
+
         // Tensors, the memory ledger, and forward/backward kernels.
         .target(name: "BlockwiseKernels", dependencies: ["CBLAS", "CKernels"]),
         // IDX data sets (Fashion-MNIST), subsets.
@@ -41,7 +44,7 @@ let package = Package(
         // The run report: JSON, SVG plots, HTML.
         .target(name: "BlockwiseReports", dependencies: ["BlockwiseKernels", "BlockwiseTraining", "BlockwiseDevice", "BlockwisePlan"]),
         // The SQLite feature store: levels, checkpoints, metrics; resume.
-        .target(name: "BlockwiseStore", dependencies: ["CSQLite", "CZlib", "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining"]),
+        .target(name: "BlockwiseStore", dependencies: ["CSQLite", "CSQLiteVFS", "CZlib", "BlockwiseKernels", "BlockwiseData", "BlockwiseTraining"]),
         // A run as a user asks for it: budget, store, trainer, report.
         .target(name: "BlockwiseRuntime", dependencies: ["BlockwiseKernels", "BlockwiseData", "BlockwiseTraining", "BlockwiseStore",
                                                          "BlockwiseDevice", "BlockwisePlan", "BlockwiseReports"]),

@@ -5,7 +5,7 @@ public enum BundledProfiles {
     public static let files: [String: String] = [
         "arduino-m0-sd": #"""
 {
-  "schemaVersion": 1,
+  "schemaVersion": 2,
   "name": "arduino-m0-sd",
   "displayName": "Arduino Zero / MKR-class SAMD21 (Cortex-M0+ @ 48 MHz, 32 KB SRAM) with SD card",
   "class": "mcu",
@@ -15,9 +15,17 @@ public enum BundledProfiles {
     "medium": "microSD card over SPI",
     "readMBps": 4.6,
     "writeMBps": 4.4,
-    "latencyMs": 0.11
+    "latencyMs": 0.11,
+    "overlapsCompute": false,
+    "capacityBytes": "32GB",
+    "peCycles": 500
   },
-  "computeGflops": 0.0005,
+  "compute": {
+    "convolutionGflops": 0.0005,
+    "gemmGflops": 0.0005,
+    "elementwiseGflops": 0.0004,
+    "memoryGBps": 0.05
+  },
   "power": {
     "activeW": 0.15,
     "idleW": 0.02
@@ -54,7 +62,7 @@ public enum BundledProfiles {
       "source": "POET (Patil et al., ICML 2022), measured SD-card paging on a Cortex-M board (MKR1000/SAMD21; poet/chipsets.py: page-in 4616.51 KB/s @0.109 ms, page-out 4440 KB/s @0.113 ms); 0.109 ms read / 0.113 ms write averaged"
     },
     {
-      "field": "computeGflops",
+      "field": "compute.convolutionGflops",
       "value": 0.0005,
       "estimate": true,
       "source": "estimate: no FPU; libgcc soft-float ~60-100 cycles per FP32 add/mul incl. loads x 48 MHz; POET's chipsets.py uses 0.00017 GFLOP/s for MKR1000"
@@ -70,6 +78,42 @@ public enum BundledProfiles {
       "value": 0.02,
       "estimate": true,
       "source": "estimate: MCU idle, SD card standby, board regulator quiescent"
+    },
+    {
+      "field": "compute.gemmGflops",
+      "value": 0.0005,
+      "estimate": true,
+      "source": "estimate: the linear layers run the same FP32 multiply-accumulate loops as the convolutions; they are small (a few thousand FLOPs per sample) and rarely reach the convolution rate, so this is at most the convolution rate"
+    },
+    {
+      "field": "compute.elementwiseGflops",
+      "value": 0.0004,
+      "estimate": true,
+      "source": "estimate: scalar FP32 arithmetic of the batch-norm, ReLU, loss and optimizer passes: about half the convolution rate (no multiply-accumulate to fuse); these passes are bound by memory bandwidth in practice"
+    },
+    {
+      "field": "compute.memoryGBps",
+      "value": 0.05,
+      "estimate": true,
+      "source": "estimate: SAMD21 at 48 MHz, 32-bit bus, no cache: ~0.19 GB/s peak; sustained ~0.05 GB/s"
+    },
+    {
+      "field": "storage.overlapsCompute",
+      "value": 0,
+      "estimate": true,
+      "source": "Arduino SD library: blocking SPI transfers (no DMA)"
+    },
+    {
+      "field": "storage.capacityBytes",
+      "value": 32000000000,
+      "estimate": true,
+      "source": "estimate: a 32 GB microSD card over SPI"
+    },
+    {
+      "field": "storage.peCycles",
+      "value": 500,
+      "estimate": true,
+      "source": "estimate: consumer TLC microSD: ~500 program/erase cycles"
     }
   ],
   "notes": "This is POET's MKR1000-class target, so the SD-card anchor was measured on this class of device. Float32 runs in software emulation, so compute dominates and is extremely slow."
@@ -77,7 +121,7 @@ public enum BundledProfiles {
 """#,
         "esp32-s3-psram": #"""
 {
-  "schemaVersion": 1,
+  "schemaVersion": 2,
   "name": "esp32-s3-psram",
   "displayName": "ESP32-S3 with 8 MB PSRAM (dual Xtensa LX7 @ 240 MHz, 512 KB SRAM + 8 MB PSRAM)",
   "class": "mcu",
@@ -87,9 +131,17 @@ public enum BundledProfiles {
     "medium": "microSD card over SDMMC (4-bit, 40 MHz)",
     "readMBps": 8.4,
     "writeMBps": 2.3,
-    "latencyMs": 0.2
+    "latencyMs": 0.2,
+    "overlapsCompute": true,
+    "capacityBytes": "32GB",
+    "peCycles": 500
   },
-  "computeGflops": 0.15,
+  "compute": {
+    "convolutionGflops": 0.15,
+    "gemmGflops": 0.15,
+    "elementwiseGflops": 0.08,
+    "memoryGBps": 0.1
+  },
   "power": {
     "activeW": 0.5,
     "idleW": 0.1
@@ -126,7 +178,7 @@ public enum BundledProfiles {
       "source": "estimate: SDMMC command/FatFs overhead per block operation, somewhat above POET's 0.11 ms Cortex-M SPI figure because of the IDF driver layers"
     },
     {
-      "field": "computeGflops",
+      "field": "compute.convolutionGflops",
       "value": 0.15,
       "estimate": true,
       "source": "estimate: scalar single-precision FPU (no FP SIMD), ~0.3 FLOP/cycle sustained x 240 MHz x 2 cores, reduced by PSRAM bandwidth"
@@ -142,6 +194,42 @@ public enum BundledProfiles {
       "value": 0.1,
       "estimate": true,
       "source": "estimate: dev-board idle (CPU idle, USB-UART/LDO quiescent, SD standby)"
+    },
+    {
+      "field": "compute.gemmGflops",
+      "value": 0.15,
+      "estimate": true,
+      "source": "estimate: the linear layers run the same FP32 multiply-accumulate loops as the convolutions; they are small (a few thousand FLOPs per sample) and rarely reach the convolution rate, so this is at most the convolution rate"
+    },
+    {
+      "field": "compute.elementwiseGflops",
+      "value": 0.08,
+      "estimate": true,
+      "source": "estimate: scalar FP32 arithmetic of the batch-norm, ReLU, loss and optimizer passes: about half the convolution rate (no multiply-accumulate to fuse); these passes are bound by memory bandwidth in practice"
+    },
+    {
+      "field": "compute.memoryGBps",
+      "value": 0.1,
+      "estimate": true,
+      "source": "estimate: octal PSRAM at 80 MHz DDR: ~0.16 GB/s peak through the cache; sustained ~0.1 GB/s for buffers in PSRAM"
+    },
+    {
+      "field": "storage.overlapsCompute",
+      "value": 1,
+      "estimate": true,
+      "source": "ESP-IDF SDMMC host driver: transfers by the controller's internal DMA (the task blocks, the other core computes)"
+    },
+    {
+      "field": "storage.capacityBytes",
+      "value": 32000000000,
+      "estimate": true,
+      "source": "estimate: a 32 GB microSD card"
+    },
+    {
+      "field": "storage.peCycles",
+      "value": 500,
+      "estimate": true,
+      "source": "estimate: consumer TLC microSD: ~500 program/erase cycles"
     }
   ],
   "notes": "ramBytes includes the 8 MB PSRAM, which is much slower than internal SRAM. The storage throughput comes from a single hobbyist benchmark and depends heavily on the card."
@@ -149,7 +237,7 @@ public enum BundledProfiles {
 """#,
         "jetson-nano-4gb": #"""
 {
-  "schemaVersion": 1,
+  "schemaVersion": 2,
   "name": "jetson-nano-4gb",
   "displayName": "NVIDIA Jetson Nano 4 GB (4x Cortex-A57 @ 1.43 GHz, CPU only)",
   "class": "sbc",
@@ -159,9 +247,17 @@ public enum BundledProfiles {
     "medium": "eMMC 5.1 (production module) / microSD (developer kit)",
     "readMBps": 108.5,
     "writeMBps": 94.4,
-    "latencyMs": 0.54
+    "latencyMs": 0.54,
+    "overlapsCompute": true,
+    "capacityBytes": "16GB",
+    "peCycles": 3000
   },
-  "computeGflops": 10.0,
+  "compute": {
+    "convolutionGflops": 10.0,
+    "gemmGflops": 10.0,
+    "elementwiseGflops": 2.5,
+    "memoryGBps": 8.0
+  },
   "power": {
     "activeW": 6.5,
     "idleW": 1.5
@@ -198,7 +294,7 @@ public enum BundledProfiles {
       "source": "POET (Patil et al., ICML 2022), Jetson TX2 page-in latency 0.54 ms (page-out 2.40 ms), applied to the Nano"
     },
     {
-      "field": "computeGflops",
+      "field": "compute.convolutionGflops",
       "value": 10.0,
       "estimate": true,
       "source": "estimate: 4x A57 @ 1.43 GHz, FP32 NEON peak ~46 GFLOP/s; ~20-25% sustained on conv/GEMM"
@@ -214,6 +310,42 @@ public enum BundledProfiles {
       "value": 1.5,
       "estimate": true,
       "source": "estimate: headless idle ~1.2-1.5 W reported for the developer kit"
+    },
+    {
+      "field": "compute.gemmGflops",
+      "value": 10.0,
+      "estimate": true,
+      "source": "estimate: the linear layers run the same FP32 multiply-accumulate loops as the convolutions; they are small (a few thousand FLOPs per sample) and rarely reach the convolution rate, so this is at most the convolution rate"
+    },
+    {
+      "field": "compute.elementwiseGflops",
+      "value": 2.5,
+      "estimate": true,
+      "source": "estimate: scalar FP32 arithmetic of the batch-norm, ReLU, loss and optimizer passes: about half the convolution rate (no multiply-accumulate to fuse); these passes are bound by memory bandwidth in practice"
+    },
+    {
+      "field": "compute.memoryGBps",
+      "value": 8.0,
+      "estimate": true,
+      "source": "estimate: LPDDR4 (64-bit, 1600 MHz): 25.6 GB/s peak; CPU STREAM copy ~8 GB/s"
+    },
+    {
+      "field": "storage.overlapsCompute",
+      "value": 1,
+      "estimate": true,
+      "source": "Linux: the SDMMC controllers (eMMC, microSD) transfer by DMA and writes go through the page cache"
+    },
+    {
+      "field": "storage.capacityBytes",
+      "value": 16000000000,
+      "estimate": false,
+      "source": "NVIDIA Jetson Nano module data sheet: 16 GB eMMC 5.1"
+    },
+    {
+      "field": "storage.peCycles",
+      "value": 3000,
+      "estimate": true,
+      "source": "estimate: eMMC 5.1 with MLC NAND: ~3000 program/erase cycles (module vendors publish no figure)"
     }
   ],
   "notes": "Storage uses POET's Jetson TX2 eMMC measurements as a stand-in for the Nano, and a microSD-based developer kit will be slower. The GPU is not modelled; this profile covers CPU-only emulation."
@@ -221,7 +353,7 @@ public enum BundledProfiles {
 """#,
         "nrf52840": #"""
 {
-  "schemaVersion": 1,
+  "schemaVersion": 2,
   "name": "nrf52840",
   "displayName": "Nordic nRF52840 (Cortex-M4F @ 64 MHz, 256 KB RAM)",
   "class": "mcu",
@@ -231,9 +363,17 @@ public enum BundledProfiles {
     "medium": "microSD card / external flash over SPI",
     "readMBps": 4.6,
     "writeMBps": 4.4,
-    "latencyMs": 0.11
+    "latencyMs": 0.11,
+    "overlapsCompute": false,
+    "capacityBytes": "32GB",
+    "peCycles": 500
   },
-  "computeGflops": 0.02,
+  "compute": {
+    "convolutionGflops": 0.02,
+    "gemmGflops": 0.02,
+    "elementwiseGflops": 0.01,
+    "memoryGBps": 0.1
+  },
   "power": {
     "activeW": 0.1,
     "idleW": 0.005
@@ -270,7 +410,7 @@ public enum BundledProfiles {
       "source": "POET (Patil et al., ICML 2022), measured SD-card paging on a Cortex-M board (MKR1000/SAMD21; poet/chipsets.py: page-in 4616.51 KB/s @0.109 ms, page-out 4440 KB/s @0.113 ms); 0.109 ms read / 0.113 ms write averaged"
     },
     {
-      "field": "computeGflops",
+      "field": "compute.convolutionGflops",
       "value": 0.02,
       "estimate": true,
       "source": "estimate: ~0.3 FLOP/cycle sustained for CMSIS-DSP-style FP32 GEMM on FPv4-SP x 64 MHz; POET measured only ~0.0064 GFLOP/s with its unoptimised kernel"
@@ -286,6 +426,42 @@ public enum BundledProfiles {
       "value": 0.005,
       "estimate": true,
       "source": "estimate: CPU in System ON idle, SD card in standby"
+    },
+    {
+      "field": "compute.gemmGflops",
+      "value": 0.02,
+      "estimate": true,
+      "source": "estimate: the linear layers run the same FP32 multiply-accumulate loops as the convolutions; they are small (a few thousand FLOPs per sample) and rarely reach the convolution rate, so this is at most the convolution rate"
+    },
+    {
+      "field": "compute.elementwiseGflops",
+      "value": 0.01,
+      "estimate": true,
+      "source": "estimate: scalar FP32 arithmetic of the batch-norm, ReLU, loss and optimizer passes: about half the convolution rate (no multiply-accumulate to fuse); these passes are bound by memory bandwidth in practice"
+    },
+    {
+      "field": "compute.memoryGBps",
+      "value": 0.1,
+      "estimate": true,
+      "source": "estimate: Cortex-M4F at 64 MHz, 32-bit AHB SRAM: ~0.26 GB/s peak; sustained ~0.1 GB/s"
+    },
+    {
+      "field": "storage.overlapsCompute",
+      "value": 0,
+      "estimate": true,
+      "source": "estimate: SPIM has EasyDMA, but the usual SD/flash drivers (FatFs over SPI) block the core until a transfer completes"
+    },
+    {
+      "field": "storage.capacityBytes",
+      "value": 32000000000,
+      "estimate": true,
+      "source": "estimate: a 32 GB microSD card over SPI"
+    },
+    {
+      "field": "storage.peCycles",
+      "value": 500,
+      "estimate": true,
+      "source": "estimate: consumer TLC microSD: ~500 program/erase cycles"
     }
   ],
   "notes": "POET copied its MKR1000 SD-card measurement into its nRF52840 profile. Note the nRF52840 SPIM3 tops out at 32 MHz, i.e. at most 4 MB/s on the wire, so real throughput will likely be lower."
@@ -293,7 +469,7 @@ public enum BundledProfiles {
 """#,
         "phone-3gb": #"""
 {
-  "schemaVersion": 1,
+  "schemaVersion": 2,
   "name": "phone-3gb",
   "displayName": "Current smartphone (ARMv9 big.LITTLE, ~3 GB per-app memory limit, UFS 3.1/4.0)",
   "class": "phone",
@@ -303,9 +479,17 @@ public enum BundledProfiles {
     "medium": "UFS 3.1/4.0 flash via app-private filesystem",
     "readMBps": 1500.0,
     "writeMBps": 800.0,
-    "latencyMs": 0.1
+    "latencyMs": 0.1,
+    "overlapsCompute": true,
+    "capacityBytes": "64GB",
+    "peCycles": 3000
   },
-  "computeGflops": 40.0,
+  "compute": {
+    "convolutionGflops": 40.0,
+    "gemmGflops": 40.0,
+    "elementwiseGflops": 10.0,
+    "memoryGBps": 12.0
+  },
   "power": {
     "activeW": 5.0,
     "idleW": 0.5
@@ -342,7 +526,7 @@ public enum BundledProfiles {
       "source": "estimate: UFS 4K QD1 random-read latency ~0.08-0.15 ms"
     },
     {
-      "field": "computeGflops",
+      "field": "compute.convolutionGflops",
       "value": 40.0,
       "estimate": true,
       "source": "estimate: multi-core NEON/SVE FP32 GEMM on current big cores, sustained under thermal limits (~30-60 GFLOP/s range)"
@@ -358,6 +542,42 @@ public enum BundledProfiles {
       "value": 0.5,
       "estimate": true,
       "source": "estimate: device awake, screen off or dim, background activity"
+    },
+    {
+      "field": "compute.gemmGflops",
+      "value": 40.0,
+      "estimate": true,
+      "source": "estimate: the linear layers run the same FP32 multiply-accumulate loops as the convolutions; they are small (a few thousand FLOPs per sample) and rarely reach the convolution rate, so this is at most the convolution rate"
+    },
+    {
+      "field": "compute.elementwiseGflops",
+      "value": 10.0,
+      "estimate": true,
+      "source": "estimate: scalar FP32 arithmetic of the batch-norm, ReLU, loss and optimizer passes: about half the convolution rate (no multiply-accumulate to fuse); these passes are bound by memory bandwidth in practice"
+    },
+    {
+      "field": "compute.memoryGBps",
+      "value": 12.0,
+      "estimate": true,
+      "source": "estimate: LPDDR4X (2 x 16-bit channels or more): 17-34 GB/s peak; sustained CPU copy ~12 GB/s"
+    },
+    {
+      "field": "storage.overlapsCompute",
+      "value": 1,
+      "estimate": true,
+      "source": "Android: UFS transfers by DMA through the block layer; writes go through the page cache"
+    },
+    {
+      "field": "storage.capacityBytes",
+      "value": 64000000000,
+      "estimate": true,
+      "source": "estimate: a 64 GB UFS device (the small end of current phones)"
+    },
+    {
+      "field": "storage.peCycles",
+      "value": 3000,
+      "estimate": true,
+      "source": "estimate: UFS with 3D TLC NAND: ~3000 program/erase cycles"
     }
   ],
   "notes": "ramBytes is the per-app limit, not the phone's physical RAM. Sustained compute and power assume thermal throttling after the first minute, and the GPU and NPU are not modelled."
@@ -365,7 +585,7 @@ public enum BundledProfiles {
 """#,
         "rpi-zero-2w": #"""
 {
-  "schemaVersion": 1,
+  "schemaVersion": 2,
   "name": "rpi-zero-2w",
   "displayName": "Raspberry Pi Zero 2 W (4x Cortex-A53 @ 1 GHz, 512 MB)",
   "class": "sbc",
@@ -375,9 +595,17 @@ public enum BundledProfiles {
     "medium": "microSD card (SDHost, 4-bit @ 50 MHz)",
     "readMBps": 22.0,
     "writeMBps": 18.0,
-    "latencyMs": 0.6
+    "latencyMs": 0.6,
+    "overlapsCompute": true,
+    "capacityBytes": "32GB",
+    "peCycles": 500
   },
-  "computeGflops": 4.0,
+  "compute": {
+    "convolutionGflops": 4.0,
+    "gemmGflops": 4.0,
+    "elementwiseGflops": 1.0,
+    "memoryGBps": 1.5
+  },
   "power": {
     "activeW": 3.0,
     "idleW": 0.6
@@ -414,7 +642,7 @@ public enum BundledProfiles {
       "source": "estimate: ~1500-2000 4K random-read IOPS on an A1 card at a 50 MHz bus (POET's Pi latencies of 0.005/0.019 ms include the page cache)"
     },
     {
-      "field": "computeGflops",
+      "field": "compute.convolutionGflops",
       "value": 4.0,
       "estimate": true,
       "source": "estimate: 4x A53 @ 1 GHz, NEON peak ~16 GFLOP/s FP32 (4 FLOP/cycle/core); ~25% sustained on GEMM/conv with thermal throttling"
@@ -430,6 +658,42 @@ public enum BundledProfiles {
       "value": 0.6,
       "estimate": false,
       "source": "CNX Software (2021) measured idle ~120 mA @5 V = 0.6 W, Raspberry Pi OS Lite Bullseye"
+    },
+    {
+      "field": "compute.gemmGflops",
+      "value": 4.0,
+      "estimate": true,
+      "source": "estimate: the linear layers run the same FP32 multiply-accumulate loops as the convolutions; they are small (a few thousand FLOPs per sample) and rarely reach the convolution rate, so this is at most the convolution rate"
+    },
+    {
+      "field": "compute.elementwiseGflops",
+      "value": 1.0,
+      "estimate": true,
+      "source": "estimate: scalar FP32 arithmetic of the batch-norm, ReLU, loss and optimizer passes: about half the convolution rate (no multiply-accumulate to fuse); these passes are bound by memory bandwidth in practice"
+    },
+    {
+      "field": "compute.memoryGBps",
+      "value": 1.5,
+      "estimate": true,
+      "source": "estimate: LPDDR2 (32-bit, 900 MHz class): ~3.6 GB/s peak; STREAM-like copy on a Cortex-A53 at 1 GHz ~1.5 GB/s"
+    },
+    {
+      "field": "storage.overlapsCompute",
+      "value": 1,
+      "estimate": true,
+      "source": "Linux: the SDHost controller transfers by DMA and writes go through the page cache (written back while the process computes)"
+    },
+    {
+      "field": "storage.capacityBytes",
+      "value": 32000000000,
+      "estimate": true,
+      "source": "estimate: a 32 GB microSD card"
+    },
+    {
+      "field": "storage.peCycles",
+      "value": 500,
+      "estimate": true,
+      "source": "estimate: consumer TLC microSD: ~500 program/erase cycles"
     }
   ],
   "notes": "The POET Raspberry Pi microSD anchor (45.5/24.5 MB/s) comes from a Pi 4-class SD host, and this board's 25 MB/s SD bus cannot reach it, so bus-limited estimates are used instead. Only 512 MB of RAM and a 64 MB GPU split leave about 350 MB for training."
@@ -437,7 +701,7 @@ public enum BundledProfiles {
 """#,
         "rpi4b-4gb": #"""
 {
-  "schemaVersion": 1,
+  "schemaVersion": 2,
   "name": "rpi4b-4gb",
   "displayName": "Raspberry Pi 4 Model B 4 GB (4x Cortex-A72 @ 1.5 GHz)",
   "class": "sbc",
@@ -447,9 +711,17 @@ public enum BundledProfiles {
     "medium": "microSD card (UHS-I DDR50)",
     "readMBps": 45.5,
     "writeMBps": 24.5,
-    "latencyMs": 0.4
+    "latencyMs": 0.4,
+    "overlapsCompute": true,
+    "capacityBytes": "32GB",
+    "peCycles": 500
   },
-  "computeGflops": 12.0,
+  "compute": {
+    "convolutionGflops": 12.0,
+    "gemmGflops": 12.0,
+    "elementwiseGflops": 3.0,
+    "memoryGBps": 4.0
+  },
   "power": {
     "activeW": 6.4,
     "idleW": 2.7
@@ -486,7 +758,7 @@ public enum BundledProfiles {
       "source": "estimate: ~2500 4K random-read IOPS on an A1/A2 card (POET's 0.005 ms read / 0.019 ms write latencies include the page cache)"
     },
     {
-      "field": "computeGflops",
+      "field": "compute.convolutionGflops",
       "value": 12.0,
       "estimate": true,
       "source": "estimate: 4x A72 @ 1.5 GHz, FP32 NEON peak ~48 GFLOP/s; ~25% sustained on conv/GEMM (HPL FP64 ~10-13 GFLOP/s reported)"
@@ -502,6 +774,42 @@ public enum BundledProfiles {
       "value": 2.7,
       "estimate": true,
       "source": "estimate: published headless idle measurements ~2.7 W"
+    },
+    {
+      "field": "compute.gemmGflops",
+      "value": 12.0,
+      "estimate": true,
+      "source": "estimate: the linear layers run the same FP32 multiply-accumulate loops as the convolutions; they are small (a few thousand FLOPs per sample) and rarely reach the convolution rate, so this is at most the convolution rate"
+    },
+    {
+      "field": "compute.elementwiseGflops",
+      "value": 3.0,
+      "estimate": true,
+      "source": "estimate: scalar FP32 arithmetic of the batch-norm, ReLU, loss and optimizer passes: about half the convolution rate (no multiply-accumulate to fuse); these passes are bound by memory bandwidth in practice"
+    },
+    {
+      "field": "compute.memoryGBps",
+      "value": 4.0,
+      "estimate": true,
+      "source": "estimate: LPDDR4-3200 (32-bit): 12.8 GB/s peak; STREAM copy on the Cortex-A72 cluster ~4 GB/s"
+    },
+    {
+      "field": "storage.overlapsCompute",
+      "value": 1,
+      "estimate": true,
+      "source": "Linux: the EMMC2 controller transfers by DMA and writes go through the page cache"
+    },
+    {
+      "field": "storage.capacityBytes",
+      "value": 32000000000,
+      "estimate": true,
+      "source": "estimate: a 32 GB microSD card"
+    },
+    {
+      "field": "storage.peCycles",
+      "value": 500,
+      "estimate": true,
+      "source": "estimate: consumer TLC microSD: ~500 program/erase cycles"
     }
   ],
   "notes": "This is POET's Raspberry Pi target, so its measured microSD throughputs apply directly. An active cooler is assumed so the 12 GFLOP/s can be sustained without throttling."
@@ -509,7 +817,7 @@ public enum BundledProfiles {
 """#,
         "stm32f746-disco": #"""
 {
-  "schemaVersion": 1,
+  "schemaVersion": 2,
   "name": "stm32f746-disco",
   "displayName": "STM32F746G Discovery (Cortex-M7 @ 216 MHz, 320 KB SRAM)",
   "class": "mcu",
@@ -519,9 +827,17 @@ public enum BundledProfiles {
     "medium": "microSD card over SDMMC",
     "readMBps": 4.6,
     "writeMBps": 4.4,
-    "latencyMs": 0.11
+    "latencyMs": 0.11,
+    "overlapsCompute": true,
+    "capacityBytes": "32GB",
+    "peCycles": 500
   },
-  "computeGflops": 0.1,
+  "compute": {
+    "convolutionGflops": 0.1,
+    "gemmGflops": 0.1,
+    "elementwiseGflops": 0.05,
+    "memoryGBps": 0.4
+  },
   "power": {
     "activeW": 0.6,
     "idleW": 0.1
@@ -558,7 +874,7 @@ public enum BundledProfiles {
       "source": "POET (Patil et al., ICML 2022), measured SD-card paging on a Cortex-M board (MKR1000/SAMD21; poet/chipsets.py: page-in 4616.51 KB/s @0.109 ms, page-out 4440 KB/s @0.113 ms); 0.109 ms read / 0.113 ms write averaged"
     },
     {
-      "field": "computeGflops",
+      "field": "compute.convolutionGflops",
       "value": 0.1,
       "estimate": true,
       "source": "estimate: ~0.5 FLOP/cycle sustained with CMSIS-NN/CMSIS-DSP-like FP32 kernels x 216 MHz (FPv5-SP peak 2 FLOP/cycle with VFMA)"
@@ -574,6 +890,42 @@ public enum BundledProfiles {
       "value": 0.1,
       "estimate": true,
       "source": "estimate: board idle with MCU in sleep/low clock, peripherals powered"
+    },
+    {
+      "field": "compute.gemmGflops",
+      "value": 0.1,
+      "estimate": true,
+      "source": "estimate: the linear layers run the same FP32 multiply-accumulate loops as the convolutions; they are small (a few thousand FLOPs per sample) and rarely reach the convolution rate, so this is at most the convolution rate"
+    },
+    {
+      "field": "compute.elementwiseGflops",
+      "value": 0.05,
+      "estimate": true,
+      "source": "estimate: scalar FP32 arithmetic of the batch-norm, ReLU, loss and optimizer passes: about half the convolution rate (no multiply-accumulate to fuse); these passes are bound by memory bandwidth in practice"
+    },
+    {
+      "field": "compute.memoryGBps",
+      "value": 0.4,
+      "estimate": true,
+      "source": "estimate: Cortex-M7 at 216 MHz with 64-bit AXI SRAM: ~1.7 GB/s peak; sustained load/store loops of our passes ~0.4 GB/s"
+    },
+    {
+      "field": "storage.overlapsCompute",
+      "value": 1,
+      "estimate": true,
+      "source": "STM32F746 reference manual: the SDMMC controller is served by DMA2, so block transfers run while the core computes"
+    },
+    {
+      "field": "storage.capacityBytes",
+      "value": 32000000000,
+      "estimate": true,
+      "source": "estimate: a 32 GB microSD card (the common size for this board's slot)"
+    },
+    {
+      "field": "storage.peCycles",
+      "value": 500,
+      "estimate": true,
+      "source": "estimate: consumer TLC microSD: ~500 program/erase cycles (vendors publish no figure; 300-1000 is the usual range for TLC NAND)"
     }
   ],
   "notes": "SD-card figures are POET's Cortex-M measurements (made on a SAMD21 over SPI); the F746's 4-bit SDMMC could be faster, so they are conservative. The board's external SDRAM is excluded from ramBytes."

@@ -12,6 +12,39 @@ public struct DeviceProfile: Codable, Equatable, Sendable {
         public var writeMBps: Double
         /// Latency of one storage operation, milliseconds.
         public var latencyMs: Double
+        /// Schema 2: whether storage transfers run while the processor computes (DMA), so that
+        /// only the storage time beyond the compute time is waited for (version 1: false).
+        public var overlapsCompute: Bool?
+        /// Schema 2: the medium's capacity in bytes.
+        public var capacityBytes: Int?
+        /// Schema 2: bytes that can be written before the medium wears out (TBW), or its
+        /// program/erase cycles (endurance = cycles x capacity): one of the two.
+        public var enduranceBytes: Int?
+        public var peCycles: Double?
+
+        /// The write endurance in bytes (nil in a version-1 profile).
+        public var endurance: Int? {
+            if let enduranceBytes { return enduranceBytes }
+            if let peCycles, let capacityBytes { return Int(min(peCycles * Double(capacityBytes), Double(Int.max / 2))) }
+            return nil
+        }
+    }
+    /// Schema 2: sustained rates per operation class for our kernels (Float32).
+    public struct Compute: Codable, Equatable, Sendable {
+        /// 3x3 convolutions, GFLOP/s.
+        public var convolutionGflops: Double
+        /// Matrix products outside convolutions (linear layers, 1x1 convolutions), GFLOP/s.
+        public var gemmGflops: Double
+        /// Arithmetic of the element-wise and normalisation passes, GFLOP/s.
+        public var elementwiseGflops: Double
+        /// Sustained memory bandwidth, GB/s (10^9 bytes): bounds every class by the bytes it moves
+        /// (nil: unbounded, version 1).
+        public var memoryGBps: Double?
+
+        public init(convolutionGflops: Double, gemmGflops: Double, elementwiseGflops: Double, memoryGBps: Double?) {
+            self.convolutionGflops = convolutionGflops; self.gemmGflops = gemmGflops
+            self.elementwiseGflops = elementwiseGflops; self.memoryGBps = memoryGBps
+        }
     }
     public struct Power: Codable, Equatable, Sendable {
         public var activeW: Double
@@ -33,18 +66,35 @@ public struct DeviceProfile: Codable, Equatable, Sendable {
     /// RAM taken by the OS / runtime: the training budget is ramBytes - reservedBytes.
     public var reservedBytes: Int
     public var storage: Storage
-    /// Sustained Float32 rate for our kernels, GFLOP/s.
-    public var computeGflops: Double
+    /// Version 1: one sustained Float32 rate for all our kernels, GFLOP/s (version 2: `compute`).
+    public var computeGflops: Double?
+    /// Version 2: rates per operation class and memory bandwidth.
+    public var compute: Compute?
+    /// Active power while computing; idle power while waiting on storage that does not overlap
+    /// computation (version 2; version 1 counts that wait at the active power).
     public var power: Power
     public var sources: [Source]
     public var notes: String?
 
-    public static let supportedSchemaVersion = 1
+    /// The newest schema this build reads; version 1 still loads (``rates``, ``storageWaitW``).
+    public static let supportedSchemaVersion = 2
     /// The largest byte count a profile may give (1 PiB).
     public static let maximumBytes = 1 << 50
 
     /// The memory the trainer may use on this device.
     public var budgetBytes: Int { ramBytes - reservedBytes }
+
+    /// The rates the cost model uses. A version-1 profile's one `computeGflops` serves every
+    /// class, with no memory-bandwidth bound: its costs are those version 1 gave.
+    public var rates: Compute {
+        if let compute { return compute }
+        let rate = computeGflops ?? 1
+        return Compute(convolutionGflops: rate, gemmGflops: rate, elementwiseGflops: rate, memoryGBps: nil)
+    }
+
+    /// The power drawn while waiting on storage that does not overlap computation: the idle power
+    /// in schema 2; the active power in version 1 (its energy was all time x active power).
+    public var storageWaitW: Double { schemaVersion >= 2 ? power.idleW : power.activeW }
 }
 
 /// A malformed or missing profile: the file, the field and what was expected.
@@ -132,8 +182,9 @@ extension DeviceProfile {
         // Unknown keys are refused: a misspelt field ("computeGFlops") would otherwise be ignored
         // and the bundled default-less field reported missing, or worse, an optional one dropped.
         let known: [String: Set<String>] = [
-            "": ["schemaVersion", "name", "displayName", "class", "ramBytes", "reservedBytes", "storage", "computeGflops", "power", "sources", "notes"],
-            "storage": ["medium", "readMBps", "writeMBps", "latencyMs"], "power": ["activeW", "idleW"],
+            "": ["schemaVersion", "name", "displayName", "class", "ramBytes", "reservedBytes", "storage", "computeGflops", "compute", "power", "sources", "notes"],
+            "storage": ["medium", "readMBps", "writeMBps", "latencyMs", "overlapsCompute", "capacityBytes", "enduranceBytes", "peCycles"],
+            "compute": ["convolutionGflops", "gemmGflops", "elementwiseGflops", "memoryGBps"], "power": ["activeW", "idleW"],
             "sources[]": ["field", "value", "estimate", "source"],
         ]
         func unknownKeys(_ object: [String: Any], _ scope: String) -> String? {
@@ -143,7 +194,7 @@ extension DeviceProfile {
             return nil
         }
         var unknown = unknownKeys(fields, "")
-        for scope in ["storage", "power"] where unknown == nil {
+        for scope in ["storage", "compute", "power"] where unknown == nil {
             if let nested = fields[scope] as? [String: Any] { unknown = unknownKeys(nested, scope) }
         }
         if unknown == nil, let sources = fields["sources"] as? [[String: Any]] {
@@ -166,11 +217,23 @@ extension DeviceProfile {
             }
             withUnits[field] = bytes
         }
-        if withUnits.count == fields.count, ["ramBytes", "reservedBytes"].contains(where: { fields[$0] is String }) {
+        var storageWithUnits = fields["storage"] as? [String: Any]
+        for field in ["capacityBytes", "enduranceBytes"] {
+            guard let text = storageWithUnits?[field] as? String else { continue }
+            guard let bytes = try? SizeParser.parse(text) else {
+                throw ProfileError.invalidField(file: file, field: "storage." + field, expected: "should be a number of bytes or a size such as 32GB or 64TB (got '\(text)')")
+            }
+            storageWithUnits?[field] = bytes
+        }
+        let storageHasUnits = ["capacityBytes", "enduranceBytes"].contains { (fields["storage"] as? [String: Any])?[$0] is String }
+        if storageHasUnits { withUnits["storage"] = storageWithUnits }
+        if withUnits.count == fields.count, storageHasUnits || ["ramBytes", "reservedBytes"].contains(where: { fields[$0] is String }) {
             data = try JSONSerialization.data(withJSONObject: withUnits)
         }
-        for field in ["ramBytes", "reservedBytes"] {
-            guard let number = withUnits[field] as? NSNumber else { continue }  // missing or not a number: decoding names it
+        let byteFields = [("ramBytes", withUnits["ramBytes"]), ("reservedBytes", withUnits["reservedBytes"]),
+                          ("storage.capacityBytes", storageWithUnits?["capacityBytes"]), ("storage.enduranceBytes", storageWithUnits?["enduranceBytes"])]
+        for (field, raw) in byteFields {
+            guard let number = raw as? NSNumber, !(raw is Bool) else { continue }  // missing or not a number: decoding names it
             let value = number.doubleValue
             guard value.isFinite, value == value.rounded(), value >= 0, value <= Double(DeviceProfile.maximumBytes) else {
                 throw ProfileError.invalidField(file: file, field: field,
@@ -254,16 +317,54 @@ extension DeviceProfile {
 
     /// The numeric fields a `sources` entry may describe, with their values.
     var describedFields: [String: Double] {
-        ["ramBytes": Double(ramBytes), "reservedBytes": Double(reservedBytes), "storage.readMBps": storage.readMBps,
-         "storage.writeMBps": storage.writeMBps, "storage.latencyMs": storage.latencyMs, "computeGflops": computeGflops,
-         "power.activeW": power.activeW, "power.idleW": power.idleW]
+        var fields = ["ramBytes": Double(ramBytes), "reservedBytes": Double(reservedBytes), "storage.readMBps": storage.readMBps,
+                      "storage.writeMBps": storage.writeMBps, "storage.latencyMs": storage.latencyMs,
+                      "power.activeW": power.activeW, "power.idleW": power.idleW]
+        if let computeGflops { fields["computeGflops"] = computeGflops }
+        if let compute {
+            fields["compute.convolutionGflops"] = compute.convolutionGflops
+            fields["compute.gemmGflops"] = compute.gemmGflops
+            fields["compute.elementwiseGflops"] = compute.elementwiseGflops
+            if let bandwidth = compute.memoryGBps { fields["compute.memoryGBps"] = bandwidth }
+        }
+        if let overlaps = storage.overlapsCompute { fields["storage.overlapsCompute"] = overlaps ? 1 : 0 }
+        if let capacity = storage.capacityBytes { fields["storage.capacityBytes"] = Double(capacity) }
+        if let endurance = storage.enduranceBytes { fields["storage.enduranceBytes"] = Double(endurance) }
+        if let cycles = storage.peCycles { fields["storage.peCycles"] = cycles }
+        return fields
     }
+
+    /// The figures schema 2 adds: each needs a `sources` entry.
+    static let version2Fields = ["compute.convolutionGflops", "compute.gemmGflops", "compute.elementwiseGflops", "compute.memoryGBps",
+                                 "storage.overlapsCompute", "storage.capacityBytes"]
 
     /// Checks ranges and relations between fields.
     public func validate(file: String) throws {
         func fail(_ field: String, _ expected: String) -> ProfileError { .invalidField(file: file, field: field, expected: expected) }
-        guard schemaVersion == DeviceProfile.supportedSchemaVersion else {
-            throw fail("schemaVersion", "should be \(DeviceProfile.supportedSchemaVersion) (got \(schemaVersion))")
+        guard (1...DeviceProfile.supportedSchemaVersion).contains(schemaVersion) else {
+            throw fail("schemaVersion", "should be 1 or \(DeviceProfile.supportedSchemaVersion) (got \(schemaVersion))")
+        }
+        if schemaVersion == 1 {
+            guard computeGflops != nil else { throw fail("computeGflops", "is missing (schema version 1 has one compute rate)") }
+            if compute != nil { throw fail("compute", "is a schema-version-2 field: set schemaVersion to 2, or use computeGflops") }
+            for (field, value) in [("overlapsCompute", storage.overlapsCompute as Any?), ("capacityBytes", storage.capacityBytes),
+                                   ("enduranceBytes", storage.enduranceBytes), ("peCycles", storage.peCycles)] where value != nil {
+                throw fail("storage." + field, "is a schema-version-2 field: set schemaVersion to 2 (and give compute, the storage's capacity and endurance)")
+            }
+        } else {
+            if computeGflops != nil { throw fail("computeGflops", "is schema version 1's single rate: version 2 gives compute.convolutionGflops, gemmGflops, elementwiseGflops and memoryGBps") }
+            guard let compute else { throw fail("compute", "is missing (schema version 2: convolutionGflops, gemmGflops, elementwiseGflops, memoryGBps)") }
+            guard compute.memoryGBps != nil else { throw fail("compute.memoryGBps", "is missing (the memory bandwidth in GB/s)") }
+            guard storage.overlapsCompute != nil else { throw fail("storage.overlapsCompute", "is missing (true when storage transfers run during computation, by DMA)") }
+            guard let capacity = storage.capacityBytes else { throw fail("storage.capacityBytes", "is missing (the medium's capacity, e.g. \"32GB\")") }
+            guard capacity > 0 else { throw fail("storage.capacityBytes", "should be positive (got \(capacity))") }
+            switch (storage.enduranceBytes, storage.peCycles) {
+            case (nil, nil): throw fail("storage.enduranceBytes", "is missing: give enduranceBytes (bytes written before wear-out, e.g. \"64TB\") or peCycles")
+            case (.some, .some): throw fail("storage.peCycles", "and storage.enduranceBytes are both given: keep one")
+            case (.some(let bytes), nil) where bytes <= 0: throw fail("storage.enduranceBytes", "should be positive (got \(bytes))")
+            case (nil, .some(let cycles)) where !(cycles >= 1 && cycles <= 1e7): throw fail("storage.peCycles", "should be a number of cycles in [1, 1e7] (got \(cycles))")
+            default: break
+            }
         }
         guard !name.isEmpty else { throw fail("name", "should be a non-empty string") }
         guard ["mcu", "sbc", "phone"].contains(self.class) else { throw fail("class", "should be one of mcu, sbc, phone (got '\(self.class)')") }
@@ -275,11 +376,19 @@ extension DeviceProfile {
         }
         // Ranges wide enough for any device from a microcontroller to a workstation, narrow
         // enough that every time and energy the cost model derives from them is a sane number.
-        for (field, value, range, unit) in [
+        var ranged: [(String, Double, ClosedRange<Double>, String)] = [
             ("storage.readMBps", storage.readMBps, 1e-3...1e6, "MB/s"), ("storage.writeMBps", storage.writeMBps, 1e-3...1e6, "MB/s"),
-            ("storage.latencyMs", storage.latencyMs, 0...1e4, "ms"), ("computeGflops", computeGflops, 1e-6...1e6, "GFLOP/s"),
+            ("storage.latencyMs", storage.latencyMs, 0...1e4, "ms"),
             ("power.activeW", power.activeW, 1e-6...1e4, "W"), ("power.idleW", power.idleW, 0...1e4, "W"),
-        ] where !(value >= range.lowerBound && value <= range.upperBound) {
+        ]
+        if let computeGflops { ranged.append(("computeGflops", computeGflops, 1e-6...1e6, "GFLOP/s")) }
+        if let compute {
+            ranged += [("compute.convolutionGflops", compute.convolutionGflops, 1e-6...1e6, "GFLOP/s"),
+                       ("compute.gemmGflops", compute.gemmGflops, 1e-6...1e6, "GFLOP/s"),
+                       ("compute.elementwiseGflops", compute.elementwiseGflops, 1e-6...1e6, "GFLOP/s")]
+            if let bandwidth = compute.memoryGBps { ranged.append(("compute.memoryGBps", bandwidth, 1e-6...1e5, "GB/s")) }
+        }
+        for (field, value, range, unit) in ranged where !(value >= range.lowerBound && value <= range.upperBound) {
             throw fail(field, "should be a number of \(unit) in [\(range.lowerBound), \(range.upperBound)] (got \(value))")
         }
         guard power.idleW <= power.activeW else { throw fail("power.idleW", "should be between 0 and power.activeW") }
@@ -296,19 +405,26 @@ extension DeviceProfile {
                 throw fail("sources[\(index)].source", "should say where \(entry.field) comes from")
             }
         }
+        if schemaVersion >= 2 {
+            let described = Set(sources.map(\.field))
+            let endurance = storage.enduranceBytes != nil ? "storage.enduranceBytes" : "storage.peCycles"
+            for field in DeviceProfile.version2Fields + [endurance] where !described.contains(field) {
+                throw fail("sources", "should have an entry for \(field) (estimate or measured, and where from)")
+            }
+        }
     }
 }
 
-/// Parses human sizes: "320KB", "48MiB", "1.5GB", "4096" (bytes). KB/MB/GB are decimal
-/// (10^3...), KiB/MiB/GiB binary (2^10...).
+/// Parses human sizes: "320KB", "48MiB", "1.5GB", "64TB", "4096" (bytes), up to 1 PiB. KB/MB/GB/TB
+/// are decimal (10^3...), KiB/MiB/GiB/TiB binary (2^10...).
 public enum SizeParser {
     public static func parse(_ text: String) throws -> Int {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
-        let units: [(String, Double)] = [("KiB", 1024), ("MiB", 1_048_576), ("GiB", 1_073_741_824),
-                                         ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("B", 1)]
+        let units: [(String, Double)] = [("KiB", 1024), ("MiB", 1_048_576), ("GiB", 1_073_741_824), ("TiB", 1_099_511_627_776),
+                                         ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12), ("B", 1)]
         for (suffix, factor) in units where trimmed.lowercased().hasSuffix(suffix.lowercased()) {
             let number = trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
-            if let value = Double(number), value >= 0, value.isFinite, value * factor < 1e15 { return Int((value * factor).rounded()) }
+            if let value = Double(number), value >= 0, value.isFinite, value * factor <= Double(DeviceProfile.maximumBytes) { return Int((value * factor).rounded()) }
         }
         if let value = Int(trimmed), value >= 0 { return value }
         throw SizeError(text: text)

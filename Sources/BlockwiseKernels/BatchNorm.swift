@@ -49,7 +49,7 @@ public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input:
         outputSquares?[c] = outputSquareSum
     }
     }
-    KernelCounters.flops += FlopCount.batchNormTraining(batch: batch, channels: channels, spatial: spatial)
+    KernelCounters.work += KernelWork.batchNormTraining(batch: batch, channels: channels, spatial: spatial)
 }
 
 /// Eval-mode forward with running statistics: `y = (x - runningMean) / sqrt(runningVariance + eps) * gamma + beta`.
@@ -70,7 +70,7 @@ public func batchNormForwardInference(output: UnsafeMutablePointer<Float>, input
         }
     }
     }
-    KernelCounters.flops += FlopCount.batchNormInference(batch: batch, channels: channels, spatial: spatial)
+    KernelCounters.work += KernelWork.batchNormInference(batch: batch, channels: channels, spatial: spatial)
 }
 
 /// Training-mode backward. Accumulates `dWeight += sum(dy * xhat)`, `dBias += sum(dy)`, and
@@ -119,5 +119,5 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
         }
     }
     }
-    KernelCounters.flops += FlopCount.batchNormBackward(batch: batch, channels: channels, spatial: spatial)
+    KernelCounters.work += KernelWork.batchNormBackward(batch: batch, channels: channels, spatial: spatial)
 }

@@ -245,7 +245,7 @@ func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Flo
     if let workspace, let plan {
         OneDNNConvolution.forward(plan, output: output, input: input, weight: weight, bias: bias, batch: batch,
                                   geometry: g, workspace: workspace)
-        KernelCounters.flops += FlopCount.convolutionForward(g, batch: batch)
+        KernelCounters.work += KernelWork.convolutionForward(g, batch: batch)
         return
     }
     let half = workspaceCount / 2
@@ -263,7 +263,7 @@ func conv2dForward(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Flo
         conv2dForwardSerial(output: output, input: input, weight: weight, bias: bias, batch: batch, geometry: g,
                             workspace: workspace, workspaceCount: workspaceCount, threaded: KernelThreads.count > 1)
     }
-    KernelCounters.flops += FlopCount.convolutionForward(g, batch: batch)
+    KernelCounters.work += KernelWork.convolutionForward(g, batch: batch)
 }
 
 func conv2dForwardSerial(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
@@ -356,11 +356,11 @@ func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutable
         }
     }
     if dInput == nil && dWeight == nil { return }
-    let flops = FlopCount.convolutionBackward(g, batch: batch, inputGradient: dInput != nil, weightGradient: dWeight != nil)
+    let work = KernelWork.convolutionBackward(g, batch: batch, inputGradient: dInput != nil, weightGradient: dWeight != nil)
     if let workspace, let plan {
         OneDNNConvolution.backward(plan, dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight,
                                    batch: batch, geometry: g, workspace: workspace)
-        KernelCounters.flops += flops
+        KernelCounters.work += work
         return
     }
     // The second half of the batch accumulates its weight gradient into a partial buffer carved
@@ -387,7 +387,7 @@ func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutable
         conv2dBackwardSerial(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, batch: batch,
                              geometry: g, workspace: workspace, workspaceCount: workspaceCount, threaded: KernelThreads.count > 1)
     }
-    KernelCounters.flops += flops
+    KernelCounters.work += work
 }
 
 func conv2dBackwardSerial(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,

@@ -46,7 +46,7 @@ public func softmaxCrossEntropy(logits: UnsafePointer<Float>, labels: UnsafePoin
             }
         }
     }
-    KernelCounters.flops += FlopCount.crossEntropy(batch: batch, classes: classes)
+    KernelCounters.work += KernelWork.crossEntropy(batch: batch, classes: classes)
     return CrossEntropyResult(loss: total / Double(batch), correct: correct)
 }
 

@@ -51,7 +51,7 @@ public func meanSquare(_ input: UnsafePointer<Float>, count: Int) -> Double {
         total += Double(partial)
         i = end
     }
-    KernelCounters.flops += FlopCount.meanSquare(count: count)
+    KernelCounters.work += KernelWork.meanSquare(count: count)
     return count > 0 ? total / Double(count) : 0
 }
 
@@ -60,5 +60,5 @@ public func meanSquareBackward(dInput: UnsafeMutablePointer<Float>, input: Unsaf
                                count: Int, weight: Float) {
     let scale = 2 * weight / Float(count)
     for i in 0..<count { dInput[i] += scale * input[i] }
-    KernelCounters.flops += FlopCount.meanSquare(count: count)
+    KernelCounters.work += KernelWork.meanSquare(count: count)
 }

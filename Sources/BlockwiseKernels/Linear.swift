@@ -15,7 +15,7 @@ public func linearForward(output: UnsafeMutablePointer<Float>, input: UnsafePoin
             for o in 0..<outputFeatures { row[o] += bias[o] }
         }
     }
-    KernelCounters.flops += FlopCount.linearForward(batch: batch, inputs: inputFeatures, outputs: outputFeatures)
+    KernelCounters.work += KernelWork.linearForward(batch: batch, inputs: inputFeatures, outputs: outputFeatures)
 }
 
 /// Linear backward; accumulates `dInput += dOutput x weight`, `dWeight += dOutput^T x input`,
@@ -35,5 +35,5 @@ public func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
             for j in 0..<outputFeatures { dBias[j] += g[j] }
         }
     }
-    KernelCounters.flops += FlopCount.linearBackward(batch: batch, inputs: inputFeatures, outputs: outputFeatures, inputGradient: dInput != nil)
+    KernelCounters.work += KernelWork.linearBackward(batch: batch, inputs: inputFeatures, outputs: outputFeatures, inputGradient: dInput != nil)
 }

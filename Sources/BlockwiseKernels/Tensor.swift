@@ -67,7 +67,9 @@ public final class Tensor {
 }
 
 /// Process-wide operation counters (for the emulated device's compute time).
-/// Kernels add their floating-point operations here; readers take differences.
+/// Kernels add their work (``KernelWork``) here; readers take differences.
 public enum KernelCounters {
-    nonisolated(unsafe) public static var flops: Int = 0
+    nonisolated(unsafe) public static var work = OperationWork()
+    /// All FLOPs counted so far.
+    public static var flops: Int { work.flops }
 }

@@ -16,6 +16,9 @@ public struct PlanReport: Codable, Sendable {
         /// `.microbatch` (gradients accumulated over micro-batches); nil at the full batch.
         public var microBatch: Int?
         public var cost: DeviceCost?
+        /// One sample's forward pass through the trained module in eval mode, on the device: the
+        /// module's inference latency (what published device benchmarks measure; docs/DEVICE-MODEL.md).
+        public var inference: DeviceCost?
     }
     public struct Level: Codable, Sendable {
         public var level: Int
@@ -33,6 +36,8 @@ public struct PlanReport: Codable, Sendable {
     public var peakBytes: Int
     public var fits: Bool
     public var cost: DeviceCost?
+    /// The store's share of the device's storage capacity and the run's of its write endurance.
+    public var wear: StorageWear?
     /// The phases `train` executes for this plan (``RunPlan/execution``): each module's training
     /// and streaming phase with every slot and every convolution's engine and chunk.
     public var execution: ExecutionPlan
@@ -46,20 +51,24 @@ public struct PlanReport: Codable, Sendable {
         self.budget = budget
         let model = configuration.model
         var modules: [Module] = []
-        var totalFlops = 0, totalRead = 0, totalWritten = 0, totalOperations = 0
+        var totalWritten = 0
         for k in 0..<model.modules {
             let (plan, largest, microBatch) = BudgetResolver.modulePlan(configuration, module: k, budget: budget, fit: fit,
                                                                         residence: residence, trainCount: trainCount,
                                                                         testCount: testCount)
             // Every lap does the same work (multilap trains each module `laps` times); the counts
             // are those the run will report (RunPlanner.moduleWork).
+            // What the storage time and the wear count is what SQLite writes to the file system
+            // (``ModuleWork/storeFileBytesWritten``), not the feature bytes alone.
             let laps = configuration.lapCount, work = plan.work
-            let flops = laps * work.flops, read = laps * work.storeBytesRead
-            let written = laps * work.storeBytesWritten, operations = laps * work.storeOperations
-            totalFlops += flops; totalRead += read; totalWritten += written; totalOperations += operations
-            let cost = profile.map { DeviceCost(profile: $0, flops: flops, bytesRead: read, bytesWritten: written, operations: operations) }
+            let read = laps * work.storeBytesRead, operations = laps * work.storeOperations
+            let written = work.storeFileBytesWritten + (laps - 1) * work.storeFileBytesRewritten
+            totalWritten += written
+            let cost = profile.map { DeviceCost(profile: $0, work: laps * work.operations, bytesRead: read, bytesWritten: written, operations: operations) }
+            let forward = ResNetModule.forwardWork(configuration: model, index: k, batch: 1, training: false)
             modules.append(Module(number: k + 1, plan: plan, fits: budget.map { plan.peakBytes <= $0 } ?? true, largestBatch: largest,
-                                  microBatch: microBatch, cost: cost))
+                                  microBatch: microBatch, cost: cost,
+                                  inference: profile.map { DeviceCost(profile: $0, work: forward, bytesRead: 0, bytesWritten: 0, operations: 0) }))
         }
         self.modules = modules
         var resolved = configuration
@@ -77,7 +86,8 @@ public struct PlanReport: Codable, Sendable {
         storeBytes = levels.reduce(0) { $0 + ($1.bytes[encoding.rawValue] ?? 0) }
         peakBytes = modules.map(\.plan.peakBytes).max() ?? 0
         fits = modules.allSatisfy(\.fits)
-        cost = profile.map { DeviceCost(profile: $0, flops: totalFlops, bytesRead: totalRead, bytesWritten: totalWritten, operations: totalOperations) }
+        cost = profile.map { profile in DeviceCost.total(modules.compactMap(\.cost), profile: profile) }
+        wear = profile.map { StorageWear(profile: $0, storeBytes: storeBytes, bytesWritten: totalWritten) }
     }
 }
 
@@ -89,8 +99,10 @@ public struct ResidentPlan: Codable, Sendable {
     public var peakBytes: Int
     public var budget: Int?
     public var fits: Bool
-    /// The whole run's FLOPs, as the kernels will count them (``RunPlanner/residentFlops``).
+    /// The whole run's FLOPs, as the kernels will count them (``RunPlanner/residentWork``).
     public var flops: Int
+    /// The same work by operation class.
+    public var work: OperationWork
     public var profile: String?
     public var cost: DeviceCost?
     /// Every module's phase, all allocated at once (``ExecutionPlan/resident``).
@@ -104,9 +116,10 @@ public struct ResidentPlan: Codable, Sendable {
         peakBytes = breakdown.total
         self.budget = budget
         fits = budget.map { breakdown.total <= $0 } ?? true
-        flops = RunPlanner.residentFlops(configuration, trainCount: trainCount, testCount: testCount)
+        work = RunPlanner.residentWork(configuration, trainCount: trainCount, testCount: testCount)
+        flops = work.flops
         self.profile = profile?.name
-        cost = profile.map { DeviceCost(profile: $0, flops: flops, bytesRead: 0, bytesWritten: 0, operations: 0) }
+        cost = profile.map { [work] in DeviceCost(profile: $0, work: work, bytesRead: 0, bytesWritten: 0, operations: 0) }
     }
 }
 

@@ -42,10 +42,19 @@ public struct ModuleWork: Codable, Sendable, Equatable {
     public var recalibrationFlops: Int
     public var streamingFlops: Int
     public var flops: Int { trainingFlops + recalibrationFlops + streamingFlops }
+    /// The same work by operation class, with the bytes each class moves (what the device model times).
+    public var operations: OperationWork
     /// Feature bytes read from and written to the store, and storage operations (zero in memory).
     public var storeBytesRead = 0
     public var storeBytesWritten = 0
     public var storeOperations = 0
+    /// What SQLite is planned to write to the file system for those features
+    /// (``RunPlanner/storeFileBytes(rows:rowBytes:transactions:)``): what the device's storage
+    /// time and wear count. In a lap that replaces the level (multilap's later laps), SQLite
+    /// first overwrites the freed pages with zeros (Debian builds it with SQLITE_SECURE_DELETE)
+    /// and then writes them again: ``storeFileBytesRewritten``, twice as much.
+    public var storeFileBytesWritten = 0
+    public var storeFileBytesRewritten: Int { 2 * storeFileBytesWritten }
 }
 
 /// Plans a run without allocating: per-module peaks by category, the largest batch that fits a
@@ -131,23 +140,27 @@ public enum RunPlanner {
         let model = configuration.model
         let epochs = configuration.epochsPerLap(module: k)
         let batches = BatchSchedule.trainingBatches(count: trainCount, batchSize: configuration.batchSize)
-        let optimizer = FlopCount.optimizerStep(parameters: ResNetModule.trainableCount(configuration: model, index: k))
-        let epochFlops = batches.reduce(0) { sum, batch in
-            sum + optimizer + BatchSchedule.microBatches(batch, capacity: capacity).reduce(0) {
-                $0 + ResNetModule.trainStepFlops(configuration: model, index: k, batch: $1)
-            }
-        }
+        let optimizer = KernelWork.optimizerStep(parameters: ResNetModule.trainableCount(configuration: model, index: k))
+        let epochWork = batches.map { batch in
+            optimizer + BatchSchedule.microBatches(batch, capacity: capacity).map {
+                ResNetModule.trainStepWork(configuration: model, index: k, batch: $0)
+            }.sum()
+        }.sum()
         let recalibration = configuration.recalibrateBatchNorm
             ? BatchSchedule.recalibrationBatches(count: trainCount, size: min(configuration.batchSize, capacity)) : []
-        let recalibrationFlops = recalibration.reduce(0) { $0 + ResNetModule.forwardFlops(configuration: model, index: k, batch: $1, training: true) }
+        let recalibrationWork = recalibration.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: true) }.sum()
         let streamed = BatchSchedule.sequentialBatches(count: trainCount, size: capacity) + BatchSchedule.sequentialBatches(count: testCount, size: capacity)
-        let streamingFlops = streamed.reduce(0) { $0 + ResNetModule.forwardFlops(configuration: model, index: k, batch: $1, training: false) }
-        var work = ModuleWork(trainingFlops: epochs * epochFlops, recalibrationFlops: recalibrationFlops, streamingFlops: streamingFlops)
+        let streamingWork = streamed.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: false) }.sum()
+        let training = epochs * epochWork
+        var work = ModuleWork(trainingFlops: training.flops, recalibrationFlops: recalibrationWork.flops, streamingFlops: streamingWork.flops,
+                              operations: training + recalibrationWork + streamingWork)
         if case .store(let encoding, _) = residence {
             let rowsRead = epochs * batches.reduce(0, +) + recalibration.reduce(0, +) + trainCount + testCount
             work.storeBytesRead = rowsRead * model.moduleInputShape(k).reduce(1, *) * encoding.bytesPerValue
             work.storeBytesWritten = (trainCount + testCount) * model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
             work.storeOperations = rowsRead + streamed.count
+            let outputRow = model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
+            work.storeFileBytesWritten = storeFileBytes(rows: trainCount + testCount, rowBytes: outputRow, transactions: streamed.count)
         }
         return work
     }
@@ -155,27 +168,56 @@ public enum RunPlanner {
     /// What the resident procedures (parallel, e2e) perform in the whole run, counted as the
     /// runtime counts it: every module's steps each epoch, the recalibration pass and the test
     /// evaluation through the chained modules.
-    public static func residentFlops(_ configuration: TrainingConfiguration, trainCount: Int, testCount: Int) -> Int {
+    public static func residentWork(_ configuration: TrainingConfiguration, trainCount: Int, testCount: Int) -> OperationWork {
         let model = configuration.model, count = model.modules
         let endToEnd = configuration.procedure == .e2e
         let phases = ExecutionPlan.residentPhases(configuration)
         let hasHead = { (k: Int) in phases[k].hasHead }
-        let optimizer = (0..<count).reduce(0) { $0 + FlopCount.optimizerStep(parameters: ResNetModule.trainableCount(configuration: model, index: $1, hasHead: hasHead($1))) }
-        func chain(batch: Int, training: Bool) -> Int {
-            (0..<count).reduce(0) { $0 + ResNetModule.forwardFlops(configuration: model, index: $1, hasHead: hasHead($1), batch: batch, training: training) }
+        let optimizer = (0..<count).map { KernelWork.optimizerStep(parameters: ResNetModule.trainableCount(configuration: model, index: $0, hasHead: hasHead($0))) }.sum()
+        func chain(batch: Int, training: Bool) -> OperationWork {
+            (0..<count).map { ResNetModule.forwardWork(configuration: model, index: $0, hasHead: hasHead($0), batch: batch, training: training) }.sum()
         }
-        func step(batch n: Int) -> Int {
+        func step(batch n: Int) -> OperationWork {
             if endToEnd {
-                return chain(batch: n, training: true) + ResNetModule.headLossFlops(configuration: model, index: count - 1, batch: n)
-                    + (0..<count).reduce(0) { $0 + ResNetModule.backwardFlops(configuration: model, index: $1, batch: n, inputGradient: $1 > 0) }
+                return chain(batch: n, training: true) + ResNetModule.headLossWork(configuration: model, index: count - 1, batch: n)
+                    + (0..<count).map { ResNetModule.backwardWork(configuration: model, index: $0, batch: n, inputGradient: $0 > 0) }.sum()
             }
-            return (0..<count).reduce(0) { $0 + ResNetModule.trainStepFlops(configuration: model, index: $1, batch: n) }
+            return (0..<count).map { ResNetModule.trainStepWork(configuration: model, index: $0, batch: n) }.sum()
         }
-        let epoch = BatchSchedule.trainingBatches(count: trainCount, batchSize: configuration.batchSize).reduce(0) { $0 + step(batch: $1) + optimizer }
+        let epoch = BatchSchedule.trainingBatches(count: trainCount, batchSize: configuration.batchSize).map { step(batch: $0) + optimizer }.sum()
         let recalibration = configuration.recalibrateBatchNorm
-            ? BatchSchedule.recalibrationBatches(count: trainCount, size: configuration.batchSize).reduce(0) { $0 + chain(batch: $1, training: true) } : 0
-        let evaluation = BatchSchedule.sequentialBatches(count: testCount, size: configuration.batchSize).reduce(0) { $0 + chain(batch: $1, training: false) }
+            ? BatchSchedule.recalibrationBatches(count: trainCount, size: configuration.batchSize).map { chain(batch: $0, training: true) }.sum() : .zero
+        let evaluation = BatchSchedule.sequentialBatches(count: testCount, size: configuration.batchSize).map { chain(batch: $0, training: false) }.sum()
         return configuration.residentEpochs * epoch + recalibration + evaluation
+    }
+
+    /// The store's page size (SQLite's default; the schema does not change it).
+    public static let storePageBytes = 4096
+
+    /// The bytes SQLite is planned to write to the file system for `rows` feature rows of
+    /// `rowBytes` encoded bytes each, written in `transactions` transactions: the pages the rows
+    /// take by SQLite's cell and overflow rules (a row over 4061 bytes keeps 489 bytes or its
+    /// remainder modulo 4092 in the leaf and the rest in overflow pages), each written to the WAL
+    /// (with its 24-byte frame header) together with two pages per transaction (the partly filled
+    /// leaf and its parent, rewritten by every commit), and once more when the WAL is checkpointed
+    /// into the database file. Measured against the counting VFS in `RunPlanTests` (within 15%).
+    public static func storeFileBytes(rows: Int, rowBytes: Int, transactions: Int) -> Int {
+        guard rows > 0 else { return 0 }
+        let usable = storePageBytes, maxLocal = usable - 35, minLocal = (usable - 12) * 32 / 255 - 23
+        let payload = rowBytes + 20  // the record's header and the level, split, row, label and checksum columns
+        var local = payload, overflowPages = 0
+        if payload > maxLocal {
+            let k = minLocal + (payload - minLocal) % (usable - 4)
+            local = k <= maxLocal ? k : minLocal
+            overflowPages = (payload - local + usable - 5) / (usable - 4)
+        }
+        let cell = local + (overflowPages > 0 ? 4 : 0) + 12  // + the rowid and size varints and the cell pointer
+        let cellsPerLeaf = max(1, (usable - 8) / cell)
+        let dataPages = rows * overflowPages + (rows + cellsPerLeaf - 1) / cellsPerLeaf
+        // The WAL gets every page a transaction changes (the data, and again the partly filled
+        // leaf and its parent in each transaction); the checkpoint writes each distinct page once.
+        let walFrames = dataPages + 2 * transactions
+        return walFrames * (usable + 24) + dataPages * usable
     }
 
     /// Store bytes of one level (both splits) for an encoding.

@@ -32,10 +32,26 @@ public struct RunReport: Codable, Sendable {
     public var peakTensors: [LiveTensor]?
     public var bestModule: Int?
     public var lastModule: Int?
+    /// The store's share of the device's storage capacity and the run's writes' of its endurance.
+    public var wear: StorageWear?
 
+    /// The emulated cost of one module's counted work: its work by class (or, from an older
+    /// store, its FLOPs), the bytes SQLite wrote to the file system where they were measured
+    /// (else the feature bytes), the feature bytes read and the storage operations.
+    public static func cost(of evaluation: ModuleEvaluation, on profile: DeviceProfile) -> DeviceCost {
+        let written = evaluation.storeFileBytesWritten ?? evaluation.storeBytesWritten
+        if let work = evaluation.work {
+            return DeviceCost(profile: profile, work: work, bytesRead: evaluation.storeBytesRead, bytesWritten: written,
+                              operations: evaluation.storeOperations)
+        }
+        return DeviceCost(profile: profile, flops: evaluation.flops, bytesRead: evaluation.storeBytesRead, bytesWritten: written,
+                          operations: evaluation.storeOperations)
+    }
+
+    /// - storeBytes: the store file's size after the run (for the share of the device's capacity).
     public init(title: String, result: TrainingResult, dataset: String, trainSamples: Int, testSamples: Int,
                 profile: DeviceProfile?, budget: Int?, timeline: [LedgerEvent], peakTensors: [LiveTensor]? = nil,
-                hostPeakResidentBytes: Int?) {
+                hostPeakResidentBytes: Int?, storeBytes: Int? = nil) {
         self.title = title
         configuration = result.configuration
         self.dataset = dataset
@@ -45,10 +61,7 @@ public struct RunReport: Codable, Sendable {
         self.budget = budget
         budgetHeld = budget.map { result.peakBytes <= $0 }
         modules = result.modules.map { evaluation in
-            Module(evaluation: evaluation, device: profile.map {
-                DeviceCost(profile: $0, flops: evaluation.flops, bytesRead: evaluation.storeBytesRead,
-                           bytesWritten: evaluation.storeBytesWritten, operations: evaluation.storeOperations)
-            })
+            Module(evaluation: evaluation, device: profile.map { RunReport.cost(of: evaluation, on: $0) })
         }
         epochs = result.epochs
         peakBytes = result.peakBytes
@@ -58,13 +71,13 @@ public struct RunReport: Codable, Sendable {
         // The resident procedures train every module at once: each module's figures are the
         // whole run's (one FLOP count, one time), not parts to add up.
         let resident = result.configuration.procedure.keepsAllModulesResident
-        let total = { (figure: (ModuleEvaluation) -> Int) in
-            resident ? (result.modules.map(figure).max() ?? 0) : result.modules.reduce(0) { $0 + figure($1) }
+        let cost: DeviceCost? = profile.map { profile in
+            // Resident: each module carries the whole run's figures, counted once.
+            resident ? (result.modules.first.map { RunReport.cost(of: $0, on: profile) } ?? DeviceCost.total([], profile: profile))
+                     : DeviceCost.total(result.modules.map { RunReport.cost(of: $0, on: profile) }, profile: profile)
         }
-        device = profile.map { profile in
-            DeviceCost(profile: profile, flops: total(\.flops), bytesRead: total(\.storeBytesRead),
-                       bytesWritten: total(\.storeBytesWritten), operations: total(\.storeOperations))
-        }
+        device = cost
+        wear = profile.map { StorageWear(profile: $0, storeBytes: storeBytes ?? 0, bytesWritten: cost?.bytesWritten ?? 0) }
         // A module-by-module run keeps each module's own timeline and peak buffers with its
         // evaluation (in the store), so a resumed run reports every module, not only those this
         // process trained: the modules' timelines follow one another on the modules' own clocks.
@@ -164,9 +177,19 @@ public struct RunReport: Codable, Sendable {
             time += String(format: " (%.1f s in this process; the rest by earlier runs on this store)", hostSeconds)
         }
         if let device, let profile {
-            time += "; emulated \(profile.name): \(formatDuration(device.seconds)) (compute \(formatDuration(device.computeSeconds)), storage \(formatDuration(device.storageSeconds))), \(formatEnergy(device.energyJoules))"
+            time += "; emulated \(profile.name): \(device.breakdownText)"
         }
         lines.append(time)
+        if let device, let profile {
+            let rows = resident ? [("all", device)] : modules.compactMap { module in module.device.map { ("\(module.evaluation.module + 1)", $0) } }
+            lines.append("device time by operation class on \(profile.name) (each class: its FLOPs at its rate or its bytes at the memory bandwidth, the longer):")
+            lines += DeviceCost.classTable(rows).text.split(separator: "\n").map { "  " + $0 }
+            if let wear {
+                let measured = modules.contains { $0.evaluation.storeFileBytesWritten != nil }
+                lines.append(wear.summary + " (\(formatBytes(device.bytesWritten)) written\(measured ? " by SQLite, measured" : ""))")
+                lines += wear.warnings.map { "warning: " + $0 }
+            }
+        }
         if let rss = hostPeakResidentBytes {
             lines.append("host peak RSS (VmHWM) \(formatBytes(rss)): the whole host process (Swift runtime, the loaded data set, OpenBLAS's buffers); the ledger counts what the emulated device holds")
         }

@@ -31,6 +31,8 @@ public struct TrainingSession {
     public var fit: FitPolicy = .error
     /// Progress events from the trainer.
     public var observer: ((TrainingEvent) throws -> Void)?
+    /// How far the run is (remaining host time, emulated device time so far), for progress lines.
+    public let progress = RunProgress()
     /// Messages for the user (store resumed, micro-batches chosen...).
     public var say: (String) -> Void = { _ in }
 
@@ -104,7 +106,19 @@ public struct TrainingSession {
         }
         let trainer = try Trainer(configuration: configuration, ledger: ledger, cache: store, plan: plan.execution)
         trainer.journal = store
-        trainer.observer = observer
+        let laps = configuration.lapCount
+        var moduleFlops: [Int: Int] = [:]
+        if configuration.procedure.keepsAllModulesResident {
+            moduleFlops[0] = RunPlanner.residentWork(configuration, trainCount: train.count, testCount: test.count).flops
+        } else {
+            for module in plan.modules { moduleFlops[module.module] = laps * module.work.flops }
+        }
+        progress.begin(moduleFlops: moduleFlops, profile: profile, cache: trainer.cache)
+        let observer = self.observer, progress = self.progress
+        trainer.observer = { event in
+            progress.observe(event, laps: laps)
+            try observer?(event)
+        }
         let result: TrainingResult
         do { result = try trainer.run(train: train, test: test) } catch let error as TrainingError {
             if let damage = error.damage, let store { throw StoreError.damaged(path: store.path, what: damage) }
@@ -112,7 +126,8 @@ public struct TrainingSession {
         }
         let report = RunReport(title: title, result: result, dataset: train.name + " / " + test.name, trainSamples: train.count,
                                testSamples: test.count, profile: profile, budget: budget, timeline: ledger.timeline, peakTensors: ledger.highWaterTensors,
-                               hostPeakResidentBytes: HostMemory.peakResidentBytes())
+                               hostPeakResidentBytes: HostMemory.peakResidentBytes(),
+                               storeBytes: store.flatMap { try? FileManager.default.attributesOfItem(atPath: $0.path)[.size] as? Int })
         if let store { try store.saveReport(String(decoding: try report.json(), as: UTF8.self)) }
         return (report, store)
     }

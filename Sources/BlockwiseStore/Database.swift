@@ -1,4 +1,5 @@
 import CSQLite
+import CSQLiteVFS
 import Foundation
 
 /// Errors from SQLite and from the store's own checks; each says what to do next.
@@ -75,7 +76,8 @@ public final class Database {
         _ = Database.configured
         var db: OpaquePointer?
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0))
-        let code = sqlite3_open_v2(path, &db, flags, nil)
+        // Writable connections go through the counting VFS (everything forwarded to the default).
+        let code = sqlite3_open_v2(path, &db, flags, readOnly ? nil : "blockwise-counting")
         guard code == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let db { sqlite3_close_v2(db) }
@@ -135,8 +137,15 @@ public final class Database {
 
     /// One-time process set-up (see blockwise_configure_sqlite in the CSQLite shim).
     static let configured: Bool = {
-        blockwise_configure_sqlite() == SQLITE_OK
+        blockwise_configure_sqlite() == SQLITE_OK && bw_counting_vfs_register() == SQLITE_OK
     }()
+
+    /// Bytes SQLite has written to the file system through writable connections of this process
+    /// (the counting VFS: database file, WAL and journal writes; the WAL index is shared memory).
+    public static var bytesWrittenToFiles: Int {
+        _ = configured
+        return Int(bw_counting_vfs_bytes_written())
+    }
 
     var errorMessage: String { String(cString: sqlite3_errmsg(handle)) }
 

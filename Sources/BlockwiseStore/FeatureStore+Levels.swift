@@ -88,6 +88,11 @@ extension FeatureStore {
 
     public func finishLevel(_ level: Int, split: Split) throws {
         try database.prepare("UPDATE levels SET complete = 1 WHERE level = ? AND split = ?").run([level, split.rawValue])
+        // Copy the level's pages from the WAL into the database file now rather than at some later
+        // automatic checkpoint: what SQLite writes for a module is then counted with that module
+        // (``fileBytesWritten``), and the WAL does not grow across modules. A reader holding an old
+        // snapshot can keep a passive checkpoint from finishing; the next one completes it.
+        try database.execute("PRAGMA wal_checkpoint(PASSIVE)")
         try accountEngineMemory()
     }
 

@@ -50,6 +50,11 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     var scratch: Tensor?
     /// Bytes written to and read from feature rows (for the emulated device's storage time).
     public internal(set) var bytesWritten = 0
+    /// Bytes SQLite wrote to the file system (every writable connection of the process, through the
+    /// counting VFS) since this store was opened: the feature bytes plus WAL frame headers, page
+    /// overhead, checkpoints into the database file, the journal and the run's metadata.
+    public var fileBytesWritten: Int? { Database.bytesWrittenToFiles - fileBytesAtOpen }
+    let fileBytesAtOpen = Database.bytesWrittenToFiles
     public internal(set) var bytesRead = 0
     public internal(set) var operations = 0
 

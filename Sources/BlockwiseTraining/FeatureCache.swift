@@ -50,6 +50,9 @@ public protocol FeatureCache: AnyObject {
     var bytesRead: Int { get }
     var bytesWritten: Int { get }
     var operations: Int { get }
+    /// Bytes the cache's storage engine has written to the file system so far (nil: not on a
+    /// file system, or not measured); what the device's storage time and wear count.
+    var fileBytesWritten: Int? { get }
 }
 
 /// Features held in memory, one ledger-counted tensor per level and split (category I/O buffers).
@@ -106,4 +109,5 @@ public final class InMemoryFeatureCache: FeatureCache {
     public var bytesRead: Int { 0 }
     public var bytesWritten: Int { 0 }
     public var operations: Int { 0 }
+    public var fileBytesWritten: Int? { nil }
 }

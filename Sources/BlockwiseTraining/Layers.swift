@@ -123,7 +123,7 @@ final class ConvBNUnit {
                 }
             }
         }
-        KernelCounters.flops += FlopCount.residualGradient(count: batch * c * spatial)
+        KernelCounters.work += KernelWork.residualGradient(count: batch * c * spatial)
     }
 
     /// Forward; returns `mean(BN output^2)` (before the ReLU) when `measureSquares` is set, else 0.
@@ -149,24 +149,28 @@ final class ConvBNUnit {
                                       runningMean: b.runningMean, runningVariance: b.runningVariance,
                                       batch: batch, channels: c, spatial: spatial)
             let squares = measureSquares ? meanSquare(b.out, count: batch * outputCount) : 0
-            if relu { reluForward(output: b.out, input: b.out, count: batch * outputCount) }
+            if relu {
+                reluForward(output: b.out, input: b.out, count: batch * outputCount)
+                KernelCounters.work += KernelWork.relu(count: batch * outputCount)
+            }
             return squares
         }
     }
 
-    /// The FLOPs ``forward(_:batch:training:momentum:measureSquares:)`` counts.
-    func forwardFlops(batch: Int, training: Bool, measureSquares: Bool = false) -> Int {
+    /// The work ``forward(_:batch:training:momentum:measureSquares:)`` counts.
+    func forwardWork(batch: Int, training: Bool, measureSquares: Bool = false) -> OperationWork {
         let c = geometry.outputChannels, spatial = geometry.outputPixels
-        return FlopCount.convolutionForward(geometry, batch: batch)
-            + (training ? FlopCount.batchNormTraining(batch: batch, channels: c, spatial: spatial)
-                        : FlopCount.batchNormInference(batch: batch, channels: c, spatial: spatial)
-                          + (measureSquares ? FlopCount.meanSquare(count: batch * outputCount) : 0))
+        return KernelWork.convolutionForward(geometry, batch: batch)
+            + (training ? KernelWork.batchNormTraining(batch: batch, channels: c, spatial: spatial)
+                        : KernelWork.batchNormInference(batch: batch, channels: c, spatial: spatial)
+                          + (measureSquares ? KernelWork.meanSquare(count: batch * outputCount) : .zero)
+                          + (relu ? KernelWork.relu(count: batch * outputCount) : .zero))
     }
 
-    /// The FLOPs ``backward(dOutput:dInput:batch:)`` counts (`inputGradient`: dInput is given).
-    func backwardFlops(batch: Int, inputGradient: Bool) -> Int {
-        FlopCount.batchNormBackward(batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels)
-            + FlopCount.convolutionBackward(geometry, batch: batch, inputGradient: inputGradient, weightGradient: true)
+    /// The work ``backward(dOutput:dInput:batch:)`` counts (`inputGradient`: dInput is given).
+    func backwardWork(batch: Int, inputGradient: Bool) -> OperationWork {
+        KernelWork.batchNormBackward(batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels)
+            + KernelWork.convolutionBackward(geometry, batch: batch, inputGradient: inputGradient, weightGradient: true)
     }
 
     /// - dOutput: gradient w.r.t. this unit's output [N, C_out, H_out, W_out]; overwritten in
@@ -246,20 +250,33 @@ final class BasicBlock {
         } else {
             addReLU(y, x, count: count)
         }
+        KernelCounters.work += skipWork(batch: batch, forward: true)
     }
 
     /// Mean of r^2 over the batch tensor (of the last forward).
     var kineticEnergy: Double { lastKineticEnergy }
 
-    /// The FLOPs ``forward(_:batch:training:momentum:)`` counts.
-    func forwardFlops(batch: Int, training: Bool) -> Int {
-        unit1.forwardFlops(batch: batch, training: training) + unit2.forwardFlops(batch: batch, training: training, measureSquares: true)
+    /// The skip path's memory passes: forward, the shortcut's add and the ReLU (or the fused
+    /// add and ReLU); backward (with an input gradient), the shortcut's backward or the add.
+    func skipWork(batch: Int, forward: Bool) -> OperationWork {
+        let count = batch * outputCount
+        guard let shortcut else { return KernelWork.add(count: count) }
+        let inputs = batch * shortcut.inputChannels * shortcut.inputHeight * shortcut.inputWidth
+        let outputs = batch * shortcut.inputChannels * shortcut.outputHeight * shortcut.outputWidth
+        return forward ? KernelWork.shortcutForward(inputs: inputs, outputs: outputs) + KernelWork.relu(count: count)
+                       : KernelWork.shortcutBackward(inputs: inputs, outputs: outputs)
     }
 
-    /// The FLOPs ``backward(dOutput:dInput:transportWeight:scratch:batch:)`` counts.
-    func backwardFlops(batch: Int, inputGradient: Bool) -> Int {
-        FlopCount.residualGradient(count: batch * outputCount) + unit2.backwardFlops(batch: batch, inputGradient: true)
-            + unit1.backwardFlops(batch: batch, inputGradient: inputGradient)
+    /// The work ``forward(_:batch:training:momentum:)`` counts.
+    func forwardWork(batch: Int, training: Bool) -> OperationWork {
+        unit1.forwardWork(batch: batch, training: training) + unit2.forwardWork(batch: batch, training: training, measureSquares: true)
+            + skipWork(batch: batch, forward: true)
+    }
+
+    /// The work ``backward(dOutput:dInput:transportWeight:scratch:batch:)`` counts.
+    func backwardWork(batch: Int, inputGradient: Bool) -> OperationWork {
+        KernelWork.residualGradient(count: batch * outputCount) + (inputGradient ? skipWork(batch: batch, forward: false) : .zero)
+            + unit2.backwardWork(batch: batch, inputGradient: true) + unit1.backwardWork(batch: batch, inputGradient: inputGradient)
     }
 
     /// - dOutput: gradient w.r.t. y; overwritten.
@@ -279,6 +296,7 @@ final class BasicBlock {
             } else {
                 accumulate(dInput, dOutput, count: count)
             }
+            KernelCounters.work += skipWork(batch: batch, forward: false)
         }
         let dHidden = dOutput
         dHidden.update(repeating: 0, count: count)
@@ -404,6 +422,7 @@ final class Head {
             b.convolution!.forward(output: conv, input: x, weight: b.convWeight!, bias: b.convBias!, batch: batch)
             reluForward(output: conv, input: conv, count: batch * c * spatial)
             globalAveragePoolForward(output: b.pool, input: conv, batch: batch, channels: c, spatial: spatial)
+            KernelCounters.work += KernelWork.relu(count: batch * c * spatial) + KernelWork.pool(count: batch * c * spatial, outputs: batch * c)
             if training {
                 batchNormForwardTraining(output: b.bn!, input: b.pool, weight: b.gamma!, bias: b.beta!,
                                          mean: b.bnMean!, inverseStd: b.bnInverseStd!,
@@ -417,32 +436,32 @@ final class Head {
             features = UnsafePointer(b.bn!)
         } else {
             globalAveragePoolForward(output: b.pool, input: x, batch: batch, channels: c, spatial: spatial)
+            KernelCounters.work += KernelWork.pool(count: batch * c * spatial, outputs: batch * c)
         }
         linearForward(output: b.logits, input: features, weight: b.linearWeight, bias: b.linearBias,
                       batch: batch, inputFeatures: c, outputFeatures: classes)
     }
 
-    /// The FLOPs ``forward(_:batch:training:momentum:)`` counts.
-    func forwardFlops(batch: Int, training: Bool) -> Int {
+    /// The work ``forward(_:batch:training:momentum:)`` counts.
+    func forwardWork(batch: Int, training: Bool) -> OperationWork {
         let c = channels
-        var flops = FlopCount.linearForward(batch: batch, inputs: c, outputs: classes)
+        var work = KernelWork.linearForward(batch: batch, inputs: c, outputs: classes)
+            + KernelWork.pool(count: batch * c * spatial, outputs: batch * c)
         if kind == .oneCNN {
-            flops += FlopCount.convolutionForward(conv, batch: batch)
-                + (training ? FlopCount.batchNormTraining(batch: batch, channels: c, spatial: 1)
-                            : FlopCount.batchNormInference(batch: batch, channels: c, spatial: 1))
+            work += KernelWork.convolutionForward(conv, batch: batch) + KernelWork.relu(count: batch * c * spatial)
+                + (training ? KernelWork.batchNormTraining(batch: batch, channels: c, spatial: 1)
+                            : KernelWork.batchNormInference(batch: batch, channels: c, spatial: 1))
         }
-        return flops
+        return work
     }
 
-    /// The FLOPs ``backward(dInput:batch:)`` counts (the loss's own are the module's).
-    func backwardFlops(batch: Int) -> Int {
+    /// The work ``backward(dInput:batch:)`` counts (the loss's own is the module's).
+    func backwardWork(batch: Int) -> OperationWork {
         let c = channels
-        var flops = FlopCount.linearBackward(batch: batch, inputs: c, outputs: classes, inputGradient: true)
-        if kind == .oneCNN {
-            flops += FlopCount.batchNormBackward(batch: batch, channels: c, spatial: 1)
-                + FlopCount.convolutionBackward(conv, batch: batch, inputGradient: true, weightGradient: true)
-        }
-        return flops
+        let work = KernelWork.linearBackward(batch: batch, inputs: c, outputs: classes, inputGradient: true)
+        guard kind == .oneCNN else { return work + KernelWork.pool(count: batch * c * spatial, outputs: batch * c) }
+        return work + KernelWork.batchNormBackward(batch: batch, channels: c, spatial: 1) + KernelWork.relu(count: batch * c * spatial)
+            + KernelWork.convolutionBackward(conv, batch: batch, inputGradient: true, weightGradient: true)
     }
 
     /// Backward from ``logitsGradient`` (already filled by the loss); accumulates into dInput.
@@ -456,6 +475,7 @@ final class Head {
                        weight: b.linearWeight, batch: batch, inputFeatures: c, outputFeatures: classes)
         guard kind == .oneCNN else {
             globalAveragePoolBackward(dInput: dInput, dOutput: dFeatures, batch: batch, channels: c, spatial: spatial)
+            KernelCounters.work += KernelWork.pool(count: batch * c * spatial, outputs: batch * c)
             return
         }
         let dPool = b.dPool!
@@ -471,6 +491,7 @@ final class Head {
             let values = dConv + plane * spatial
             for i in 0..<spatial { values[i] = values[i] > 0 ? g : 0 }
         }
+        KernelCounters.work += KernelWork.relu(count: batch * c * spatial)  // the mask pass reads and writes the conv output
         b.convolution!.backward(dInput: dInput, dWeight: b.dConvWeight!, dBias: b.dConvBias!, dOutput: dConv, input: x!,
                                 weight: b.convWeight!, batch: batch)
     }

@@ -81,7 +81,7 @@ public struct SGD: Equatable, Codable, Sendable {
                 if weightDecayMode == .decoupled { w[i] -= lr * wd * w[i] }
                 w[i] -= lr * update
             }
-            KernelCounters.flops += FlopCount.optimizerStep(parameters: count)
+            KernelCounters.work += KernelWork.optimizerStep(parameters: count)
         }
     }
 }

@@ -302,37 +302,37 @@ public final class ResNetModule {
         head?.forward(current, batch: batch, training: training, momentum: momentum)
     }
 
-    /// The FLOPs one ``forward(_:batch:training:)`` of module `index` counts.
-    public static func forwardFlops(configuration: ModelConfiguration, index: Int, hasHead: Bool = true, batch: Int, training: Bool) -> Int {
+    /// The work (FLOPs and bytes by operation class) one ``forward(_:batch:training:)`` of module `index` counts.
+    public static func forwardWork(configuration: ModelConfiguration, index: Int, hasHead: Bool = true, batch: Int, training: Bool) -> OperationWork {
         let (encoder, blocks, head) = layers(configuration, index: index, hasHead: hasHead)
-        return encoder.reduce(0) { $0 + $1.forwardFlops(batch: batch, training: training) }
-            + blocks.reduce(0) { $0 + $1.forwardFlops(batch: batch, training: training) }
-            + (head?.forwardFlops(batch: batch, training: training) ?? 0)
+        return encoder.map { $0.forwardWork(batch: batch, training: training) }.sum()
+            + blocks.map { $0.forwardWork(batch: batch, training: training) }.sum()
+            + (head?.forwardWork(batch: batch, training: training) ?? .zero)
     }
 
-    /// The FLOPs of ``headLossAndBackward(labels:batch:labelSmoothing:scale:)``.
-    public static func headLossFlops(configuration: ModelConfiguration, index: Int, batch: Int) -> Int {
+    /// The work of ``headLossAndBackward(labels:batch:labelSmoothing:scale:)``.
+    public static func headLossWork(configuration: ModelConfiguration, index: Int, batch: Int) -> OperationWork {
         let (_, _, head) = layers(configuration, index: index, hasHead: true)
-        return FlopCount.crossEntropy(batch: batch, classes: configuration.classes) + head!.backwardFlops(batch: batch)
+        return KernelWork.crossEntropy(batch: batch, classes: configuration.classes) + head!.backwardWork(batch: batch)
     }
 
-    /// The FLOPs of ``backward(batch:transportWeight:dInput:)`` (`inputGradient`: dInput is given).
-    public static func backwardFlops(configuration: ModelConfiguration, index: Int, batch: Int, inputGradient: Bool) -> Int {
+    /// The work of ``backward(batch:transportWeight:dInput:)`` (`inputGradient`: dInput is given).
+    public static func backwardWork(configuration: ModelConfiguration, index: Int, batch: Int, inputGradient: Bool) -> OperationWork {
         let (encoder, blocks, _) = layers(configuration, index: index, hasHead: false)
-        var flops = 0
+        var work = OperationWork.zero
         for (j, block) in blocks.enumerated() {
             // The first block's input gradient is the module's (dInput) unless an encoder precedes it.
-            flops += block.backwardFlops(batch: batch, inputGradient: j == 0 && encoder.isEmpty ? inputGradient : true)
+            work += block.backwardWork(batch: batch, inputGradient: j == 0 && encoder.isEmpty ? inputGradient : true)
         }
-        for (i, unit) in encoder.enumerated() { flops += unit.backwardFlops(batch: batch, inputGradient: i != 0) }
-        return flops
+        for (i, unit) in encoder.enumerated() { work += unit.backwardWork(batch: batch, inputGradient: i != 0) }
+        return work
     }
 
-    /// The FLOPs of one ``trainStep(input:labels:batch:transportWeight:labelSmoothing:scale:)``.
-    public static func trainStepFlops(configuration: ModelConfiguration, index: Int, batch: Int) -> Int {
-        forwardFlops(configuration: configuration, index: index, batch: batch, training: true)
-            + headLossFlops(configuration: configuration, index: index, batch: batch)
-            + backwardFlops(configuration: configuration, index: index, batch: batch, inputGradient: false)
+    /// The work of one ``trainStep(input:labels:batch:transportWeight:labelSmoothing:scale:)``.
+    public static func trainStepWork(configuration: ModelConfiguration, index: Int, batch: Int) -> OperationWork {
+        forwardWork(configuration: configuration, index: index, batch: batch, training: true)
+            + headLossWork(configuration: configuration, index: index, batch: batch)
+            + backwardWork(configuration: configuration, index: index, batch: batch, inputGradient: false)
     }
 
     /// Trainable values of module `index`: what one optimizer step updates.

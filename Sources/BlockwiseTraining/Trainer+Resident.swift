@@ -16,7 +16,7 @@ extension Trainer {
             try observer?(.moduleStarted(module: k, lap: 0, epochs: configuration.residentEpochs, plan: phase.slots))
             modules.append(module)
         }
-        let flopsStart = KernelCounters.flops
+        let workStart = KernelCounters.work
         let start = DispatchTime.now().uptimeNanoseconds
         ledger.mark("resident")
         let epochs = configuration.residentEpochs
@@ -112,7 +112,8 @@ extension Trainer {
                                               testAccuracy: Double(correct[k]) / Double(max(test.count, 1)),
                                               kineticEnergy: kinetic[k] / Double(max(test.count, 1)),
                                               peakBytes: ledger.peak, peakBreakdown: ledger.peakBreakdown,
-                                              seconds: seconds, flops: KernelCounters.flops - flopsStart)
+                                              seconds: seconds, flops: (KernelCounters.work - workStart).flops,
+                                              work: KernelCounters.work - workStart)
             result.modules.append(evaluation)
             try observer?(.moduleEvaluated(evaluation))
         }

@@ -41,8 +41,9 @@ extension Trainer {
                 }
                 let baseline = ledger.live
                 let moduleStart = DispatchTime.now().uptimeNanoseconds
-                let flopsStart = KernelCounters.flops
+                let workStart = KernelCounters.work
                 let io = (cache.bytesRead, cache.bytesWritten, cache.operations)
+                let fileBytesStart = cache.fileBytesWritten
                 ledger.resetPeak()
                 let firstEvent = ledger.eventCount, moduleClock = ledger.elapsedSeconds
                 ledger.mark(configuration.lapCount > 1 ? "module \(k + 1) lap \(lap + 1)" : "module \(k + 1)")
@@ -87,10 +88,12 @@ extension Trainer {
                 evaluation.peakBytes = ledger.peak
                 evaluation.peakBreakdown = ledger.peakBreakdown
                 evaluation.seconds = Double(DispatchTime.now().uptimeNanoseconds - moduleStart) / 1e9
-                evaluation.flops = KernelCounters.flops - flopsStart
+                evaluation.work = KernelCounters.work - workStart
+                evaluation.flops = evaluation.work!.flops
                 evaluation.storeBytesRead = cache.bytesRead - io.0
                 evaluation.storeBytesWritten = cache.bytesWritten - io.1
                 evaluation.storeOperations = cache.operations - io.2
+                if let start = fileBytesStart, let now = cache.fileBytesWritten { evaluation.storeFileBytesWritten = now - start }
                 evaluation.timeline = MemoryLedger.downsample(ledger.timeline.filter { $0.sequence > firstEvent }.map {
                     var event = $0; event.seconds = ($0.seconds ?? moduleClock) - moduleClock; return event
                 }, to: 400)

@@ -30,10 +30,17 @@ public struct ModuleEvaluation: Codable, Sendable, Equatable {
     public var peakBreakdown: MemoryBreakdown
     public var seconds: Double
     public var flops: Int
+    /// The work counted by operation class (FLOPs and bytes moved; nil in stores written before
+    /// it was counted, whose cost falls back to `flops` at the 3x3 convolution rate).
+    public var work: OperationWork? = nil
     /// Feature bytes this module read from / wrote to the store, and storage operations.
     public var storeBytesRead: Int = 0
     public var storeBytesWritten: Int = 0
     public var storeOperations: Int = 0
+    /// Bytes SQLite wrote to the file system while the module ran (WAL frames, checkpoints into
+    /// the database file, page overhead), measured; nil when not measured (features in memory,
+    /// or no per-process I/O counter on this system).
+    public var storeFileBytesWritten: Int? = nil
     /// The ledger's timeline while the module trained and streamed (seconds from its start, at
     /// most ~400 points) and the buffers live at its peak; kept in the store with the module so
     /// that a resumed run's report shows every module (nil for the resident procedures).

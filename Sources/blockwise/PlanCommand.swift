@@ -160,7 +160,7 @@ struct Plan: ParsableCommand {
                 print("with --procedure sequential the peak is \(formatBytes(other.peak))" + (other.fits ? ": fits" : ": still over (blockwise plan --procedure sequential ... says what else would change that)"))
             }
             print(String(format: "work: %.3f GFLOP", Double(residentPlan.flops) / 1e9) + (residentPlan.cost.map { cost in
-                "; emulated \(profile!.name): \(formatDuration(cost.seconds)), \(formatEnergy(cost.energyJoules))" } ?? ""))
+                "; emulated \(profile!.name): \(cost.breakdownText)" } ?? ""))
             if let json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -195,7 +195,16 @@ struct Plan: ParsableCommand {
                             trainCount: trainCount, testCount: testCount, fit: fitPolicy).text)
         }
         if let cost = report.cost, let profile {
-            print("emulated \(profile.name): \(formatDuration(cost.seconds)) (compute \(formatDuration(cost.computeSeconds)), storage \(formatDuration(cost.storageSeconds))), \(formatEnergy(cost.energyJoules))")
+            print("device time by operation class on \(profile.name) (each class: its FLOPs at its rate or its bytes at the memory bandwidth, the longer):")
+            let classes = DeviceCost.classTable(report.modules.compactMap { module in module.cost.map { ("\(module.number)", $0) } }).text
+            for line in classes.split(separator: "\n") { print("  " + line) }
+            print("emulated \(profile.name): \(cost.breakdownText)")
+            let inference = report.modules.compactMap { module in module.inference.map { "module \(module.number) \(formatDuration($0.seconds))" } }
+            print("one sample's forward pass (inference, eval mode) on \(profile.name): " + inference.joined(separator: ", "))
+            if let wear = report.wear {
+                print(wear.summary + " (\(formatBytes(cost.bytesWritten)) written by SQLite, planned)")
+                for warning in wear.warnings { print("warning: " + warning) }
+            }
         }
         if let json {
             let encoder = JSONEncoder()
@@ -239,11 +248,13 @@ struct ProfilesList: ParsableCommand {
             return
         }
         var table = Table([.init("name", width: 18, csv: "name"), .init("class", width: 7, csv: "class"), .init("RAM", width: 11, csv: "ram_bytes"),
-                           .init("budget", width: 11, csv: "budget_bytes"), .init("GFLOP/s", width: 9, csv: "compute_gflops"),
+                           .init("budget", width: 11, csv: "budget_bytes"), .init("3x3 GFLOP/s", width: 12, csv: "compute_gflops"),
+                           .init("mem GB/s", width: 9, csv: "memory_gbps"),
                            .init("read MB/s", width: 10, csv: "storage_read_mbps"), .init("write MB/s", width: 12, csv: "storage_write_mbps"), .init("device", width: 0, csv: "device")])
         for name in DeviceProfile.bundledNames(directory: directory) {
             let p = try DeviceProfile.load(name, directory: directory)
-            table.append([.init(p.name), .init(p.class), .bytes(p.ramBytes), .bytes(p.budgetBytes), .init(String(format: "%g", p.computeGflops)),
+            table.append([.init(p.name), .init(p.class), .bytes(p.ramBytes), .bytes(p.budgetBytes), .init(String(format: "%g", p.rates.convolutionGflops)),
+                          .init(p.rates.memoryGBps.map { String(format: "%g", $0) } ?? "-"),
                           .init(String(format: "%g", p.storage.readMBps)), .init(String(format: "%g", p.storage.writeMBps)),
                           .init(p.displayName)])
         }
@@ -264,7 +275,14 @@ struct ProfilesShow: ParsableCommand {
         print("\(p.name): \(p.displayName) [\(p.class)]")
         print("  RAM \(formatBytes(p.ramBytes)), reserved \(formatBytes(p.reservedBytes)), training budget \(formatBytes(p.budgetBytes))")
         print("  storage: \(p.storage.medium), read \(p.storage.readMBps) MB/s, write \(p.storage.writeMBps) MB/s, latency \(p.storage.latencyMs) ms")
-        print("  compute: \(p.computeGflops) GFLOP/s sustained (Float32); power: active \(p.power.activeW) W, idle \(p.power.idleW) W")
+        let rates = p.rates
+        print("  compute (Float32, sustained): 3x3 convolutions \(rates.convolutionGflops) GFLOP/s, GEMM \(rates.gemmGflops) GFLOP/s, "
+              + "element-wise \(rates.elementwiseGflops) GFLOP/s; memory \(rates.memoryGBps.map { "\($0) GB/s" } ?? "unbounded (schema 1)")")
+        print("  storage: " + (p.storage.overlapsCompute == true ? "overlaps computation (DMA)" : "does not overlap computation")
+              + (p.storage.capacityBytes.map { ", capacity \(formatBytes($0))" } ?? "")
+              + (p.storage.endurance.map { ", write endurance \(formatBytes($0))" } ?? ""))
+        print("  power: active \(p.power.activeW) W, idle \(p.power.idleW) W (the storage wait is at \(p.storageWaitW) W)"
+              + (p.schemaVersion < 2 ? "; schema 1: one rate for every class, no bandwidth bound, no overlap" : ""))
         print("  sources:")
         for s in p.sources { print("    \(s.field)\(s.value.map { " = \($0)" } ?? "")\(s.estimate ? " (estimate)" : ""): \(s.source)") }
         if let notes = p.notes { print("  notes: \(notes)") }

@@ -97,7 +97,7 @@ struct Train: ParsableCommand {
             print("data: \(train.count) training / \(test.count) \(dataOptions.validationSize == nil ? "test" : "validation") samples from \(dataOptions.dataDescription); batch \(configuration.batchSize); seed \(configuration.seed)")
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
         }
-        let progress = ProgressPrinter(quiet: quiet, modules: model.modules)
+        let progress = ProgressPrinter(quiet: quiet, modules: model.modules, estimates: session.progress)
         progress.plans = session.modulePlans()
         session.observer = progress.handle
         let (runReport, featureStore) = try session.run()
@@ -135,8 +135,10 @@ final class ProgressPrinter {
     var lineOpen = false
     /// The planned peaks `blockwise plan` prints (one figure for a module in both commands).
     var plans: [ModuleMemoryPlan]?
+    /// The run's remaining host time and emulated device time so far.
+    let estimates: RunProgress?
 
-    init(quiet: Bool, modules: Int) { self.quiet = quiet; self.modules = modules }
+    init(quiet: Bool, modules: Int, estimates: RunProgress? = nil) { self.quiet = quiet; self.modules = modules; self.estimates = estimates }
 
     func handle(_ event: TrainingEvent) {
         guard !quiet else { return }
@@ -156,9 +158,13 @@ final class ProgressPrinter {
             let interval: UInt64 = isTerminal ? 100_000_000 : 5_000_000_000
             guard now - lastPrint >= interval || batch == batches else { return }
             lastPrint = now
-            let line = String(format: "  module %d/%d epoch %d batch %d/%d loss %.4f kinetic %.4g acc %.1f%% %.0f samples/s",
+            var line = String(format: "  module %d/%d epoch %d batch %d/%d loss %.4f kinetic %.4g acc %.1f%% %.0f samples/s",
                               module + 1, modules, epoch + 1, batch, batches, metrics.taskLoss, metrics.kineticEnergy,
                               100 * Double(metrics.correct) / Double(max(metrics.samples, 1)), rate)
+            if let estimate = estimates?.estimate {
+                if let remaining = estimate.remainingHostSeconds { line += ", ETA " + formatDuration(remaining) }
+                if let device = estimate.deviceSeconds { line += ", device " + formatDuration(device) + " so far" }
+            }
             if isTerminal {
                 print("\r" + line + "   ", terminator: "")
                 fflush(stdout)

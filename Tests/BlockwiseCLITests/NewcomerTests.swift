@@ -36,11 +36,11 @@ final class NewcomerTests: CLITestCase {
     func testUnknownProfileKeysAreRefused() throws {
         let text = try String(contentsOfFile: repository + "/profiles/nrf52840.json", encoding: .utf8)
         let path = directory + "/typo.json"
-        let first = try XCTUnwrap(text.range(of: "\"computeGflops\":"))
-        try text.replacingCharacters(in: first, with: "\"computeGFlops\": 1, \"computeGflops\":").write(toFile: path, atomically: true, encoding: .utf8)
+        let first = try XCTUnwrap(text.range(of: "\"convolutionGflops\":"))
+        try text.replacingCharacters(in: first, with: "\"convolutionGFlops\": 1, \"convolutionGflops\":").write(toFile: path, atomically: true, encoding: .utf8)
         let result = try run(["profiles", "validate", path])
         XCTAssertEqual(result.code, 1)
-        XCTAssertTrue(result.err.contains("field 'computeGFlops' is not a profile field"), result.err)
+        XCTAssertTrue(result.err.contains("field 'compute.convolutionGFlops' is not a profile field"), result.err)
     }
 
     func testProfileByteCountsTakeUnits() throws {

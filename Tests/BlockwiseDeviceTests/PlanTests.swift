@@ -127,6 +127,80 @@ final class ProfileTests: XCTestCase {
         XCTAssertEqual(try DeviceProfile.load("stm32f746-disco", directory: repositoryProfiles).ramBytes, 320 * 1024)
     }
 
+    /// The profile of version 1 that nrf52840.json was: one rate, no v2 figures.
+    func version1(_ mutate: (inout [String: Any]) -> Void = { _ in }) throws -> String {
+        try write("v1.json") { object in
+            object["schemaVersion"] = 1
+            object["computeGflops"] = 0.02
+            object["compute"] = nil
+            var storage = object["storage"] as! [String: Any]
+            for key in ["overlapsCompute", "capacityBytes", "enduranceBytes", "peCycles"] { storage[key] = nil }
+            object["storage"] = storage
+            object["sources"] = (object["sources"] as! [[String: Any]]).compactMap { entry in
+                let field = entry["field"] as! String
+                if field == "compute.convolutionGflops" { var copy = entry; copy["field"] = "computeGflops"; return copy }
+                return field.hasPrefix("compute.") || ["storage.overlapsCompute", "storage.capacityBytes", "storage.peCycles", "storage.enduranceBytes"].contains(field) ? nil : entry
+            }
+            mutate(&object)
+        }
+    }
+
+    /// Version 1 still loads: its one rate serves every class, no bandwidth bound, no overlap, the
+    /// storage wait at the active power; its costs are version 1's.
+    func testVersion1ProfilesLoadWithTheDocumentedDefaults() throws {
+        let profile = try DeviceProfile.load(file: try version1())
+        XCTAssertEqual(profile.schemaVersion, 1)
+        XCTAssertEqual(profile.rates, DeviceProfile.Compute(convolutionGflops: 0.02, gemmGflops: 0.02, elementwiseGflops: 0.02, memoryGBps: nil))
+        XCTAssertNil(profile.storage.overlapsCompute)
+        XCTAssertNil(profile.storage.endurance)
+        XCTAssertEqual(profile.storageWaitW, profile.power.activeW)
+        let work = OperationWork(convolutionFlops: 1_000_000_000, convolutionBytes: 1 << 40, elementwiseFlops: 1_000_000_000, elementwiseBytes: 1 << 40)
+        let cost = DeviceCost(profile: profile, work: work, bytesRead: 4_600_000, bytesWritten: 0, operations: 0)
+        XCTAssertEqual(cost.computeSeconds, 100, accuracy: 1e-9, "2 GFLOP at 0.02 GFLOP/s; bytes are not bounded")
+        XCTAssertEqual(cost.seconds, 100 + cost.storageSeconds, accuracy: 1e-9)
+        XCTAssertEqual(cost.energyJoules, cost.seconds * profile.power.activeW, accuracy: 1e-9)
+        XCTAssertNil(StorageWear(profile: profile, storeBytes: 1 << 40, bytesWritten: 1 << 40).enduranceShare)
+        // A version-1 file with a version-2 field says which version it needs.
+        XCTAssertThrowsError(try DeviceProfile.load(file: try version1 {
+            $0["compute"] = ["convolutionGflops": 1, "gemmGflops": 1, "elementwiseGflops": 1, "memoryGBps": 1]
+        })) {
+            XCTAssertTrue("\($0)".contains("'compute'") && "\($0)".contains("schemaVersion"), "\($0)")
+        }
+    }
+
+    /// A malformed version-2 field is refused, naming it.
+    func testMalformedVersion2FieldsNameTheField() throws {
+        func storage(_ key: String, _ value: Any?) -> (inout [String: Any]) -> Void {
+            { var storage = $0["storage"] as! [String: Any]; storage[key] = value; $0["storage"] = storage }
+        }
+        func compute(_ key: String, _ value: Any?) -> (inout [String: Any]) -> Void {
+            { var compute = $0["compute"] as! [String: Any]; compute[key] = value; $0["compute"] = compute }
+        }
+        let cases: [(String, (inout [String: Any]) -> Void, String)] = [
+            ("no bandwidth", compute("memoryGBps", nil), "compute.memoryGBps"),
+            ("a rate as text", compute("gemmGflops", "quick"), "compute.gemmGflops"),
+            ("an unknown class", compute("tensorCoreGflops", 9), "compute.tensorCoreGflops"),
+            ("no compute", { $0["compute"] = nil }, "compute"),
+            ("the v1 rate too", { $0["computeGflops"] = 1 }, "computeGflops"),
+            ("no overlap", storage("overlapsCompute", nil), "storage.overlapsCompute"),
+            ("a capacity as words", storage("capacityBytes", "lots"), "storage.capacityBytes"),
+            ("no capacity", storage("capacityBytes", nil), "storage.capacityBytes"),
+            ("no endurance", storage("peCycles", nil), "storage.enduranceBytes"),
+            ("both endurances", storage("enduranceBytes", "1TB"), "storage.peCycles"),
+            ("negative cycles", storage("peCycles", -5), "storage.peCycles"),
+            ("no source for a new figure", { $0["sources"] = ($0["sources"] as! [[String: Any]]).filter { $0["field"] as? String != "compute.memoryGBps" } }, "sources"),
+        ]
+        for (name, mutate, field) in cases {
+            let path = try write("\(name).json", mutate)
+            XCTAssertThrowsError(try DeviceProfile.load(file: path), name) { error in
+                guard case .invalidField(let file, let named, let expected)? = error as? ProfileError else { return XCTFail("\(name): \(error)") }
+                XCTAssertEqual(file, path)
+                XCTAssertEqual(named, field, "\(name): \(error)")
+                if field == "sources" { XCTAssertTrue(expected.contains("compute.memoryGBps"), expected) }
+            }
+        }
+    }
+
     func testUnknownNameListsTheKnownOnes() {
         XCTAssertThrowsError(try DeviceProfile.load("toaster", directory: repositoryProfiles)) { error in
             XCTAssertTrue("\(error)".contains("rpi-zero-2w"), "\(error)")
@@ -156,7 +230,7 @@ final class ProfileTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("reservedBytes"), "\(error)")
             XCTAssertTrue("\(error)".contains(reserve), "\(error)")
         }
-        let version = try write("version.json") { $0["schemaVersion"] = 2 }
+        let version = try write("version.json") { $0["schemaVersion"] = 3 }
         XCTAssertThrowsError(try DeviceProfile.load(file: version)) { XCTAssertTrue("\($0)".contains("schemaVersion"), "\($0)") }
         let path = directory + "/broken.json"
         try Data("{ not json".utf8).write(to: URL(fileURLWithPath: path))
@@ -173,7 +247,7 @@ final class ProfileTests: XCTestCase {
             ("ramBytes", "-4", "ramBytes"), ("reservedBytes", "0.5", "reservedBytes"),
             ("writeMBps", "5e-324", "storage.writeMBps"), ("readMBps", "1e300", "storage.readMBps"),
             ("latencyMs", "1e308", "storage.latencyMs"), ("activeW", "1e308", "power.activeW"), ("idleW", "-1", "power.idleW"),
-            ("computeGflops", "1e-300", "computeGflops"),
+            ("convolutionGflops", "1e-300", "compute.convolutionGflops"), ("memoryGBps", "0", "compute.memoryGBps"),
         ]
         for (key, value, field) in cases {
             guard let range = text.range(of: "\"\(key)\": ") else { return XCTFail("no \(key) in the profile") }
@@ -262,10 +336,56 @@ final class ProfileTests: XCTestCase {
 
     func testCostModel() throws {
         let profile = try DeviceProfile.load("stm32f746-disco", directory: repositoryProfiles)
-        // 1 GFLOP at 0.1 GFLOP/s = 10 s; 4.6 MB read at 4.6 MB/s = 1 s; 4.4 MB written = 1 s; 1000 ops x 0.11 ms.
+        // 1 GFLOP of 3x3 convolutions at 0.1 GFLOP/s = 10 s; 4.6 MB read at 4.6 MB/s = 1 s; 4.4 MB
+        // written = 1 s; 1000 ops x 0.11 ms. The SDMMC's DMA overlaps the 2.11 s of storage with
+        // the 10 s of compute: nothing is waited for, and the energy is the compute's.
         let cost = DeviceCost(profile: profile, flops: 1_000_000_000, bytesRead: 4_600_000, bytesWritten: 4_400_000, operations: 1000)
         XCTAssertEqual(cost.computeSeconds, 10, accuracy: 1e-9)
         XCTAssertEqual(cost.storageSeconds, 2.11, accuracy: 1e-9)
-        XCTAssertEqual(cost.energyJoules, 12.11 * profile.power.activeW, accuracy: 1e-9)
+        XCTAssertEqual(cost.storageWaitSeconds, 0)
+        XCTAssertEqual(cost.seconds, 10, accuracy: 1e-9)
+        XCTAssertEqual(cost.energyJoules, 10 * profile.power.activeW, accuracy: 1e-9)
+    }
+
+    /// A version-2 profile with round figures, and work whose cost is computed by hand: each
+    /// class's FLOPs at its rate or its bytes at the bandwidth, the longer; storage overlapped or
+    /// not; the wait at the idle power.
+    func testHandComputedCostUnderAVersion2Profile() throws {
+        let json = """
+        {"schemaVersion": 2, "name": "round", "displayName": "round figures", "class": "sbc", "ramBytes": "1MiB", "reservedBytes": 0,
+         "storage": {"medium": "card", "readMBps": 10, "writeMBps": 5, "latencyMs": 1, "overlapsCompute": true, "capacityBytes": "1GB", "peCycles": 100},
+         "compute": {"convolutionGflops": 2, "gemmGflops": 1, "elementwiseGflops": 0.5, "memoryGBps": 1},
+         "power": {"activeW": 2, "idleW": 0.5},
+         "sources": [\(["compute.convolutionGflops", "compute.gemmGflops", "compute.elementwiseGflops", "compute.memoryGBps",
+                         "storage.overlapsCompute", "storage.capacityBytes", "storage.peCycles"].map { "{\"field\": \"\($0)\", \"estimate\": true, \"source\": \"test\"}" }.joined(separator: ", "))]}
+        """
+        var profile = try DeviceProfile.parse(Data(json.utf8), file: "round.json")
+        XCTAssertEqual(profile.storage.endurance, 100_000_000_000)
+        // 3x3 conv: 4 GFLOP at 2 GFLOP/s = 2 s (its 1 GB at 1 GB/s = 1 s); GEMM: 0.1 GFLOP at 1 = 0.1 s, its
+        // 0.4 GB = 0.4 s; element-wise: 0.1 GFLOP at 0.5 = 0.2 s, its 2 GB = 2 s. Compute 2 + 0.4 + 2 = 4.4 s.
+        let work = OperationWork(convolutionFlops: 4_000_000_000, convolutionBytes: 1_000_000_000, gemmFlops: 100_000_000,
+                                 gemmBytes: 400_000_000, elementwiseFlops: 100_000_000, elementwiseBytes: 2_000_000_000)
+        // Storage: 10 MB read at 10 MB/s = 1 s, 10 MB written at 5 MB/s = 2 s, 1000 ops x 1 ms = 1 s: 4 s.
+        let overlapped = DeviceCost(profile: profile, work: work, bytesRead: 10_000_000, bytesWritten: 10_000_000, operations: 1000)
+        XCTAssertEqual(overlapped.convolutionSeconds, 2, accuracy: 1e-12)
+        XCTAssertEqual(overlapped.gemmSeconds, 0.4, accuracy: 1e-12)
+        XCTAssertEqual(overlapped.elementwiseSeconds, 2, accuracy: 1e-12)
+        XCTAssertEqual(overlapped.computeSeconds, 4.4, accuracy: 1e-12)
+        XCTAssertEqual(overlapped.storageSeconds, 4, accuracy: 1e-12)
+        XCTAssertEqual(overlapped.storageWaitSeconds, 0, "4 s of storage hide behind 4.4 s of compute")
+        XCTAssertEqual(overlapped.seconds, 4.4, accuracy: 1e-12)
+        XCTAssertEqual(overlapped.energyJoules, 8.8, accuracy: 1e-12)
+        profile.storage.overlapsCompute = false
+        let serial = DeviceCost(profile: profile, work: work, bytesRead: 10_000_000, bytesWritten: 10_000_000, operations: 1000)
+        XCTAssertEqual(serial.storageWaitSeconds, 4, accuracy: 1e-12)
+        XCTAssertEqual(serial.seconds, 8.4, accuracy: 1e-12)
+        XCTAssertEqual(serial.energyJoules, 8.8 + 4 * 0.5, accuracy: 1e-12, "the wait at the idle power")
+        // 1 GB of capacity, 100 GB of endurance: a 2 GB store and 2 GB written warn twice.
+        let wear = StorageWear(profile: profile, storeBytes: 2_000_000_000, bytesWritten: 2_000_000_000)
+        XCTAssertEqual(wear.capacityShare, 2)
+        XCTAssertEqual(wear.enduranceShare, 0.02)
+        XCTAssertEqual(wear.warnings.count, 2, "\(wear.warnings)")
+        XCTAssertTrue(wear.warnings[0].contains("larger than") && wear.warnings[1].contains("2.0% of the write endurance"), "\(wear.warnings)")
+        XCTAssertEqual(StorageWear(profile: profile, storeBytes: 1000, bytesWritten: 999_000_000).warnings, [], "under 1% of the endurance")
     }
 }
