@@ -25,7 +25,7 @@ public func blockwiseFuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> 
     default:
         do {
             let profile = try DeviceProfile.parse(Data(bytes), file: "fuzz-input.json")
-            precondition(profile.budgetBytes > 0 && profile.computeGflops.isFinite, "an invalid profile validated")
+            precondition(profile.budgetBytes > 0 && profile.rates.convolutionGflops.isFinite, "an invalid profile validated")
         } catch is ProfileError {
         } catch {
             preconditionFailure("DeviceProfile.parse threw something other than a ProfileError: \(error)")
