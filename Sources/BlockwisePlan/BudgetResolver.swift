@@ -52,12 +52,24 @@ public enum BudgetResolver {
                                       trainCount: trainCount, testCount: testCount), largest, largest)
     }
 
-    /// Bytes held by the resident procedures (parallel, e2e): every module at once.
+    /// Bytes held by the resident procedures (parallel, e2e) at their peak: every module at once;
+    /// under an end-to-end technique, what it keeps for the whole run (``ExecutionPlan/residentSlots(_:)``,
+    /// every module's parameters, gradients and momentum unless the weights are paged) plus the
+    /// largest module's arena (and, weights paged, that module's parameters, gradients and momentum).
+    /// SQLite's memory (paging) is not in it: ``RunPlanner/storeEngineBound(cacheBytes:)``.
     public static func residentPlan(_ configuration: TrainingConfiguration) -> MemoryBreakdown {
-        var total = MemoryBreakdown()
-        for phase in ExecutionPlan.residentPhases(configuration) {
-            for (category, bytes) in phase.breakdown.bytes { total[category] += bytes }
+        let phases = ExecutionPlan.residentPhases(configuration)
+        func add(_ a: MemoryBreakdown, _ b: MemoryBreakdown) -> MemoryBreakdown {
+            var total = a
+            for (category, bytes) in b.bytes { total[category] += bytes }
+            return total
         }
-        return total
+        guard configuration.procedure == .e2e, let technique = configuration.endToEndMemory else {
+            return phases.reduce(MemoryBreakdown()) { add($0, $1.breakdown) }
+        }
+        var resident = ExecutionPlan.residentSlots(configuration).breakdown
+        if !technique.pagesWeights { resident = phases.reduce(resident) { add($0, $1.parameterSlots.breakdown) } }
+        let transient = phases.map { technique.pagesWeights ? $0.breakdown : $0.arenaSlots.breakdown }.max { $0.total < $1.total } ?? MemoryBreakdown()
+        return add(resident, transient)
     }
 }

@@ -105,21 +105,38 @@ public struct ResidentPlan: Codable, Sendable {
     public var work: OperationWork
     public var profile: String?
     public var cost: DeviceCost?
-    /// Every module's phase, all allocated at once (``ExecutionPlan/resident``).
+    /// Every module's phase, all allocated at once (``ExecutionPlan/resident``); under an
+    /// end-to-end technique, one module's arena at a time.
     public var phases: [ModulePhase]
+    /// The end-to-end technique (nil: plain), what it keeps for the whole run, and its paging.
+    public var technique: EndToEndMemory?
+    public var residentSlots: [SlotSpec]
+    public var paging: ModuleWork
+    /// SQLite's memory bound when paging (in `peakBytes`, not in `breakdown`).
+    public var storeEngineBound: Int
 
-    public init(configuration: TrainingConfiguration, trainCount: Int, testCount: Int, budget: Int?, profile: DeviceProfile?) {
+    /// - cacheBytes: the store's page cache, for `--page` (SQLite's memory is part of the peak).
+    public init(configuration: TrainingConfiguration, trainCount: Int, testCount: Int, budget: Int?, profile: DeviceProfile?,
+                cacheBytes: Int = 2 * 1_048_576) {
         procedure = configuration.procedure.rawValue
-        phases = ExecutionPlan(configuration).resident
+        let execution = ExecutionPlan(configuration)
+        phases = execution.resident
+        technique = execution.technique
+        residentSlots = execution.residentSlots
+        paging = RunPlanner.pagingTraffic(configuration, trainCount: trainCount, testCount: testCount)
+        storeEngineBound = technique?.pages == true ? RunPlanner.storeEngineBound(cacheBytes: cacheBytes) : 0
         let breakdown = BudgetResolver.residentPlan(configuration)
         self.breakdown = breakdown
-        peakBytes = breakdown.total
+        peakBytes = breakdown.total + storeEngineBound
         self.budget = budget
-        fits = budget.map { breakdown.total <= $0 } ?? true
+        fits = budget.map { [peakBytes] in peakBytes <= $0 } ?? true
         work = RunPlanner.residentWork(configuration, trainCount: trainCount, testCount: testCount)
         flops = work.flops
         self.profile = profile?.name
-        cost = profile.map { [work] in DeviceCost(profile: $0, work: work, bytesRead: 0, bytesWritten: 0, operations: 0) }
+        cost = profile.map { [work, paging] in
+            DeviceCost(profile: $0, work: work, bytesRead: paging.storeBytesRead, bytesWritten: paging.storeFileBytesWritten,
+                       operations: paging.storeOperations)
+        }
     }
 }
 

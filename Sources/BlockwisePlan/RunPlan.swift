@@ -26,11 +26,13 @@ public struct RunPlan: Codable, Sendable {
     public static func make(_ configuration: TrainingConfiguration, budget: Int?, fit: FitPolicy, residence: FeatureResidence,
                             trainCount: Int, testCount: Int) throws -> RunPlan {
         if configuration.procedure.keepsAllModulesResident {
-            let resident = BudgetResolver.residentPlan(configuration)
+            var resident = BudgetResolver.residentPlan(configuration)
+            // Paging: SQLite's memory is part of the peak, up to its bound.
+            if case .store(_, let cacheBytes) = residence { resident[.storeEngine] = RunPlanner.storeEngineBound(cacheBytes: cacheBytes) }
             if let budget, resident.total > budget {
                 throw ResidentDoesNotFitError(configuration: configuration, needed: resident, budget: budget)
             }
-            return RunPlan(configuration: configuration, residence: .none, execution: ExecutionPlan(configuration),
+            return RunPlan(configuration: configuration, residence: residence, execution: ExecutionPlan(configuration),
                            modules: [], resident: resident, rowBufferFloats: nil)
         }
         let (resolved, plans) = try BudgetResolver.resolve(configuration, budget: budget, fit: fit, residence: residence,

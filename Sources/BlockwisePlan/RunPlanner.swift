@@ -177,9 +177,14 @@ public enum RunPlanner {
         func chain(batch: Int, training: Bool) -> OperationWork {
             (0..<count).map { ResNetModule.forwardWork(configuration: model, index: $0, hasHead: hasHead($0), batch: batch, training: training) }.sum()
         }
+        // `--recompute modules` runs modules 0..K-2's forward a second time in each step's backward.
+        let recompute = endToEnd && configuration.endToEndMemory == .recompute
         func step(batch n: Int) -> OperationWork {
             if endToEnd {
-                return chain(batch: n, training: true) + ResNetModule.headLossWork(configuration: model, index: count - 1, batch: n)
+                let recomputed = recompute
+                    ? (0..<(count - 1)).map { ResNetModule.forwardWork(configuration: model, index: $0, hasHead: hasHead($0), batch: n, training: true) }.sum()
+                    : .zero
+                return chain(batch: n, training: true) + recomputed + ResNetModule.headLossWork(configuration: model, index: count - 1, batch: n)
                     + (0..<count).map { ResNetModule.backwardWork(configuration: model, index: $0, batch: n, inputGradient: $0 > 0) }.sum()
             }
             return (0..<count).map { ResNetModule.trainStepWork(configuration: model, index: $0, batch: n) }.sum()
@@ -218,6 +223,57 @@ public enum RunPlanner {
         // leaf and its parent in each transaction); the checkpoint writes each distinct page once.
         let walFrames = dataPages + 2 * transactions
         return walFrames * (usable + 24) + dataPages * usable
+    }
+
+    /// The store traffic of `--page` in a whole run, counted as the runtime counts it (one
+    /// storage operation per tensor read or written; zero without paging).
+    /// - Activations, each training step: modules 0..K-2 write their saved activations and (but
+    ///   module 1) their input in the forward and read them back in the backward.
+    /// - Weights too: every module's values and momentum written once at the start; each step,
+    ///   modules 0..K-2 read and write their values around the forward (its running statistics
+    ///   move) and read and write values and momentum around the backward and its optimizer step,
+    ///   the last module once around both; the batch-norm recalibration reads and writes every
+    ///   module's values once to reset them and once per batch; the test evaluation reads them per batch.
+    public static func pagingTraffic(_ configuration: TrainingConfiguration, trainCount: Int, testCount: Int) -> ModuleWork {
+        var traffic = ModuleWork(trainingFlops: 0, recalibrationFlops: 0, streamingFlops: 0, operations: .zero)
+        guard configuration.procedure == .e2e, let technique = configuration.endToEndMemory, technique.pages else { return traffic }
+        let phases = ExecutionPlan.residentPhases(configuration), last = phases.count - 1
+        let steps = configuration.residentEpochs * BatchSchedule.trainingBatches(count: trainCount, batchSize: configuration.batchSize).count
+        var bytes = 0, operations = 0  // one direction, per step
+        for phase in phases.prefix(last) {
+            let saved = phase.arenaSlots.filter { $0.category == .savedActivations }
+            bytes += saved.totalBytes + (phase.module > 0 ? phase.inputValues * 4 : 0)
+            operations += saved.count + (phase.module > 0 ? 1 : 0)
+        }
+        var read = steps * bytes, written = steps * bytes, ops = 2 * steps * operations, writes = steps * operations
+        if technique.pagesWeights {
+            let values = phases.map { $0.parameterSlots.filter { $0.category == .parameters } }
+            let momenta = phases.map { $0.parameterSlots.filter { $0.category == .optimizerState } }
+            let v = values.map(\.totalBytes), m = momenta.map(\.totalBytes), vn = values.map(\.count), mn = momenta.map(\.count)
+            let all = 0..<phases.count
+            written += all.reduce(0) { $0 + v[$1] + m[$1] }
+            ops += all.reduce(0) { $0 + vn[$1] + mn[$1] }
+            writes += all.reduce(0) { $0 + vn[$1] + mn[$1] }
+            // Per step: read and write, 0..K-2 values twice and momentum once, the last values and momentum once.
+            let perStep = all.reduce(0) { $0 + ($1 < last ? 2 * v[$1] : v[$1]) + m[$1] }
+            let perStepOps = all.reduce(0) { $0 + ($1 < last ? 2 * vn[$1] : vn[$1]) + mn[$1] }
+            read += steps * perStep; written += steps * perStep; ops += 2 * steps * perStepOps; writes += steps * perStepOps
+            if configuration.recalibrateBatchNorm {
+                let passes = 1 + BatchSchedule.recalibrationBatches(count: trainCount, size: configuration.batchSize).count
+                read += passes * v.reduce(0, +); written += passes * v.reduce(0, +); ops += 2 * passes * vn.reduce(0, +)
+                writes += passes * vn.reduce(0, +)
+            }
+            let evaluations = BatchSchedule.sequentialBatches(count: testCount, size: configuration.batchSize).count
+            read += evaluations * v.reduce(0, +); ops += evaluations * vn.reduce(0, +)
+        }
+        traffic.storeBytesRead = read
+        traffic.storeBytesWritten = written
+        traffic.storeOperations = ops
+        // Each write replaces a page row in its own transaction (the freed pages, zeroed by
+        // SECURE_DELETE, are the ones the new blob reuses: each page reaches the WAL once per
+        // transaction): the page model's figure for rows of the mean size.
+        traffic.storeFileBytesWritten = storeFileBytes(rows: writes, rowBytes: written / max(writes, 1), transactions: writes)
+        return traffic
     }
 
     /// Store bytes of one level (both splits) for an encoding.

@@ -41,7 +41,12 @@ public struct TrainingSession {
     }
 
     var usesStore: Bool {
-        storePath != nil && !configuration.procedure.keepsAllModulesResident
+        storePath != nil && (!configuration.procedure.keepsAllModulesResident || pages)
+    }
+
+    /// Whether an end-to-end technique pages to the store (`--page`).
+    var pages: Bool {
+        configuration.procedure == .e2e && configuration.endToEndMemory?.pages == true
     }
 
     /// Where features live, for the planner.
@@ -56,7 +61,7 @@ public struct TrainingSession {
     /// figures `blockwise plan` prints for this configuration (nil for the resident procedures,
     /// whose one figure is ``BudgetResolver/residentPlan(_:)``).
     public func modulePlans() -> [ModuleMemoryPlan]? {
-        guard residence != .none else { return nil }
+        guard !configuration.procedure.keepsAllModulesResident else { return nil }
         return (0..<configuration.model.modules).map {
             BudgetResolver.modulePlan(configuration, module: $0, budget: budget, fit: fit, residence: residence,
                                       trainCount: train.count, testCount: test.count).plan
@@ -101,11 +106,12 @@ public struct TrainingSession {
                 }
             case .resumed: say("store: \(storePath) holds this run: resuming (completed modules are reused; --fresh starts over)")
             }
-            try opened.reserveRowBuffer(floats: plan.rowBufferFloats!)
+            if let rows = plan.rowBufferFloats { try opened.reserveRowBuffer(floats: rows) }
             store = opened
         }
         let trainer = try Trainer(configuration: configuration, ledger: ledger, cache: store, plan: plan.execution)
-        trainer.journal = store
+        trainer.journal = configuration.procedure.keepsAllModulesResident ? nil : store
+        if pages { trainer.pager = store }
         let laps = configuration.lapCount
         var moduleFlops: [Int: Int] = [:]
         if configuration.procedure.keepsAllModulesResident {

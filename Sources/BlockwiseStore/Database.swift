@@ -149,6 +149,24 @@ public final class Database {
 
     var errorMessage: String { String(cString: sqlite3_errmsg(handle)) }
 
+    /// Reads or writes `count` bytes of the blob in `table.column` of row `rowid` in place, by
+    /// SQLite's incremental blob I/O: through the page cache chunk by chunk, so SQLite never holds
+    /// the whole blob in memory (a `SELECT` of it would). The blob must already have `count` bytes
+    /// (written as `zeroblob(count)`, which SQLite does not materialise either).
+    public func blobIO(table: String, column: String, rowid: Int64, write: Bool, _ pointer: UnsafeMutableRawPointer, count: Int) throws {
+        var blob: OpaquePointer?
+        var code = sqlite3_blob_open(handle, "main", table, column, rowid, write ? 1 : 0, &blob)
+        guard code == SQLITE_OK, let blob else {
+            throw StoreError.sqlite(code: code, message: errorMessage, sql: "blob \(table).\(column) row \(rowid)")
+        }
+        defer { sqlite3_blob_close(blob) }
+        guard Int(sqlite3_blob_bytes(blob)) == count else {
+            throw StoreError.sqlite(code: SQLITE_MISMATCH, message: "the blob has \(sqlite3_blob_bytes(blob)) bytes, \(count) expected", sql: "blob \(table).\(column) row \(rowid)")
+        }
+        code = write ? sqlite3_blob_write(blob, pointer, Int32(count), 0) : sqlite3_blob_read(blob, pointer, Int32(count), 0)
+        guard code == SQLITE_OK else { throw StoreError.sqlite(code: code, message: errorMessage, sql: "blob \(table).\(column) row \(rowid)") }
+    }
+
     /// Runs one or more statements without results.
     public func execute(_ sql: String) throws {
         var error: UnsafeMutablePointer<CChar>?

@@ -276,5 +276,7 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
     var plannedRowFloats: Int?
     var shapes: [String: [Int]] = [:]
     var encodings: [String: String] = [:]
+    /// Whether the `pages` table exists (``ensurePagesTable()``).
+    var pagesReady = false
 
 }

@@ -102,6 +102,8 @@ final class ConvBNUnit {
     }
 
     func unbind() { bound = nil; input = nil }
+    /// Sets the input backward reads, as the last forward would have.
+    func attach(input x: UnsafePointer<Float>) { input = x }
 
     /// The gradients at a residual block's output ReLU, in one pass: `dOutput = dOutput * (y > 0)`
     /// (dS, in place) and `dResidual = dS + weight * 2 r / count`, recomputing `r = BN(conv)` from
@@ -237,6 +239,7 @@ final class BasicBlock {
 
     func bind(_ context: LayerContext) { unit1.bind(context); unit2.bind(context); lastKineticEnergy = 0 }
     func unbind() { unit1.unbind(); unit2.unbind() }
+    func attach(input x: UnsafePointer<Float>) { unit1.attach(input: x); unit2.attach(input: UnsafePointer(unit1.output)) }
 
     func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, momentum: Float) {
         unit1.forward(x, batch: batch, training: training, momentum: momentum)
@@ -410,6 +413,7 @@ final class Head {
     }
 
     func unbind() { bound = nil; x = nil }
+    func attach(input: UnsafePointer<Float>) { x = input }
 
     /// Computes the logits into `head.logits`.
     func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, momentum: Float) {

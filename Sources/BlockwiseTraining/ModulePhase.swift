@@ -19,6 +19,8 @@ public struct ModulePhase: Codable, Sendable, Equatable {
     public var kind: Kind
     public var module: Int
     public var hasHead: Bool
+    /// The module's input per sample [C, H, W].
+    public var inputShape: [Int]
     public var options: ModuleMemoryOptions
     /// Every buffer in allocation order: parameters, then (training) gradients and momentum, then
     /// the arena's slots (I/O, saved activations, workspace).
@@ -33,6 +35,7 @@ public struct ModulePhase: Codable, Sendable, Equatable {
         self.kind = kind
         module = k
         self.hasHead = hasHead
+        inputShape = configuration.moduleInputShape(k)
         self.options = options
         slots = ResNetModule.memoryPlan(configuration: configuration, index: k, hasHead: hasHead, options)
         parameterSlotCount = slots.count - ResNetModule.arenaSlotCount(configuration: configuration, index: k, hasHead: hasHead, options)
@@ -41,6 +44,10 @@ public struct ModulePhase: Codable, Sendable, Equatable {
 
     /// The slots the module's arena allocates (after the parameter store's).
     public var arenaSlots: [SlotSpec] { Array(slots[parameterSlotCount...]) }
+    /// The parameter store's slots: parameters and, in training, gradients and momentum.
+    public var parameterSlots: [SlotSpec] { Array(slots[..<parameterSlotCount]) }
+    /// Values of one sample's input.
+    public var inputShapeValues: Int { inputShape.reduce(1, *) }
     /// Bytes per category of the whole phase.
     public var breakdown: MemoryBreakdown { slots.breakdown }
 }
@@ -61,15 +68,22 @@ public struct ExecutionPlan: Codable, Sendable, Equatable {
     public var keepsAllModulesResident: Bool
     /// Sequential and multilap: each module's phases (empty for the resident procedures).
     public var modules: [ModulePhases]
-    /// Parallel and e2e: every module's one phase, all allocated at once (empty otherwise).
+    /// Parallel and e2e: every module's one phase, all allocated at once (empty otherwise); under
+    /// an end-to-end technique, one module's arena at a time.
     public var resident: [ModulePhase]
+    /// The end-to-end technique, and the buffers it keeps for the whole run (the input batch, the
+    /// checkpoints or the input carried forward, the gradient carried backward).
+    public var technique: EndToEndMemory?
+    public var residentSlots: [SlotSpec] = []
 
     public init(_ configuration: TrainingConfiguration) {
         procedure = configuration.procedure
         keepsAllModulesResident = configuration.procedure.keepsAllModulesResident
+        technique = configuration.procedure == .e2e ? configuration.endToEndMemory : nil
         if keepsAllModulesResident {
             modules = []
             resident = ExecutionPlan.residentPhases(configuration)
+            residentSlots = ExecutionPlan.residentSlots(configuration)
         } else {
             modules = (0..<configuration.model.modules).map { k in
                 let batch = configuration.microBatch(module: k)
@@ -97,10 +111,29 @@ public struct ExecutionPlan: Codable, Sendable, Equatable {
     /// every module but the first produces its input's gradient.
     public static func residentPhases(_ configuration: TrainingConfiguration) -> [ModulePhase] {
         let count = configuration.model.modules, endToEnd = configuration.procedure == .e2e
+        // Under a technique the input batch is the chain's own (``residentSlots(_:)``): no module owns it.
+        let technique = endToEnd && configuration.endToEndMemory != nil
         return (0..<count).map { k in
             ModulePhase(.resident, configuration: configuration.model, module: k, hasHead: !endToEnd || k == count - 1,
                         ModuleMemoryOptions(batch: configuration.batchSize, training: true, workspaceBound: configuration.workspaceBound,
-                                            ownsInputBuffer: k == 0, needsInputGradient: endToEnd && k > 0))
+                                            ownsInputBuffer: k == 0 && !technique, needsInputGradient: endToEnd && k > 0))
         }
+    }
+
+    /// What an end-to-end technique keeps for the whole run besides the modules (empty without
+    /// one): the input batch and labels; the checkpoints, each module's input (recompute) or the
+    /// input carried forward (paging); the gradient carried backward between modules.
+    public static func residentSlots(_ configuration: TrainingConfiguration) -> [SlotSpec] {
+        guard configuration.procedure == .e2e, let technique = configuration.endToEndMemory else { return [] }
+        let model = configuration.model, n = configuration.batchSize, count = model.modules
+        var slots = [SlotSpec("batch.input", .ioBuffers, [n] + model.moduleInputShape(0)), SlotSpec("batch.labels", .ioBuffers, [n])]
+        let inputs = (1..<count).map { model.moduleInputShape($0).reduce(1, *) }
+        if technique == .recompute {
+            slots += (1..<count).map { SlotSpec("checkpoint.\($0)", .savedActivations, [n] + model.moduleInputShape($0)) }
+        } else {
+            slots.append(SlotSpec("carry.forward", .savedActivations, [n * (inputs.max() ?? 0)]))
+        }
+        slots.append(SlotSpec("grad.carry", .workspace, [n * (inputs.max() ?? 0)]))
+        return slots
     }
 }

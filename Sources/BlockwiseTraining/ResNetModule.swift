@@ -229,13 +229,16 @@ public final class ResNetModule {
     /// or backward call looks a buffer up by name.
     public func prepare(_ phase: ModulePhase) throws {
         precondition(phase.module == index && phase.hasHead == (head != nil), "phase of module \(phase.module + 1) given to module \(index + 1)")
-        release()
+        releaseArena()
         let options = phase.options
-        if options.training { try parameters.allocateTrainingState() }
+        // Training state already allocated (an end-to-end technique that re-prepares a module
+        // every step) is kept, with its momentum; an evaluation phase frees it.
+        let hadTrainingState = parameters.trainable.first?.gradient != nil
+        if options.training { try parameters.allocateTrainingState() } else { parameters.releaseTrainingState() }
         do {
             arena = try Arena(phase.arenaSlots, ledger: ledger)
         } catch {
-            parameters.releaseTrainingState()
+            if !hadTrainingState { parameters.releaseTrainingState() }
             throw error
         }
         self.options = options
@@ -258,6 +261,13 @@ public final class ResNetModule {
 
     /// Frees the arena and the training state (the parameters stay).
     public func release() {
+        releaseArena()
+        parameters.releaseTrainingState()
+    }
+
+    /// Frees the arena only: the parameters, gradients and momentum stay (end-to-end techniques
+    /// that hold one module's activations at a time).
+    public func releaseArena() {
         for unit in encoder { unit.unbind() }
         for block in blocks { block.unbind() }
         head?.unbind()
@@ -265,8 +275,20 @@ public final class ResNetModule {
         arena = nil
         options = nil
         phase = nil
-        parameters.releaseTrainingState()
     }
+
+    /// Points every layer at the input it read in the forward, as ``forward(_:batch:training:)``
+    /// would, without computing: for a backward whose saved activations were read back from the
+    /// store into a new arena (`--page activations`). `input` is the module's input [N, C, H, W].
+    public func attachInputs(_ input: UnsafePointer<Float>) {
+        var current = input
+        for unit in encoder { unit.attach(input: current); current = UnsafePointer(unit.output) }
+        for block in blocks { block.attach(input: current); current = UnsafePointer(block.output) }
+        head?.attach(input: current)
+    }
+
+    /// Values of one sample's input.
+    public var inputCount: Int { inputShape.reduce(1, *) }
 
     public var batchCapacity: Int { options?.batch ?? 0 }
 

@@ -117,6 +117,7 @@ extension Trainer {
             result.modules.append(evaluation)
             try observer?(.moduleEvaluated(evaluation))
         }
+        for module in modules { snapshots[module.index] = module.parameters.snapshot() }
         modules.removeAll()
         return result
     }

@@ -14,6 +14,9 @@ public final class Trainer {
     public internal(set) var snapshots: [Int: [String: [Float]]] = [:]
     /// The phases this trainer executes: residency, (micro-)batches, buffers, convolution engines.
     public let plan: ExecutionPlan
+    /// Where `--page` puts activations (and weights): the run's store. Required when the
+    /// configuration pages; it should also be the `cache`, whose counters then count the pages.
+    public var pager: TensorPager?
 
     /// - plan: the phases to execute, made from `configuration` (its micro-batches resolved);
     ///   nil: ``ExecutionPlan/init(_:)`` of `configuration`.
@@ -35,7 +38,10 @@ public final class Trainer {
         let start = DispatchTime.now().uptimeNanoseconds
         ledger.resetPeak()
         var result: TrainingResult
-        if plan.keepsAllModulesResident {
+        if plan.technique != nil {
+            if plan.technique!.pages && pager == nil { throw TrainingError.invalidConfiguration(["--page needs the store (--store FILE)"]) }
+            result = try runEndToEndSaving(train: DatasetSource(train), test: DatasetSource(test))
+        } else if plan.keepsAllModulesResident {
             result = try runResident(train: DatasetSource(train), test: DatasetSource(test), endToEnd: configuration.procedure == .e2e)
         } else {
             result = try runSequential(train: train, test: test)

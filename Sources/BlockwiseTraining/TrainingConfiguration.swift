@@ -17,6 +17,23 @@ public enum Procedure: String, Codable, Sendable, CaseIterable {
     public var keepsAllModulesResident: Bool { self == .parallel || self == .e2e }
 }
 
+/// How end-to-end training (`e2e`) saves memory: the techniques people use to train a whole
+/// network under a budget, planned and counted like everything else.
+public enum EndToEndMemory: String, Codable, Sendable, CaseIterable {
+    /// `--recompute modules` (gradient checkpointing, Chen et al. 2016): the forward keeps only each
+    /// module's input; the backward recomputes module k's forward from it, then back-propagates.
+    case recompute
+    /// `--page activations` (POET, Patil et al. 2022): the forward writes each module's saved
+    /// activations (and its input) to the store, the backward reads them back.
+    case pageActivations = "page-activations"
+    /// `--page activations,weights`: also only the module being computed has its weights, gradients
+    /// and momentum in RAM; the others are written to and read from the store.
+    case pageActivationsAndWeights = "page-activations-weights"
+
+    public var pagesWeights: Bool { self == .pageActivationsAndWeights }
+    public var pages: Bool { self != .recompute }
+}
+
 /// Everything that determines a training run.
 public struct TrainingConfiguration: Equatable, Codable, Sendable {
     public var model = ModelConfiguration()
@@ -46,6 +63,10 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// are accumulated before one optimizer step. Batch norm then normalises with the statistics
     /// of each micro-batch, not of the whole mini-batch.
     public var microBatches: [Int: Int] = [:]
+    /// End-to-end only: the memory-saving technique (nil: every module's activations stay
+    /// resident, plain e2e). Optional so that the JSON of runs without it, and their stores'
+    /// fingerprints, do not change.
+    public var endToEndMemory: EndToEndMemory?
 
     /// Samples per forward/backward of module k.
     public func microBatch(module k: Int) -> Int { min(batchSize, microBatches[k] ?? batchSize) }
@@ -108,6 +129,13 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
             real("--multiplier-step", h, 0...1e12)
             whole("--multiplier-interval", s, 1...1_000_000_000)
         case .off: break
+        }
+        if let endToEndMemory, procedure != .e2e {
+            result.append((endToEndMemory == .recompute ? "--recompute" : "--page") + " applies to --procedure e2e only (got \(procedure.rawValue)): "
+                          + "block-wise procedures keep one module resident already")
+        }
+        if endToEndMemory != nil && model.modules < 2 {
+            result.append("--recompute and --page need at least 2 modules (--modules \(model.modules)): with one module there is nothing to recompute or page")
         }
         return result
     }
