@@ -49,6 +49,11 @@ struct Plan: ParsableCommand {
     @Option(help: ArgumentHelp("Find the largest value of this option whose plan fits the budget (the others as given), then plan at it.",
                                valueName: "width|modules|batch-size"))
     var maximize: String?
+    @Option(help: ArgumentHelp("Plan the same configuration with each technique and print one table: peak, smallest budget, device time and energy, storage written.",
+                               valueName: "e2e,e2e-recompute,e2e-paged,e2e-paged-activations,sequential,parallel"))
+    var techniques: String?
+    @Flag(help: "With --techniques: print only each technique's smallest budget (block-wise at micro-batches of 2).")
+    var smallestBudget = false
 
     func run() throws {
         let model = try modelOptions.model(dataset: nil)
@@ -83,7 +88,8 @@ struct Plan: ParsableCommand {
         /// Whether `c` fits `budget`, and its peak: the same plan `train` resolves.
         func plan(_ c: TrainingConfiguration, budget: Int?, profile: DeviceProfile?) -> (fits: Bool, peak: Int, report: PlanReport?) {
             if c.procedure.keepsAllModulesResident {
-                let total = BudgetResolver.residentPlan(c).total
+                let total = ResidentPlan(configuration: c, trainCount: trainCount, testCount: testCount, budget: budget, profile: nil,
+                                         cacheBytes: cacheBytes).peakBytes
                 return (budget.map { total <= $0 } ?? true, total, nil)
             }
             let residence: FeatureResidence = inMemory ? .memory : .store(encoding: encoding, cacheBytes: cacheBytes)
@@ -128,6 +134,34 @@ struct Plan: ParsableCommand {
         }
 
         let (profile, budget) = try device.resolve()
+        if let techniques {
+            let list: [Technique]
+            do { list = try Technique.parse(techniques) } catch let error as TechniqueError { throw ValidationError(error.message) }
+            let residence: FeatureResidence = inMemory ? .memory : .store(encoding: encoding, cacheBytes: cacheBytes)
+            let plans = list.map {
+                TechniquePlan($0, base: requested, residence: residence, cacheBytes: cacheBytes, budget: budget, profile: profile,
+                              trainCount: trainCount, testCount: testCount, encoding: encoding)
+            }
+            if smallestBudget {
+                for plan in plans { print(pad(plan.label, 24) + formatBytes(plan.smallestBudget) + " (\(plan.smallestBudget) bytes)") }
+            } else {
+                print("plan: \(model.summary); batch \(requested.batchSize); \(trainCount) train / \(testCount) test samples"
+                      + (profile.map { "; device \($0.name), budget \(budget.map(formatBytes) ?? "unlimited")" } ?? ""))
+                print(TechniquePlan.table(plans).text, terminator: "")
+                print("(block-wise: the largest module's peak, features in the store; smallest budget at micro-batches of 2 with --fit microbatch. "
+                      + "VanGL and TRGL plan alike; the end-to-end techniques train one loss)")
+            }
+            if let json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                do { try encoder.encode(plans).write(to: URL(fileURLWithPath: json)) } catch { throw OutputFileError(path: json, error: error) }
+                print("wrote \(json)")
+            }
+            try writeCSV(TechniquePlan.table(plans))
+            if let budget, !plans.contains(where: { $0.smallestBudget <= budget }) { throw ExitCode(3) }
+            return
+        }
+        if smallestBudget { throw ValidationError("--smallest-budget goes with --techniques (e.g. --techniques e2e,sequential --smallest-budget)") }
         var configuration = requested
         if let maximized {
             guard budget != nil else { throw ValidationError("--maximize needs a budget: pass --profile NAME or --budget SIZE") }
@@ -145,13 +179,26 @@ struct Plan: ParsableCommand {
         }
         if configuration.procedure.keepsAllModulesResident {
             // Every module is resident at once and nothing is cached between modules.
-            let residentPlan = ResidentPlan(configuration: configuration, trainCount: trainCount, testCount: testCount, budget: budget, profile: profile)
-            let resident = residentPlan.breakdown
+            let residentPlan = ResidentPlan(configuration: configuration, trainCount: trainCount, testCount: testCount, budget: budget, profile: profile,
+                                            cacheBytes: cacheBytes)
+            var resident = residentPlan.breakdown
+            resident[.storeEngine] = residentPlan.storeEngineBound
+            let keeps: String
+            switch residentPlan.technique {
+            case nil: keeps = "keeps all \(configuration.model.modules) modules resident (no feature cache)"
+            case .recompute?: keeps = "recomputes each module's forward from its input (--recompute modules): every module's weights, gradients and momentum, all inputs, one module's activations"
+            case .pageActivations?: keeps = "pages activations to the store (--page activations): every module's weights, gradients and momentum, one module's activations"
+            case .pageActivationsAndWeights?: keeps = "pages activations and weights to the store (--page activations,weights): one module's weights, gradients, momentum and activations"
+            }
             print("plan: \(configuration.model.summary); batch \(configuration.batchSize); \(trainCount) train / \(testCount) test samples; "
-                  + "\(configuration.procedure.rawValue) keeps all \(configuration.model.modules) modules resident (no feature cache)")
+                  + "\(configuration.procedure.rawValue) \(keeps)")
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
             print("peak \(formatBytes(resident.total)) (\(resident.total) bytes; \(resident)): "
                   + (budget.map { resident.total <= $0 ? "fits the budget" : "does NOT fit the budget" } ?? "no budget"))
+            if residentPlan.paging.storeOperations > 0 {
+                print("paging: \(formatBytes(residentPlan.paging.storeBytesWritten)) written and \(formatBytes(residentPlan.paging.storeBytesRead)) read in "
+                      + "\(residentPlan.paging.storeOperations) storage operations (SQLite writes about \(formatBytes(residentPlan.paging.storeFileBytesWritten)))")
+            }
             if let budget, resident.total > budget {
                 // The module-by-module procedure keeps one module resident: how far that goes.
                 var sequential = configuration

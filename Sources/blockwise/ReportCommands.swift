@@ -59,9 +59,17 @@ struct Compare: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
     @Flag(help: "Print only the summaries.")
     var quiet = false
+    @Option(help: ArgumentHelp("Train the configuration with each technique instead (block-wise ones with VanGL and TRGL) and print one table: accuracy, peak, smallest budget, device time and energy, storage written, host time; plots accuracy and device time against peak memory.",
+                               valueName: "e2e,e2e-recompute,e2e-paged,e2e-paged-activations,sequential,parallel"))
+    var techniques: String?
+    @Option(help: "Encoding of the stored features (block-wise techniques): fp32, fp16 or bf16.")
+    var featureDtype: String = "fp32"
+    @Option(parsing: .unconditional, help: "Bound on SQLite's page cache.")
+    var storeCache: String = "2MiB"
 
     func run() throws {
         compute.apply()
+        if let techniques { return try compareTechniques(techniques) }
         // Every option is checked before the data is read (the model's input shape is checked
         // again once the data is known).
         _ = try trainingOptions.configuration(model: try modelOptions.model(dataset: nil))
@@ -113,5 +121,90 @@ struct Compare: ParsableCommand {
             }
         }
         print("compare: \(directory)/compare.svg, compare.json, vangl/ and trgl/ reports")
+    }
+}
+
+extension Compare {
+    /// `compare --techniques`: the same configuration trained with each technique.
+    func compareTechniques(_ names: String) throws {
+        let list: [Technique]
+        do { list = try Technique.parse(names) } catch let error as TechniqueError { throw ValidationError(error.message) }
+        guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
+        let cacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
+        _ = try trainingOptions.configuration(model: try modelOptions.model(dataset: nil))
+        let (train, test) = try dataOptions.load(seed: trainingOptions.seed)
+        let model = try modelOptions.model(dataset: train)
+        let base = try trainingOptions.configuration(model: model)
+        let trgl = base.tau.isOff ? TauSchedule.doubled(tau: 1) : base.tau
+        let (profile, budget) = try device.resolve()
+        let stem = store.hasSuffix(".sqlite") ? String(store.dropLast(7)) : store
+        let directory = report ?? stem + "-techniques"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var rows: [(label: String, plan: TechniquePlan, report: RunReport)] = []
+        for technique in list {
+            for tau in technique.hasLocalLosses ? [TauSchedule.off, trgl] : [base.tau] {
+                var configuration = technique.configuration(base)
+                configuration.tau = tau
+                let label = technique.rawValue + (technique.hasLocalLosses ? (tau.isOff ? " VanGL" : " TRGL") : "")
+                let slug = label.replacingOccurrences(of: " ", with: "-").lowercased()
+                if !quiet { print("== \(label)") }
+                var session = TrainingSession(configuration: configuration, train: train, test: test)
+                session.title = label
+                session.storePath = "\(stem)-\(slug).sqlite"
+                session.encoding = encoding
+                session.storeCacheBytes = cacheBytes
+                session.fresh = fresh
+                session.profile = profile
+                session.budget = budget
+                session.fit = try device.fitPolicy()
+                session.say = { if !quiet { print($0) } }
+                let progress = ProgressPrinter(quiet: quiet, modules: model.modules, estimates: session.progress)
+                session.observer = progress.handle
+                let (runReport, _) = try session.run()
+                progress.finish()
+                try ReportWriter.write(runReport, to: directory + "/" + slug)
+                var plan = TechniquePlan(technique, label: label, base: configuration, residence: .store(encoding: encoding, cacheBytes: cacheBytes),
+                                         cacheBytes: cacheBytes, budget: budget, profile: profile, trainCount: train.count, testCount: test.count,
+                                         encoding: encoding)
+                plan.label = label
+                rows.append((label, plan, runReport))
+            }
+        }
+        var table = Table([.init("technique", width: 24, csv: "technique"), .init("last acc", width: 10, csv: "last_test_accuracy"),
+                           .init("best acc", width: 10, csv: "best_test_accuracy"), .init("peak", width: 11, csv: "peak_bytes"),
+                           .init("largest", width: 18, csv: "largest_category"), .init("smallest budget", width: 17, csv: "smallest_budget_bytes"),
+                           .init("device time", width: 16, csv: "device_seconds"), .init("energy", width: 10, csv: "device_joules"),
+                           .init("storage written", width: 17, csv: "storage_bytes_written"), .init("host time", width: 0, csv: "host_seconds")])
+        let times = DurationColumn(rows.compactMap { $0.report.device?.seconds }), energies = EnergyColumn(rows.compactMap { $0.report.device?.energyJoules })
+        for (label, plan, runReport) in rows {
+            let largest = runReport.peakBreakdown.bytes.max { $0.value < $1.value }?.key.rawValue ?? "-"
+            let device = runReport.device
+            table.append([.init(label), .init(String(format: "%.2f%%", (runReport.last?.testAccuracy ?? 0) * 100), value: "\(runReport.last?.testAccuracy ?? 0)"),
+                          .init(String(format: "%.2f%%", (runReport.best?.testAccuracy ?? 0) * 100), value: "\(runReport.best?.testAccuracy ?? 0)"),
+                          .bytes(runReport.peakBytes), .init(largest), .bytes(plan.smallestBudget),
+                          device.map { .init(times.format($0.seconds), value: "\($0.seconds)") } ?? .init("-", value: ""),
+                          device.map { .init(energies.format($0.energyJoules), value: "\($0.energyJoules)") } ?? .init("-", value: ""),
+                          .bytes(device?.bytesWritten ?? 0), .init(String(format: "%.1f s", runReport.hostSeconds), value: "\(runReport.hostSeconds)")])
+        }
+        print("techniques: \(model.summary); batch \(base.batchSize); \(train.count) train / \(test.count) test samples"
+              + (profile.map { "; device \($0.name)" } ?? ""))
+        print(table.text, terminator: "")
+        try Data(table.csv.utf8).write(to: URL(fileURLWithPath: directory + "/techniques.csv"))
+        let title = "\(model.modules)-\(model.blocksPerModule) ResNet w\(model.width)"
+        let accuracy = SVGChart.scatter(title: title + ": last module's test accuracy against peak memory", xLabel: "peak memory", yLabel: "test accuracy",
+                                        points: rows.map { ($0.label, $0.report.peakBytes, ($0.report.last?.testAccuracy ?? 0) * 100) },
+                                        yFormat: { String(format: "%.0f%%", $0) })
+        try Data(accuracy.utf8).write(to: URL(fileURLWithPath: directory + "/accuracy-vs-memory.svg"))
+        if profile != nil {
+            let time = SVGChart.scatter(title: title + ": emulated \(profile!.name) time against peak memory", xLabel: "peak memory",
+                                        yLabel: "device time (minutes)",
+                                        points: rows.map { ($0.label, $0.report.peakBytes, ($0.report.device?.seconds ?? 0) / 60) },
+                                        yFormat: { String(format: "%.3g", $0) })
+            try Data(time.utf8).write(to: URL(fileURLWithPath: directory + "/time-vs-memory.svg"))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(rows.map(\.plan)).write(to: URL(fileURLWithPath: directory + "/techniques.json"))
+        print("compare: \(directory)/techniques.csv, accuracy-vs-memory.svg\(profile != nil ? ", time-vs-memory.svg" : ""), techniques.json and one report per technique")
     }
 }

@@ -86,6 +86,33 @@ struct TrainingOptions: ParsableArguments {
     var seed: UInt64 = 0
     @Option(parsing: .unconditional, help: "Bound on the im2col workspace per convolution, in floats (default: one image).")
     var workspace: Int?
+    @Option(help: ArgumentHelp("e2e only: keep only each module's input in the forward and recompute the module's forward in the backward (gradient checkpointing).",
+                               valueName: "modules"))
+    var recompute: String?
+    @Option(help: ArgumentHelp("e2e only: write each module's saved activations (and, with weights, its parameters and momentum) to the store between forward and backward (POET's paging).",
+                               valueName: "activations|activations,weights"))
+    var page: String?
+
+    /// The end-to-end technique the flags ask for (nil: none), refused where it does not apply.
+    func endToEndMemory(procedure: Procedure) throws -> EndToEndMemory? {
+        if recompute != nil && page != nil { throw ValidationError("--recompute and --page are two techniques: pass one of them") }
+        var technique: EndToEndMemory?
+        if let recompute {
+            guard recompute == "modules" else { throw ValidationError("--recompute takes 'modules' (got '\(recompute)')") }
+            technique = .recompute
+        }
+        if let page {
+            switch page.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.sorted() {
+            case ["activations"]: technique = .pageActivations
+            case ["activations", "weights"]: technique = .pageActivationsAndWeights
+            default: throw ValidationError("--page takes 'activations' or 'activations,weights' (got '\(page)')")
+            }
+        }
+        if technique != nil && procedure != .e2e {
+            throw ValidationError("\(recompute != nil ? "--recompute" : "--page") applies to --procedure e2e only (got \(procedure.rawValue)); block-wise procedures hold one module already")
+        }
+        return technique
+    }
 
     func configuration(model: ModelConfiguration) throws -> TrainingConfiguration {
         var c = TrainingConfiguration()
@@ -94,6 +121,7 @@ struct TrainingOptions: ParsableArguments {
             throw ValidationError("--procedure must be one of: \(Procedure.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(self.procedure)')")
         }
         c.procedure = procedure
+        c.endToEndMemory = try endToEndMemory(procedure: procedure)
         // Checked whatever the schedule: a value that is never used is still a typo to report.
         for (option, value) in [("--lambda0", lambda0), ("--multiplier-step", multiplierStep)] where !value.isFinite || value < 0 {
             throw ValidationError("\(option) must be a finite number >= 0 (got \(value))")
