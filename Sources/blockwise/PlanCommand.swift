@@ -147,7 +147,7 @@ struct Plan: ParsableCommand {
             } else {
                 print("plan: \(model.summary); batch \(requested.batchSize); \(trainCount) train / \(testCount) test samples"
                       + (profile.map { "; device \($0.name), budget \(budget.map(formatBytes) ?? "unlimited")" } ?? ""))
-                print(TechniquePlan.table(plans).text, terminator: "")
+                print(TechniquePlan.table(plans).text)
                 print("(block-wise: the largest module's peak, features in the store; smallest budget at micro-batches of 2 with --fit microbatch. "
                       + "VanGL and TRGL plan alike; the end-to-end techniques train one loss)")
             }

@@ -188,7 +188,7 @@ extension Compare {
         }
         print("techniques: \(model.summary); batch \(base.batchSize); \(train.count) train / \(test.count) test samples"
               + (profile.map { "; device \($0.name)" } ?? ""))
-        print(table.text, terminator: "")
+        print(table.text)
         try Data(table.csv.utf8).write(to: URL(fileURLWithPath: directory + "/techniques.csv"))
         let title = "\(model.modules)-\(model.blocksPerModule) ResNet w\(model.width)"
         let accuracy = SVGChart.scatter(title: title + ": last module's test accuracy against peak memory", xLabel: "peak memory", yLabel: "test accuracy",
