@@ -40,6 +40,13 @@ public struct MemoryBreakdown: Equatable, Codable, Sendable, CustomStringConvert
 
     public var total: Int { bytes.values.reduce(0, +) }
 
+    /// The two breakdowns' bytes added category by category.
+    public func adding(_ other: MemoryBreakdown) -> MemoryBreakdown {
+        var sum = self
+        for (category, count) in other.bytes { sum[category] += count }
+        return sum
+    }
+
     /// The category holding the most bytes (ties broken by declaration order).
     public var largest: MemoryCategory? {
         MemoryCategory.allCases.filter { self[$0] > 0 }.max { self[$0] < self[$1] }

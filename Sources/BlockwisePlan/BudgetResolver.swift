@@ -59,11 +59,7 @@ public enum BudgetResolver {
     /// SQLite's memory (paging) is not in it: ``RunPlanner/storeEngineBound(cacheBytes:)``.
     public static func residentPlan(_ configuration: TrainingConfiguration) -> MemoryBreakdown {
         let phases = ExecutionPlan.residentPhases(configuration)
-        func add(_ a: MemoryBreakdown, _ b: MemoryBreakdown) -> MemoryBreakdown {
-            var total = a
-            for (category, bytes) in b.bytes { total[category] += bytes }
-            return total
-        }
+        func add(_ a: MemoryBreakdown, _ b: MemoryBreakdown) -> MemoryBreakdown { a.adding(b) }
         guard configuration.procedure == .e2e, let technique = configuration.endToEndMemory else {
             return phases.reduce(MemoryBreakdown()) { add($0, $1.breakdown) }
         }

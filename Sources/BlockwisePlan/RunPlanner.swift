@@ -84,6 +84,12 @@ public enum RunPlanner {
         let model = configuration.model
         let training = ExecutionPlan.trainingPhase(configuration, module: k, batch: batch)
         var trainingPhase = training.breakdown
+        if ExecutionPlan.recomputesInputs(configuration, module: k) {
+            // The chain's two buffers and one frozen module at a time beside the trained one.
+            trainingPhase = trainingPhase.adding(ExecutionPlan.recomputeSlots(configuration, module: k, batch: batch).breakdown)
+            trainingPhase = trainingPhase.adding((0..<k).map { ExecutionPlan.frozenPhase(configuration, module: $0, batch: batch).breakdown }
+                .max { $0.total < $1.total } ?? MemoryBreakdown())
+        }
         var streamingPhase = ExecutionPlan.streamingPhase(configuration, module: k, batch: batch).breakdown
         var engine = 0
         switch residence {
@@ -141,24 +147,46 @@ public enum RunPlanner {
         let epochs = configuration.epochsPerLap(module: k)
         let batches = BatchSchedule.trainingBatches(count: trainCount, batchSize: configuration.batchSize)
         let optimizer = KernelWork.optimizerStep(parameters: ResNetModule.trainableCount(configuration: model, index: k))
+        let images = model.moduleInputShape(0).reduce(1, *)
+        // Augmented inputs: module 1 augments its images; with `recompute`, module k > 1 augments
+        // images and runs them through the frozen modules 1..k-1 (weights read per micro-batch).
+        let recomputes = ExecutionPlan.recomputesInputs(configuration, module: k)
+        let augmentFlip = configuration.augment?.flip ?? false
+        func inputWork(_ chunk: Int) -> OperationWork {
+            guard configuration.augment != nil, k == 0 || recomputes else { return .zero }
+            return KernelWork.augment(values: chunk * images, flip: augmentFlip)
+                + (0..<k).map { ResNetModule.forwardWork(configuration: model, index: $0, batch: chunk, training: false) }.sum()
+        }
         let epochWork = batches.map { batch in
             optimizer + BatchSchedule.microBatches(batch, capacity: capacity).map {
-                ResNetModule.trainStepWork(configuration: model, index: k, batch: $0)
+                ResNetModule.trainStepWork(configuration: model, index: k, batch: $0) + inputWork($0)
             }.sum()
         }.sum()
+        // `--eval-each-epoch`: the head on the test split after every epoch.
+        let evaluations = configuration.evalEachEpoch == true ? BatchSchedule.sequentialBatches(count: testCount, size: capacity) : []
+        let evaluationWork = evaluations.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: false) }.sum()
         let recalibration = configuration.recalibrateBatchNorm
             ? BatchSchedule.recalibrationBatches(count: trainCount, size: min(configuration.batchSize, capacity)) : []
         let recalibrationWork = recalibration.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: true) }.sum()
         let streamed = BatchSchedule.sequentialBatches(count: trainCount, size: capacity) + BatchSchedule.sequentialBatches(count: testCount, size: capacity)
         let streamingWork = streamed.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: false) }.sum()
-        let training = epochs * epochWork
+        let training = epochs * (epochWork + evaluationWork)
         var work = ModuleWork(trainingFlops: training.flops, recalibrationFlops: recalibrationWork.flops, streamingFlops: streamingWork.flops,
                               operations: training + recalibrationWork + streamingWork)
         if case .store(let encoding, _) = residence {
-            let rowsRead = epochs * batches.reduce(0, +) + recalibration.reduce(0, +) + trainCount + testCount
-            work.storeBytesRead = rowsRead * model.moduleInputShape(k).reduce(1, *) * encoding.bytesPerValue
+            let levelRow = model.moduleInputShape(k).reduce(1, *) * encoding.bytesPerValue
+            let trainingRows = epochs * batches.reduce(0, +)
+            let otherRows = recalibration.reduce(0, +) + trainCount + testCount + epochs * evaluations.reduce(0, +)
+            // With `recompute` the training batches read images (level 0) instead of level k, and
+            // each micro-batch reads the frozen modules' values (one operation per tensor).
+            let trainingRowBytes = recomputes ? images * encoding.bytesPerValue : levelRow
+            let microBatches = epochs * batches.reduce(0) { $0 + BatchSchedule.microBatches($1, capacity: capacity).count }
+            let frozen = recomputes ? (0..<k).map { ResNetModule.parameterSpecs(configuration: model, index: $0) } : []
+            let frozenBytes = frozen.reduce(0) { $0 + $1.reduce(0) { $0 + 4 * $1.shape.reduce(1, *) } }
+            let frozenTensors = frozen.reduce(0) { $0 + $1.count }
+            work.storeBytesRead = trainingRows * trainingRowBytes + otherRows * levelRow + microBatches * frozenBytes
             work.storeBytesWritten = (trainCount + testCount) * model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
-            work.storeOperations = rowsRead + streamed.count
+            work.storeOperations = trainingRows + otherRows + streamed.count + microBatches * frozenTensors
             let outputRow = model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
             work.storeFileBytesWritten = storeFileBytes(rows: trainCount + testCount, rowBytes: outputRow, transactions: streamed.count)
         }

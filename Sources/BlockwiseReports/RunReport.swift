@@ -165,6 +165,15 @@ public struct RunReport: Codable, Sendable {
             lines.append(String(format: "best: module %d (%.2f%%); last: module %d (%.2f%%)", best.module + 1, best.testAccuracy * 100,
                                 last.module + 1, last.testAccuracy * 100))
         }
+        // `--eval-each-epoch`: the best epoch's test accuracy per module, as the authors report it.
+        let perEpoch = Dictionary(grouping: epochs.filter { $0.testAccuracy != nil }, by: \.module)
+        if !perEpoch.isEmpty {
+            let best = perEpoch.keys.sorted().map { module -> String in
+                let top = perEpoch[module]!.max { $0.testAccuracy! < $1.testAccuracy! }!
+                return String(format: "module %d %.2f%% (epoch %d)", module + 1, top.testAccuracy! * 100, top.epoch + 1)
+            }
+            lines.append("best epoch's test accuracy, the authors' protocol (selected on test data): " + best.joined(separator: ", "))
+        }
         var memory = "peak memory \(formatBytes(peakBytes)) (\(peakBreakdown))"
         if let budget { memory += "; budget \(formatBytes(budget)) " + (budgetHeld == true ? "held" : "EXCEEDED") }
         lines.append(memory)

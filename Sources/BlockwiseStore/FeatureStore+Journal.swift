@@ -16,6 +16,15 @@ extension FeatureStore {
         return completed
     }
 
+    public func frozenParameters(module: Int, lap: Int) throws -> [String: [Float]]? {
+        let values = try loadParameters(module: module, lap: lap, kind: "value")
+        guard !values.isEmpty else { return nil }
+        // A frozen module's weights read from the device's storage: counted with the features.
+        bytesRead += values.values.reduce(0) { $0 + 4 * $1.count }
+        operations += values.count
+        return values
+    }
+
     public func epochCheckpoint(_ module: Int, lap: Int) throws -> EpochCheckpoint? {
         let statement = try database.prepare("SELECT state FROM modules WHERE module = ? AND lap = ? AND status = 'training'")
         try statement.bind([module, lap])

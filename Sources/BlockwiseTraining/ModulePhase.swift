@@ -106,6 +106,26 @@ public struct ExecutionPlan: Codable, Sendable, Equatable {
                     ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound))
     }
 
+    /// A frozen module computing a later module's augmented inputs (`--augmented-inputs
+    /// recompute`): evaluation mode, its input in the chain's buffers.
+    public static func frozenPhase(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> ModulePhase {
+        ModulePhase(.streaming, configuration: configuration.model, module: k,
+                    ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound, ownsInputBuffer: false))
+    }
+
+    /// The two activation buffers of `--augmented-inputs recompute` for module k (k >= 1): the
+    /// augmented images and the frozen modules' outputs, each [batch x the largest of levels 0..k-1].
+    public static func recomputeSlots(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> [SlotSpec] {
+        let model = configuration.model
+        let largest = (0..<k).map { model.moduleInputShape($0).reduce(1, *) }.max() ?? 0
+        return [SlotSpec("recompute.a", .ioBuffers, [batch * largest])] + (k > 1 ? [SlotSpec("recompute.b", .ioBuffers, [batch * largest])] : [])
+    }
+
+    /// Whether module k's training reads augmented inputs recomputed through the frozen modules.
+    public static func recomputesInputs(_ configuration: TrainingConfiguration, module k: Int) -> Bool {
+        k > 0 && configuration.augment != nil && configuration.augmentedInputsChoice == .recompute
+    }
+
     /// The resident procedures' phases: every module at the full batch; the first owns the input
     /// buffer, the others read their predecessor's output; in e2e only the last has a head and
     /// every module but the first produces its input's gradient.

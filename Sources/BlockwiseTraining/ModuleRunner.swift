@@ -17,8 +17,16 @@ extension Trainer {
     /// Trains one module for its epochs of this lap on `source`, continuing from the journal's
     /// epoch checkpoint when there is one. Each epoch's shuffle has its own seeded stream, so a
     /// resumed module sees exactly the batches an uninterrupted one would.
-    func trainModule(_ module: ResNetModule, source: SampleSource, lap: Int) throws -> [EpochLog] {
+    /// - test: module k's test inputs, for `--eval-each-epoch`.
+    /// - images: the training split's input images, for `--augmented-inputs recompute`.
+    func trainModule(_ module: ResNetModule, source: SampleSource, test: SampleSource? = nil, images: SampleSource? = nil,
+                     lap: Int) throws -> [EpochLog] {
         let k = module.index
+        // Where augmented inputs come from: module 1 augments its images; with `recompute`, module
+        // k > 1 takes them through the frozen modules 1..k-1.
+        let frozen = ExecutionPlan.recomputesInputs(configuration, module: k)
+            ? try FrozenChain(trainer: self, module: k, lap: lap, images: images!, capacity: module.batchCapacity) : nil
+        let augmentsImages = k == 0 ? configuration.augment : nil
         let epochs = configuration.epochsPerLap(module: k)
         let totalEpochs = configuration.procedure == .multilap ? epochs * configuration.laps : epochs
         var transport = TransportWeight(schedule: configuration.tau, module: k, modules: modelConfig.modules)
@@ -34,6 +42,8 @@ extension Trainer {
         }
         for epoch in firstEpoch..<epochs {
             var generator = SeededGenerator.stream(seed: configuration.seed, "shuffle-m\(k)-lap\(lap)-epoch\(epoch)")
+            // The epoch's own augmentation stream: a resumed epoch draws the same shifts and flips.
+            var augmentation = SeededGenerator.stream(seed: configuration.seed, "augment-m\(k)-lap\(lap)-epoch\(epoch)")
             let globalEpoch = lap * epochs + epoch
             let rate = configuration.schedule.rate(base: configuration.optimizer.learningRate, epoch: globalEpoch, epochs: totalEpochs)
             let start = DispatchTime.now().uptimeNanoseconds
@@ -52,7 +62,15 @@ extension Trainer {
                 var first = indices.startIndex
                 for size in BatchSchedule.microBatches(indices.count, capacity: micro) {
                     let chunk = indices[first..<(first + size)]
-                    try source.fill(indices: chunk, into: module.inputBuffer, labels: module.labelsBuffer)
+                    if let frozen {
+                        try frozen.fill(indices: chunk, into: module.inputBuffer, labels: module.labelsBuffer, generator: &augmentation)
+                    } else {
+                        try source.fill(indices: chunk, into: module.inputBuffer, labels: module.labelsBuffer)
+                        if let augment = augmentsImages {
+                            augment.apply(module.inputBuffer, batch: chunk.count, channels: module.inputShape[0], height: module.inputShape[1],
+                                          width: module.inputShape[2], generator: &augmentation)
+                        }
+                    }
                     let share = Float(chunk.count) / Float(indices.count)
                     let part = module.trainStep(input: module.inputBuffer, labels: module.labelsBuffer, batch: chunk.count,
                                                 transportWeight: weight, labelSmoothing: configuration.labelSmoothing, scale: share)
@@ -74,11 +92,12 @@ extension Trainer {
                 try observer?(.batch(module: k, lap: lap, epoch: epoch, batch: b + 1, batches: plan.count, metrics: metrics,
                                  samplesPerSecond: Double(sum.samples) / max(elapsed, 1e-9)))
             }
-            let log = EpochLog(module: k, lap: lap, epoch: epoch, taskLoss: sum.taskLoss / Double(max(batchCount, 1)),
+            var log = EpochLog(module: k, lap: lap, epoch: epoch, taskLoss: sum.taskLoss / Double(max(batchCount, 1)),
                                kineticEnergy: sum.kineticEnergy / Double(max(batchCount, 1)),
                                trainAccuracy: Double(sum.correct) / Double(max(sum.samples, 1)), learningRate: rate,
                                transportWeight: configuration.tau.isOff ? 0 : transport.weight, samples: sum.samples,
                                seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            if configuration.evalEachEpoch == true, let test { log.testAccuracy = try evaluateHead(module, source: test) }
             try checkFinite(log)
             logs.append(log)
             if let journal {
@@ -91,6 +110,19 @@ extension Trainer {
             try observer?(.epochFinished(log))
         }
         return logs
+    }
+
+    /// The head's accuracy on `source` in eval mode (running statistics as they are), in the
+    /// module's prepared buffers: `--eval-each-epoch`.
+    func evaluateHead(_ module: ResNetModule, source: SampleSource) throws -> Double {
+        var correct = 0, offset = 0
+        for rows in BatchSchedule.sequentialBatches(count: source.count, size: module.batchCapacity) {
+            try source.fill(indices: Array(offset..<(offset + rows))[...], into: module.inputBuffer, labels: module.labelsBuffer)
+            module.forward(module.inputBuffer, batch: rows, training: false)
+            correct += countCorrect(logits: module.logits!, labels: module.labelsBuffer, batch: rows, classes: modelConfig.classes)
+            offset += rows
+        }
+        return Double(correct) / Double(max(source.count, 1))
     }
 
     /// Recomputes the batch-norm running statistics of a chain of modules as the cumulative

@@ -168,9 +168,13 @@ extension Trainer {
             var kineticSums = [Double](repeating: 0, count: count)
             var batchCount = 0
             let schedule = batches(count: train.count, generator: &generator)
+            var augmentation = SeededGenerator.stream(seed: configuration.seed, "augment-resident-epoch\(epoch)")
+            let imageShape = modelConfig.moduleInputShape(0)
             for (b, indices) in schedule.enumerated() {
                 let n = indices.count
                 try train.fill(indices: indices, into: chain.input, labels: chain.labels)
+                configuration.augment?.apply(chain.input, batch: n, channels: imageShape[0], height: imageShape[1], width: imageShape[2],
+                                             generator: &augmentation)
                 // Forward through modules 0..K-2, keeping what the technique keeps.
                 for k in 0..<last {
                     // (The forward needs no momentum: with paged weights only the values are read.)

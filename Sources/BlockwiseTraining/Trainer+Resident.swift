@@ -29,9 +29,12 @@ extension Trainer {
             var sums = [StepMetrics](repeating: StepMetrics(), count: count)
             var batchCount = 0
             let schedule = batches(count: train.count, generator: &generator)
+            var augmentation = SeededGenerator.stream(seed: configuration.seed, "augment-resident-epoch\(epoch)")
             for (b, indices) in schedule.enumerated() {
                 let n = indices.count
                 try train.fill(indices: indices, into: first.inputBuffer, labels: first.labelsBuffer)
+                configuration.augment?.apply(first.inputBuffer, batch: n, channels: first.inputShape[0], height: first.inputShape[1],
+                                             width: first.inputShape[2], generator: &augmentation)
                 let labels = UnsafePointer(first.labelsBuffer)
                 if endToEnd {
                     var input = UnsafePointer(first.inputBuffer)

@@ -64,7 +64,7 @@ extension Trainer {
                     try module.prepare(phases.training)
                     try observer?(.moduleStarted(module: k, lap: lap, epochs: configuration.epochsPerLap(module: k),
                                              plan: phases.training.slots))
-                    logs = try trainModule(module, source: trainSource, lap: lap)
+                    logs = try trainModule(module, source: trainSource, test: testSource, images: inputs.train, lap: lap)
                     if configuration.recalibrateBatchNorm { try recalibrate([module], source: trainSource) }
                     let parameters = module.parameters.snapshot()
                     snapshots[k] = parameters

@@ -34,6 +34,30 @@ public enum EndToEndMemory: String, Codable, Sendable, CaseIterable {
     public var pages: Bool { self != .recompute }
 }
 
+/// Where module k > 1 of a block-wise run gets augmented inputs from (`--augmented-inputs`).
+public enum AugmentedInputs: Codable, Equatable, Sendable, CustomStringConvertible {
+    /// Only module 1 sees augmented images; later modules train on the cached outputs of the
+    /// un-augmented images (today's design, the cheapest).
+    case first
+    /// Each batch of images is augmented and passed through the frozen modules 1..k-1, loaded from
+    /// the store one at a time (weights only), as the authors' code does.
+    case recompute
+
+    public var description: String { self == .first ? "first" : "recompute" }
+
+    public static func parse(_ text: String) throws -> AugmentedInputs {
+        switch text {
+        case "first": return .first
+        case "recompute": return .recompute
+        default:
+            if text.hasPrefix("pool=") {
+                throw AugmentationError(message: "--augmented-inputs pool=N is not built yet (see issue 15); use first or recompute")
+            }
+            throw AugmentationError(message: "--augmented-inputs takes first or recompute (got '\(text)')")
+        }
+    }
+}
+
 /// Everything that determines a training run.
 public struct TrainingConfiguration: Equatable, Codable, Sendable {
     public var model = ModelConfiguration()
@@ -67,6 +91,16 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// resident, plain e2e). Optional so that the JSON of runs without it, and their stores'
     /// fingerprints, do not change.
     public var endToEndMemory: EndToEndMemory?
+    /// Augmentation of the training split's input images (nil: none), drawn anew every epoch.
+    public var augment: Augmentation?
+    /// Where a later module's augmented inputs come from (block-wise procedures; nil: `.first`).
+    public var augmentedInputs: AugmentedInputs?
+    /// Evaluate each module's head on the test split after every epoch (the authors' protocol
+    /// reports the best epoch's); nil: no.
+    public var evalEachEpoch: Bool?
+
+    /// The augmented-inputs choice in force (``AugmentedInputs/first`` unless set).
+    public var augmentedInputsChoice: AugmentedInputs { augmentedInputs ?? .first }
 
     /// Samples per forward/backward of module k.
     public func microBatch(module k: Int) -> Int { min(batchSize, microBatches[k] ?? batchSize) }
@@ -133,6 +167,16 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
         if let endToEndMemory, procedure != .e2e {
             result.append((endToEndMemory == .recompute ? "--recompute" : "--page") + " applies to --procedure e2e only (got \(procedure.rawValue)): "
                           + "block-wise procedures keep one module resident already")
+        }
+        if let augment { result += augment.problems(height: model.inputHeight, width: model.inputWidth) }
+        if augmentedInputs != nil && augment == nil {
+            result.append("--augmented-inputs needs --augment (crop=N, flip)")
+        }
+        if augmentedInputs == .recompute && procedure.keepsAllModulesResident {
+            result.append("--augmented-inputs recompute applies to sequential and multilap (\(procedure.rawValue) augments the input batch directly)")
+        }
+        if evalEachEpoch == true && procedure.keepsAllModulesResident {
+            result.append("--eval-each-epoch applies to sequential and multilap (got \(procedure.rawValue))")
         }
         if endToEndMemory != nil && model.modules < 2 {
             result.append("--recompute and --page need at least 2 modules (--modules \(model.modules)): with one module there is nothing to recompute or page")

@@ -37,6 +37,9 @@ public struct CompletedModule: Codable, Sendable {
 /// from its last epoch checkpoint.
 public protocol TrainingJournal: AnyObject {
     func completedModule(_ module: Int, lap: Int) throws -> CompletedModule?
+    /// A completed module's values of `lap` for a frozen forward (`--augmented-inputs recompute`),
+    /// counted as storage reads; nil when the journal has none.
+    func frozenParameters(module: Int, lap: Int) throws -> [String: [Float]]?
     func epochCheckpoint(_ module: Int, lap: Int) throws -> EpochCheckpoint?
     func saveEpochCheckpoint(_ checkpoint: EpochCheckpoint) throws
     /// Records a module as complete (after its output levels are finished).

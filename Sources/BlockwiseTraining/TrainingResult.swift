@@ -16,6 +16,9 @@ public struct EpochLog: Codable, Sendable, Equatable {
     public var transportWeight: Double
     public var samples: Int
     public var seconds: Double
+    /// The head's test accuracy after this epoch (`--eval-each-epoch`; running statistics as
+    /// trained, before any recalibration); nil otherwise.
+    public var testAccuracy: Double? = nil
 }
 
 /// A module's head evaluated after training (BN in eval mode).

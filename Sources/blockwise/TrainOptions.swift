@@ -86,6 +86,14 @@ struct TrainingOptions: ParsableArguments {
     var seed: UInt64 = 0
     @Option(parsing: .unconditional, help: "Bound on the im2col workspace per convolution, in floats (default: one image).")
     var workspace: Int?
+    @Option(help: ArgumentHelp("Augment the training images anew every epoch: a random crop with N pixels of zero padding and/or a random horizontal flip.",
+                               valueName: "crop=N,flip|crop=N|flip|none"))
+    var augment: String = "none"
+    @Option(help: ArgumentHelp("Where module k > 1 gets augmented inputs (block-wise): first (only module 1 sees augmented images) or recompute (each batch through the frozen modules 1..k-1, weights read from the store).",
+                               valueName: "first|recompute"))
+    var augmentedInputs: String?
+    @Flag(help: "Evaluate each module's head on the test split after every epoch; the report adds the best epoch's accuracy (the authors' protocol, selected on test data).")
+    var evalEachEpoch = false
     @Option(help: ArgumentHelp("e2e only: keep only each module's input in the forward and recompute the module's forward in the backward (gradient checkpointing).",
                                valueName: "modules"))
     var recompute: String?
@@ -122,6 +130,16 @@ struct TrainingOptions: ParsableArguments {
         }
         c.procedure = procedure
         c.endToEndMemory = try endToEndMemory(procedure: procedure)
+        do {
+            c.augment = try Augmentation.parse(augment)
+            c.augmentedInputs = try augmentedInputs.map(AugmentedInputs.parse)
+        } catch let error as AugmentationError { throw ValidationError(error.message) }
+        c.evalEachEpoch = evalEachEpoch ? true : nil
+        let augmentationProblems = (c.augment?.problems(height: model.inputHeight, width: model.inputWidth) ?? [])
+            + (c.augmentedInputs != nil && c.augment == nil ? ["--augmented-inputs needs --augment (crop=N, flip)"] : [])
+            + (c.augmentedInputs == .recompute && procedure.keepsAllModulesResident ? ["--augmented-inputs recompute applies to sequential and multilap"] : [])
+            + (evalEachEpoch && procedure.keepsAllModulesResident ? ["--eval-each-epoch applies to sequential and multilap (got \(procedure.rawValue))"] : [])
+        if let first = augmentationProblems.first { throw ValidationError(first) }
         // Checked whatever the schedule: a value that is never used is still a typo to report.
         for (option, value) in [("--lambda0", lambda0), ("--multiplier-step", multiplierStep)] where !value.isFinite || value < 0 {
             throw ValidationError("\(option) must be a finite number >= 0 (got \(value))")

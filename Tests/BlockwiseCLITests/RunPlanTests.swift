@@ -22,11 +22,15 @@ final class RunPlanTests: CLITestCase {
                                                     "--epochs", "1", "--batch-size", "32", "--fit", "microbatch", "--workspace", "200",
                                                     "--store-cache", "16KiB", "--feature-dtype", "fp16", "--profile", "stm32f746-disco"]),
             ("linear heads, downsampling", small + ["--head", "linear", "--downsample-at", "1"]),
+            // Issue 15: module 1 augments; recompute takes later modules' inputs through the frozen
+            // modules (their weights read from the store per micro-batch); the head after each epoch.
+            ("augment first, eval each epoch", small + ["--augment", "crop=2,flip", "--eval-each-epoch"]),
+            ("augment recompute", small + ["--augment", "crop=3,flip", "--augmented-inputs", "recompute", "--fit", "microbatch", "--budget", "3MiB"]),
         ]
         for (name, options) in cases {
             let plan = try run(["plan"] + options + ["--json", directory + "/plan.json"])
             XCTAssertEqual(plan.code, 0, "\(name): " + plan.out + plan.err)
-            let store = directory + "/\(name.prefix(8)).sqlite"
+            let store = directory + "/\(name.filter { $0.isLetter }).sqlite"
             let train = try run(["train"] + options + ["--store", store, "--report", directory + "/r", "--json", directory + "/run.json", "--quiet"])
             XCTAssertEqual(train.code, 0, "\(name): " + train.err)
             let planned = try json(directory + "/plan.json")["modules"] as! [[String: Any]]

@@ -1,0 +1,71 @@
+import BlockwiseData
+import BlockwiseKernels
+
+/// `--augmented-inputs recompute`: module k's training inputs, computed per micro-batch from the
+/// augmented images by the frozen modules 0..k-1, one at a time, weights only (read from the
+/// journal, that is the store, each time; from the trainer's snapshots without one).
+///
+/// - Memory: two activation buffers `recompute.a`, `recompute.b` [capacity x the largest of levels
+///   0..k-1] and one frozen module (its parameters and its evaluation arena, no input buffer of
+///   its own) on top of the trained module: ``ExecutionPlan/recomputeSlots(_:module:batch:)``.
+final class FrozenChain {
+    let trainer: Trainer
+    let module: Int
+    let lap: Int
+    let images: SampleSource
+    let buffers: Arena
+    let capacity: Int
+
+    init(trainer: Trainer, module k: Int, lap: Int, images: SampleSource, capacity: Int) throws {
+        self.trainer = trainer; module = k; self.lap = lap; self.images = images; self.capacity = capacity
+        buffers = try Arena(ExecutionPlan.recomputeSlots(trainer.configuration, module: k, batch: capacity), ledger: trainer.ledger)
+    }
+
+    /// Fills `input` [n, level k] and `labels` with module k's inputs for the training samples
+    /// `indices`: their images augmented (drawing from `generator`) and passed through modules 0..k-1.
+    func fill(indices: ArraySlice<Int>, into input: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>,
+              generator: inout SeededGenerator) throws {
+        let n = indices.count, model = trainer.configuration.model
+        let a = buffers["recompute.a"].data
+        try images.fill(indices: indices, into: a, labels: labels)
+        let shape = model.moduleInputShape(0)
+        trainer.configuration.augment!.apply(a, batch: n, channels: shape[0], height: shape[1], width: shape[2], generator: &generator)
+        var current = a
+        for j in 0..<module {
+            let frozen = try ResNetModule(configuration: model, index: j, ledger: trainer.ledger)
+            try frozen.parameters.loadChecked(try trainer.frozenParameters(module: j, lap: lap), module: j, what: "frozen parameters")
+            try frozen.prepare(ExecutionPlan.frozenPhase(trainer.configuration, module: j, batch: capacity))
+            frozen.forward(current, batch: n, training: false)
+            let target = j == module - 1 ? input : (current == a ? buffers["recompute.b"].data : a)
+            target.update(from: frozen.output, count: n * frozen.outputCount)
+            frozen.release()
+            current = target
+        }
+    }
+}
+
+extension Trainer {
+    /// Module j's trained parameters of `lap`, as a frozen module reads them: from the journal
+    /// (the store, counted as storage reads), else from the snapshots of this process.
+    func frozenParameters(module j: Int, lap: Int) throws -> [String: [Float]] {
+        if let journal, let values = try journal.frozenParameters(module: j, lap: lap) { return values }
+        guard let values = snapshots[j] else { throw TrainingError.incompleteCheckpoint(module: j, what: "frozen parameters", problems: ["not trained yet"]) }
+        return values
+    }
+}
+
+extension Trainer {
+    /// Module k's inputs for the training samples `indices` as `--augmented-inputs recompute`
+    /// computes them after a run (frozen modules from the journal or the snapshots), augmenting
+    /// with `generator`: for checking them against a chain that keeps every module resident.
+    public func recomputedInputs(module k: Int, lap: Int = 0, indices: [Int], images: SampleSource,
+                                 generator: inout SeededGenerator) throws -> [Float] {
+        let ledger = MemoryLedger()
+        let chain = try FrozenChain(trainer: self, module: k, lap: lap, images: images, capacity: indices.count)
+        let input = try Tensor([indices.count] + configuration.model.moduleInputShape(k), category: .ioBuffers, tag: "input", ledger: ledger)
+        let labels = try Tensor([indices.count], category: .ioBuffers, tag: "labels", ledger: ledger)
+        try chain.fill(indices: indices[...], into: input.data,
+                       labels: UnsafeMutableRawPointer(labels.data).assumingMemoryBound(to: Int32.self), generator: &generator)
+        return input.toArray()
+    }
+}
