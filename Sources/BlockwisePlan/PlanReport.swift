@@ -114,6 +114,8 @@ public struct ResidentPlan: Codable, Sendable {
     public var paging: ModuleWork
     /// SQLite's memory bound when paging (in `peakBytes`, not in `breakdown`).
     public var storeEngineBound: Int
+    /// Paging: the pages' share of the device's storage capacity and the writes' of its endurance.
+    public var wear: StorageWear?
 
     /// - cacheBytes: the store's page cache, for `--page` (SQLite's memory is part of the peak).
     public init(configuration: TrainingConfiguration, trainCount: Int, testCount: Int, budget: Int?, profile: DeviceProfile?,
@@ -137,6 +139,9 @@ public struct ResidentPlan: Codable, Sendable {
             DeviceCost(profile: $0, work: work, bytesRead: paging.storeBytesRead, bytesWritten: paging.storeFileBytesWritten,
                        operations: paging.storeOperations)
         }
+        wear = technique?.pages == true ? profile.map { [paging] in
+            StorageWear(profile: $0, storeBytes: paging.storeBytesHeld, bytesWritten: paging.storeFileBytesWritten)
+        } : nil
     }
 }
 

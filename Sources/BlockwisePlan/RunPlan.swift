@@ -56,8 +56,17 @@ public struct ResidentDoesNotFitError: Error, CustomStringConvertible {
     public var budget: Int
 
     public var description: String {
-        "\(configuration.procedure.rawValue) keeps all \(configuration.model.modules) modules resident: "
-            + "\(formatBytes(needed.total)) (\(needed)) exceed the budget \(formatBytes(budget)). Use --procedure sequential, "
-            + "or lower --batch-size / --width."
+        switch configuration.endToEndMemory {
+        case nil:
+            return "\(configuration.procedure.rawValue) keeps all \(configuration.model.modules) modules resident: "
+                + "\(formatBytes(needed.total)) (\(needed)) exceed the budget \(formatBytes(budget)). Use --procedure sequential, "
+                + "--recompute modules or --page activations,weights (e2e), or lower --batch-size / --width."
+        case let technique?:
+            return "e2e with \(technique == .recompute ? "--recompute modules" : "--page \(technique == .pageActivations ? "activations" : "activations,weights")") "
+                + "needs \(formatBytes(needed.total)) (\(needed)), over the budget \(formatBytes(budget)). "
+                + (technique == .pageActivationsAndWeights ? "" : "Try --page activations,weights, ")
+                + (technique.pages ? "a smaller --store-cache, " : "") + "--procedure sequential, or a lower --batch-size / --width "
+                + "(blockwise plan --techniques ... compares them)."
+        }
     }
 }

@@ -55,6 +55,8 @@ public struct ModuleWork: Codable, Sendable, Equatable {
     /// and then writes them again: ``storeFileBytesRewritten``, twice as much.
     public var storeFileBytesWritten = 0
     public var storeFileBytesRewritten: Int { 2 * storeFileBytesWritten }
+    /// `--page`: the pages the store holds at once (every paged tensor once).
+    public var storeBytesHeld = 0
 }
 
 /// Plans a run without allocating: per-module peaks by category, the largest batch that fits a
@@ -274,12 +276,14 @@ public enum RunPlanner {
             operations += saved.count + (phase.module > 0 ? 1 : 0)
         }
         var read = steps * bytes, written = steps * bytes, ops = 2 * steps * operations, writes = steps * operations
+        traffic.storeBytesHeld = bytes
         if technique.pagesWeights {
             let values = phases.map { $0.parameterSlots.filter { $0.category == .parameters } }
             let momenta = phases.map { $0.parameterSlots.filter { $0.category == .optimizerState } }
             let v = values.map(\.totalBytes), m = momenta.map(\.totalBytes), vn = values.map(\.count), mn = momenta.map(\.count)
             let all = 0..<phases.count
             written += all.reduce(0) { $0 + v[$1] + m[$1] }
+            traffic.storeBytesHeld += all.reduce(0) { $0 + v[$1] + m[$1] }
             ops += all.reduce(0) { $0 + vn[$1] + mn[$1] }
             writes += all.reduce(0) { $0 + vn[$1] + mn[$1] }
             // Per step: read and write, 0..K-2 values twice and momentum once, the last values and momentum once.

@@ -33,7 +33,16 @@ public enum Technique: String, CaseIterable, Codable, Sendable {
     /// techniques train one loss, so VanGL and TRGL are the same run.
     public var hasLocalLosses: Bool { self == .sequential || self == .parallel }
 
-    /// Parses "e2e,e2e-recompute,sequential" (refused, naming the flag and the accepted names).
+    /// Parses "e2e,e2e-recompute,sequential" (refused, naming the flag and the accepted names, and
+    /// the end-to-end techniques with fewer than 2 modules).
+    public static func parse(_ text: String, option: String = "--techniques", modules: Int) throws -> [Technique] {
+        let result = try parse(text, option: option)
+        if modules < 2, let one = result.first(where: { $0 != .e2e && !$0.hasLocalLosses }) {
+            throw TechniqueError(message: "\(option): \(one.rawValue) needs at least 2 modules (--modules \(modules)): with one module there is nothing to recompute or page")
+        }
+        return result
+    }
+
     public static func parse(_ text: String, option: String = "--techniques") throws -> [Technique] {
         let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !names.isEmpty else { throw TechniqueError(message: "\(option) needs at least one technique: \(allCases.map(\.rawValue).joined(separator: ", "))") }
@@ -70,8 +79,10 @@ public struct TechniquePlan: Codable, Sendable {
 
     /// - residence: where the block-wise techniques keep features (the store's page cache also
     ///   bounds SQLite's memory when an end-to-end technique pages).
+    /// - fit: the block-wise techniques' policy, as `train` would use it (the smallest budget assumes
+    ///   `--fit microbatch` whatever it is).
     public init(_ technique: Technique, label: String? = nil, base: TrainingConfiguration, residence: FeatureResidence, cacheBytes: Int,
-                budget: Int?, profile: DeviceProfile?, trainCount: Int, testCount: Int, encoding: FeatureEncoding) {
+                budget: Int?, profile: DeviceProfile?, trainCount: Int, testCount: Int, encoding: FeatureEncoding, fit: FitPolicy = .error) {
         self.technique = technique
         self.label = label ?? technique.rawValue
         let c = technique.configuration(base)
@@ -86,7 +97,7 @@ public struct TechniquePlan: Codable, Sendable {
             flops = resident.flops
         } else {
             let report = PlanReport(configuration: c, trainCount: trainCount, testCount: testCount, residence: residence, budget: budget,
-                                    profile: profile, encoding: encoding, fit: .microbatch)
+                                    profile: profile, encoding: encoding, fit: fit)
             let top = report.modules.max { $0.plan.peakBytes < $1.plan.peakBytes }
             peak = top?.plan.breakdown ?? MemoryBreakdown()
             peak[.storeEngine] = top?.plan.storeEngineBound ?? 0

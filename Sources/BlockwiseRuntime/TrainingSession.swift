@@ -104,6 +104,8 @@ public struct TrainingSession {
                 case .notADatabase(let reason)?: say("store: \(storePath) was not a database (\(reason)); --fresh replaced it with a new store")
                 default: say("store: \(storePath) emptied (--fresh)")
                 }
+            case .resumed where configuration.procedure.keepsAllModulesResident:
+                say("store: \(storePath) holds this run's pages: training starts over (e2e does not resume; the pages are rewritten)")
             case .resumed: say("store: \(storePath) holds this run: resuming (completed modules are reused; --fresh starts over)")
             }
             if let rows = plan.rowBufferFloats { try opened.reserveRowBuffer(floats: rows) }

@@ -58,6 +58,9 @@ struct Plan: ParsableCommand {
     func run() throws {
         let model = try modelOptions.model(dataset: nil)
         let requested = try trainingOptions.configuration(model: model)
+        if requested.endToEndMemory?.pages == true && inMemory {
+            throw ValidationError("--page writes activations to the store: drop --in-memory (or use --recompute modules, which needs no store)")
+        }
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
         // The data set's split sizes: plan reads no data, but it plans the counts train would use
         // and refuses the sizes train would refuse.
@@ -136,11 +139,11 @@ struct Plan: ParsableCommand {
         let (profile, budget) = try device.resolve()
         if let techniques {
             let list: [Technique]
-            do { list = try Technique.parse(techniques) } catch let error as TechniqueError { throw ValidationError(error.message) }
+            do { list = try Technique.parse(techniques, modules: requested.model.modules) } catch let error as TechniqueError { throw ValidationError(error.message) }
             let residence: FeatureResidence = inMemory ? .memory : .store(encoding: encoding, cacheBytes: cacheBytes)
             let plans = list.map {
                 TechniquePlan($0, base: requested, residence: residence, cacheBytes: cacheBytes, budget: budget, profile: profile,
-                              trainCount: trainCount, testCount: testCount, encoding: encoding)
+                              trainCount: trainCount, testCount: testCount, encoding: encoding, fit: fitPolicy)
             }
             if smallestBudget {
                 for plan in plans { print(pad(plan.label, 24) + formatBytes(plan.smallestBudget) + " (\(plan.smallestBudget) bytes)") }
@@ -148,8 +151,8 @@ struct Plan: ParsableCommand {
                 print("plan: \(model.summary); batch \(requested.batchSize); \(trainCount) train / \(testCount) test samples"
                       + (profile.map { "; device \($0.name), budget \(budget.map(formatBytes) ?? "unlimited")" } ?? ""))
                 print(TechniquePlan.table(plans).text)
-                print("(block-wise: the largest module's peak, features in the store; smallest budget at micro-batches of 2 with --fit microbatch. "
-                      + "VanGL and TRGL plan alike; the end-to-end techniques train one loss)")
+                print("(block-wise: the largest module's peak with --fit \(fitPolicy.rawValue), features in the store; smallest budget at micro-batches of 2 "
+                      + "with --fit microbatch. VanGL and TRGL plan alike; the end-to-end techniques train one loss and have no micro-batches)")
             }
             if let json {
                 let encoder = JSONEncoder()
@@ -198,6 +201,10 @@ struct Plan: ParsableCommand {
             if residentPlan.paging.storeOperations > 0 {
                 print("paging: \(formatBytes(residentPlan.paging.storeBytesWritten)) written and \(formatBytes(residentPlan.paging.storeBytesRead)) read in "
                       + "\(residentPlan.paging.storeOperations) storage operations (SQLite writes about \(formatBytes(residentPlan.paging.storeFileBytesWritten)))")
+                if let wear = residentPlan.wear {
+                    print(wear.summary + " (the pages: \(formatBytes(residentPlan.paging.storeBytesHeld)))")
+                    for warning in wear.warnings { print("warning: " + warning) }
+                }
             }
             if let budget, resident.total > budget {
                 // The module-by-module procedure keeps one module resident: how far that goes.

@@ -128,7 +128,9 @@ extension Compare {
     /// `compare --techniques`: the same configuration trained with each technique.
     func compareTechniques(_ names: String) throws {
         let list: [Technique]
-        do { list = try Technique.parse(names) } catch let error as TechniqueError { throw ValidationError(error.message) }
+        do { list = try Technique.parse(names, modules: try modelOptions.model(dataset: nil).modules) } catch let error as TechniqueError {
+            throw ValidationError(error.message)
+        }
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
         let cacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
         _ = try trainingOptions.configuration(model: try modelOptions.model(dataset: nil))
@@ -137,6 +139,19 @@ extension Compare {
         let base = try trainingOptions.configuration(model: model)
         let trgl = base.tau.isOff ? TauSchedule.doubled(tau: 1) : base.tau
         let (profile, budget) = try device.resolve()
+        let fit = try device.fitPolicy()
+        // Before anything trains: every technique must fit the budget, as `plan --techniques` says.
+        if let budget {
+            let over = list.map {
+                TechniquePlan($0, base: base, residence: .store(encoding: encoding, cacheBytes: cacheBytes), cacheBytes: cacheBytes, budget: budget,
+                              profile: profile, trainCount: train.count, testCount: test.count, encoding: encoding, fit: fit)
+            }.filter { $0.fits == false }
+            if !over.isEmpty {
+                print(TechniquePlan.table(over).text)
+                throw BudgetCannotBeMet(message: "compare --techniques: \(over.map(\.label).joined(separator: ", ")) do not fit the budget \(formatBytes(budget)) "
+                                        + "(their plans above; `blockwise plan --techniques ...` shows all of them): drop them from --techniques, or raise --budget")
+            }
+        }
         let stem = store.hasSuffix(".sqlite") ? String(store.dropLast(7)) : store
         let directory = report ?? stem + "-techniques"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -156,7 +171,7 @@ extension Compare {
                 session.fresh = fresh
                 session.profile = profile
                 session.budget = budget
-                session.fit = try device.fitPolicy()
+                session.fit = fit
                 session.say = { if !quiet { print($0) } }
                 let progress = ProgressPrinter(quiet: quiet, modules: model.modules, estimates: session.progress)
                 session.observer = progress.handle
@@ -165,7 +180,7 @@ extension Compare {
                 try ReportWriter.write(runReport, to: directory + "/" + slug)
                 var plan = TechniquePlan(technique, label: label, base: configuration, residence: .store(encoding: encoding, cacheBytes: cacheBytes),
                                          cacheBytes: cacheBytes, budget: budget, profile: profile, trainCount: train.count, testCount: test.count,
-                                         encoding: encoding)
+                                         encoding: encoding, fit: fit)
                 plan.label = label
                 rows.append((label, plan, runReport))
             }
@@ -204,7 +219,16 @@ extension Compare {
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(rows.map(\.plan)).write(to: URL(fileURLWithPath: directory + "/techniques.json"))
+        // What was measured beside what was planned, per technique.
+        struct Row: Encodable {
+            var technique: String, lastTestAccuracy: Double?, bestTestAccuracy: Double?, measuredPeakBytes: Int, measuredPeak: MemoryBreakdown
+            var device: DeviceCost?, hostSeconds: Double, planned: TechniquePlan
+        }
+        try encoder.encode(rows.map {
+            Row(technique: $0.label, lastTestAccuracy: $0.report.last?.testAccuracy, bestTestAccuracy: $0.report.best?.testAccuracy,
+                measuredPeakBytes: $0.report.peakBytes, measuredPeak: $0.report.peakBreakdown, device: $0.report.device,
+                hostSeconds: $0.report.hostSeconds, planned: $0.plan)
+        }).write(to: URL(fileURLWithPath: directory + "/techniques.json"))
         print("compare: \(directory)/techniques.csv, accuracy-vs-memory.svg\(profile != nil ? ", time-vs-memory.svg" : ""), techniques.json and one report per technique")
     }
 }

@@ -17,12 +17,33 @@ final class TechniquesTests: CLITestCase {
             XCTAssertEqual(result.code, 2, "\(options): \(result.out)\(result.err)")
             XCTAssertTrue(result.err.contains(message), "\(options): \(result.err)")
         }
+        // Found by an adversarial review: refused before anything runs, naming the conflict.
+        for command in ["train", "plan"] {
+            let result = try run([command, "--procedure", "e2e", "--page", "activations", "--in-memory", "--train-size", "100"])
+            XCTAssertEqual(result.code, 2, command + result.err)
+            XCTAssertTrue(result.err.contains("drop --in-memory"), result.err)
+        }
+        for command in ["plan", "compare"] {
+            let result = try run([command, "--techniques", "e2e,e2e-recompute", "--modules", "1", "--train-size", "100"])
+            XCTAssertEqual(result.code, 2, command + result.err)
+            XCTAssertTrue(result.err.contains("e2e-recompute needs at least 2 modules"), result.err)
+        }
+    }
+
+    /// `compare --techniques` under a budget some technique cannot meet stops before training anything.
+    func testCompareChecksEveryTechniqueAgainstTheBudgetFirst() throws {
+        let result = try run(["compare", "--techniques", "sequential,e2e", "--modules", "3", "--blocks", "1", "--width", "4", "--train-size", "200",
+                              "--test-size", "100", "--epochs", "1", "--batch-size", "32", "--budget", "3MiB", "--fit", "microbatch",
+                              "--store", directory + "/b.sqlite", "--report", directory + "/b-out", "--quiet"])
+        XCTAssertEqual(result.code, 3, result.out + result.err)
+        XCTAssertTrue(result.err.contains("e2e do not fit the budget"), result.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/b-sequential-vangl.sqlite"), "nothing trained")
     }
 
     /// On a microcontroller where plain e2e does not fit, the table says which technique does, and
     /// `--smallest-budget` prints that column alone.
     func testPlanTechniquesOnAMicrocontroller() throws {
-        let options = ["plan", "--profile", "stm32f746-disco", "--width", "4", "--modules", "4", "--batch-size", "8", "--workspace", "200",
+        let options = ["plan", "--profile", "stm32f746-disco", "--width", "4", "--modules", "4", "--batch-size", "8", "--workspace", "200", "--fit", "microbatch",
                        "--store-cache", "16KiB", "--feature-dtype", "fp16", "--train-size", "600", "--test-size", "1000",
                        "--techniques", "e2e,e2e-recompute,e2e-paged,sequential,parallel"]
         let table = try run(options + ["--csv", directory + "/techniques.csv"])
