@@ -64,8 +64,11 @@ extension Trainer {
         let chain = try FrozenChain(trainer: self, module: k, lap: lap, images: images, capacity: indices.count)
         let input = try Tensor([indices.count] + configuration.model.moduleInputShape(k), category: .ioBuffers, tag: "input", ledger: ledger)
         let labels = try Tensor([indices.count], category: .ioBuffers, tag: "labels", ledger: ledger)
-        try chain.fill(indices: indices[...], into: input.data,
-                       labels: UnsafeMutableRawPointer(labels.data).assumingMemoryBound(to: Int32.self), generator: &generator)
+        // (The tensors outlive the raw pointers taken from them: Swift may free an object after its last use.)
+        try withExtendedLifetime((input, labels)) {
+            try chain.fill(indices: indices[...], into: input.data,
+                           labels: UnsafeMutableRawPointer(labels.data).assumingMemoryBound(to: Int32.self), generator: &generator)
+        }
         return input.toArray()
     }
 }

@@ -57,9 +57,12 @@ final class AugmentationTests: XCTestCase {
         try DatasetSource(train).fill(indices: indices[...], into: &images, labels: &labels)
         var again = SeededGenerator.stream(seed: 1, "check")
         images.withUnsafeMutableBufferPointer { c.augment!.apply($0.baseAddress!, batch: indices.count, channels: 1, height: 28, width: 28, generator: &again) }
-        images.withUnsafeBufferPointer { modules[0].forward($0.baseAddress!, batch: indices.count, training: false) }
-        modules[1].forward(modules[0].output, batch: indices.count, training: false)
-        let expected = Array(UnsafeBufferPointer(start: modules[1].output, count: indices.count * modules[1].outputCount))
+        // (The modules must outlive the read of their output: Swift may free an object after its last use.)
+        let expected = withExtendedLifetime(modules) { () -> [Float] in
+            images.withUnsafeBufferPointer { modules[0].forward($0.baseAddress!, batch: indices.count, training: false) }
+            modules[1].forward(modules[0].output, batch: indices.count, training: false)
+            return Array(UnsafeBufferPointer(start: modules[1].output, count: indices.count * modules[1].outputCount))
+        }
         XCTAssertEqual(recomputed, expected)
         XCTAssertGreaterThan(Set(recomputed).count, 10, "not a constant")
     }
