@@ -44,8 +44,11 @@ public enum Technique: String, CaseIterable, Codable, Sendable {
     }
 
     public static func parse(_ text: String, option: String = "--techniques") throws -> [Technique] {
-        let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        guard !names.isEmpty else { throw TechniqueError(message: "\(option) needs at least one technique: \(allCases.map(\.rawValue).joined(separator: ", "))") }
+        let names = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        if names.contains("") && names.count > 1 {
+            throw TechniqueError(message: "\(option): an empty name in '\(text)'; list techniques separated by commas: \(allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard !names.isEmpty, names != [""] else { throw TechniqueError(message: "\(option) needs at least one technique: \(allCases.map(\.rawValue).joined(separator: ", "))") }
         var result: [Technique] = []
         for name in names {
             guard let technique = Technique(rawValue: name) else {

@@ -96,7 +96,11 @@ struct Train: ParsableCommand {
         session.fit = try device.fitPolicy()
         session.say = { if !quiet { print($0) } }
         if !quiet {
-            print("blockwise: \(model.summary); \(configuration.procedure.rawValue), tau \(configuration.tau.description)")
+            let technique = configuration.endToEndMemory.map { $0 == .recompute ? " --recompute modules" : $0 == .pageActivations ? " --page activations" : " --page activations,weights" } ?? ""
+            let augmentation = configuration.augment.map {
+                "; augment \($0)" + (configuration.procedure.keepsAllModulesResident ? "" : " (later modules: \(configuration.augmentedInputsChoice))")
+            } ?? ""
+            print("blockwise: \(model.summary); \(configuration.procedure.rawValue)\(technique), tau \(configuration.tau.description)\(augmentation)")
             print("data: \(train.count) training / \(test.count) \(dataOptions.validationSize == nil ? "test" : "validation") samples from \(dataOptions.dataDescription); batch \(configuration.batchSize); seed \(configuration.seed)")
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
         }
@@ -107,7 +111,8 @@ struct Train: ParsableCommand {
         progress.finish()
         print(runReport.summary())
         if let featureStore {
-            print("store: \(featureStore.path), \(formatBytes(featureStore.bytesWritten)) of features written, \(formatBytes(featureStore.bytesRead)) read in this process")
+            let what = configuration.procedure.keepsAllModulesResident ? "pages" : "features"
+            print("store: \(featureStore.path), \(formatBytes(featureStore.bytesWritten)) of \(what) written, \(formatBytes(featureStore.bytesRead)) read in this process")
         }
         let directory = report ?? defaultReportDirectory(store: store)
         do { try ReportWriter.write(runReport, to: directory) } catch var error as ReportWriteError {

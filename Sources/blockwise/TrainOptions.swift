@@ -110,7 +110,7 @@ struct TrainingOptions: ParsableArguments {
             technique = .recompute
         }
         if let page {
-            switch page.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.sorted() {
+            switch page.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }.sorted() {
             case ["activations"]: technique = .pageActivations
             case ["activations", "weights"]: technique = .pageActivationsAndWeights
             default: throw ValidationError("--page takes 'activations' or 'activations,weights' (got '\(page)')")
