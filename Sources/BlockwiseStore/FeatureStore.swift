@@ -94,9 +94,11 @@ public final class FeatureStore: FeatureCache, TrainingJournal {
             try StoreFile.remove(real); replacedFile = file
         }
         database = try Database(path: real)
+        // WAL before the first write (the schema of a new file, a migration): a writer killed then
+        // leaves a WAL, never a hot rollback journal that read-only openers cannot roll back.
+        try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -\(cacheKiB);")
         try FeatureStore.migrate(database, path: path)
         schemaVersion = try database.userVersion
-        try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -\(cacheKiB);")
         try accountEngineMemory()
     }
 

@@ -88,6 +88,12 @@ public enum StoreFile: Equatable, Sendable {
             }
             return .foreign(reason: "it is another application's SQLite database (tables \(tables.keys.sorted().prefix(8).joined(separator: ", ")))")
         } catch {
+            // A writer killed mid-transaction (train, or cache vacuum) left a journal or WAL that only
+            // a writer can recover: a read-only open fails (SQLITE_READONLY). The file is blockwise's
+            // by its text; the writer that opens it next recovers it, then checks its schema and run.
+            if looksLikeBlockwise, ["-journal", "-wal"].contains(where: { FileManager.default.fileExists(atPath: path + $0) }) {
+                return .blockwise
+            }
             let reason: String
             switch error as? StoreError {
             case .damaged(_, let what)?: reason = what
