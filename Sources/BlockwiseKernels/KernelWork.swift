@@ -46,8 +46,9 @@ extension Sequence where Element == OperationWork {
 /// add exactly these figures, and the run plan sums the same functions over the calls a run will
 /// make, so planned and counted work are equal by construction. Bytes are the tensors a call reads
 /// and writes once each (a pass that reads its input twice counts it twice); clearing a buffer is
-/// not counted. The memory-bound passes without arithmetic (ReLU, pooling, copies, the shortcut)
-/// count bytes and no FLOPs; the layers that call them count them (``relu(count:)``...).
+/// not counted. The memory-bound passes without arithmetic (ReLU, pooling, the shortcut) count
+/// bytes and no FLOPs; the layers that call them count them (``relu(count:)``...). Copies between
+/// modules (the end-to-end techniques' and the frozen chain's carried buffers) are not counted.
 public enum KernelWork {
     static func elementwise(flops: Int = 0, values: Int) -> OperationWork { OperationWork(elementwiseFlops: flops, elementwiseBytes: 4 * values) }
 

@@ -59,13 +59,12 @@ public enum BudgetResolver {
     /// SQLite's memory (paging) is not in it: ``RunPlanner/storeEngineBound(cacheBytes:)``.
     public static func residentPlan(_ configuration: TrainingConfiguration) -> MemoryBreakdown {
         let phases = ExecutionPlan.residentPhases(configuration)
-        func add(_ a: MemoryBreakdown, _ b: MemoryBreakdown) -> MemoryBreakdown { a.adding(b) }
         guard configuration.procedure == .e2e, let technique = configuration.endToEndMemory else {
-            return phases.reduce(MemoryBreakdown()) { add($0, $1.breakdown) }
+            return phases.reduce(MemoryBreakdown()) { $0.adding($1.breakdown) }
         }
         var resident = ExecutionPlan.residentSlots(configuration).breakdown
-        if !technique.pagesWeights { resident = phases.reduce(resident) { add($0, $1.parameterSlots.breakdown) } }
+        if !technique.pagesWeights { resident = phases.reduce(resident) { $0.adding($1.parameterSlots.breakdown) } }
         let transient = phases.map { technique.pagesWeights ? $0.breakdown : $0.arenaSlots.breakdown }.max { $0.total < $1.total } ?? MemoryBreakdown()
-        return add(resident, transient)
+        return resident.adding(transient)
     }
 }

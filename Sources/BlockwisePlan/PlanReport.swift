@@ -114,6 +114,12 @@ public struct ResidentPlan: Codable, Sendable {
     public var paging: ModuleWork
     /// SQLite's memory bound when paging (in `peakBytes`, not in `breakdown`).
     public var storeEngineBound: Int
+    /// The peak by category, SQLite's bound included (`peakBytes` is its total).
+    public var peak: MemoryBreakdown {
+        var peak = breakdown
+        peak[.storeEngine] = storeEngineBound
+        return peak
+    }
     /// Paging: the pages' share of the device's storage capacity and the writes' of its endurance.
     public var wear: StorageWear?
 

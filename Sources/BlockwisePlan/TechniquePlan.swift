@@ -92,8 +92,7 @@ public struct TechniquePlan: Codable, Sendable {
         if c.procedure.keepsAllModulesResident {
             let resident = ResidentPlan(configuration: c, trainCount: trainCount, testCount: testCount, budget: budget, profile: profile,
                                         cacheBytes: cacheBytes)
-            peak = resident.breakdown
-            peak[.storeEngine] = resident.storeEngineBound
+            peak = resident.peak
             smallestBudget = resident.peakBytes
             cost = resident.cost
             storageBytesWritten = resident.paging.storeFileBytesWritten

@@ -46,8 +46,9 @@ public struct ModulePhase: Codable, Sendable, Equatable {
     public var arenaSlots: [SlotSpec] { Array(slots[parameterSlotCount...]) }
     /// The parameter store's slots: parameters and, in training, gradients and momentum.
     public var parameterSlots: [SlotSpec] { Array(slots[..<parameterSlotCount]) }
-    /// Values of one sample's input.
+    /// Values of one sample's input, and of the input at the phase's batch (N x C x H x W).
     public var inputShapeValues: Int { inputShape.reduce(1, *) }
+    public var inputValues: Int { options.batch * inputShapeValues }
     /// Bytes per category of the whole phase.
     public var breakdown: MemoryBreakdown { slots.breakdown }
 }

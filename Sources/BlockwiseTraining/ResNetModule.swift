@@ -65,8 +65,6 @@ public final class ResNetModule {
     public let ledger: MemoryLedger
     public let parameters: ParameterStore
     public private(set) var options: ModuleMemoryOptions?
-    /// The phase the module is prepared for, and its allocated slots.
-    public private(set) var phase: ModulePhase?
     var arena: Arena?
     /// The module's own buffers in the prepared phase, resolved once by ``prepare(_:)``.
     private struct Bound {
@@ -242,7 +240,6 @@ public final class ResNetModule {
             throw error
         }
         self.options = options
-        self.phase = phase
         let arena = self.arena!
         let workspace = arena["workspace.im2col"]
         let context = LayerContext(parameters: parameters, arena: arena, workspace: workspace.data, workspaceCount: workspace.count,
@@ -274,7 +271,6 @@ public final class ResNetModule {
         bound = nil
         arena = nil
         options = nil
-        phase = nil
     }
 
     /// Points every layer at the input it read in the forward, as ``forward(_:batch:training:)``

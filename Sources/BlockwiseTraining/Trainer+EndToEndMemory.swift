@@ -136,11 +136,6 @@ final class EndToEndChain {
     }
 }
 
-extension ModulePhase {
-    /// Values of the module's input at the phase's batch (N x C x H x W).
-    public var inputValues: Int { options.batch * inputShapeValues }
-}
-
 extension Trainer {
     /// `e2e` under a memory-saving technique: the same steps as plain e2e, in the same order of
     /// floating-point operations, with modules allocated, recomputed or paged as the technique says.

@@ -58,9 +58,7 @@ struct Plan: ParsableCommand {
     func run() throws {
         let model = try modelOptions.model(dataset: nil)
         let requested = try trainingOptions.configuration(model: model)
-        if requested.endToEndMemory?.pages == true && inMemory {
-            throw ValidationError("--page writes activations to the store: drop --in-memory (or use --recompute modules, which needs no store)")
-        }
+        try refusePagingInMemory(requested, inMemory: inMemory)
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else { throw ValidationError("--feature-dtype must be fp32, fp16 or bf16") }
         // The data set's split sizes: plan reads no data, but it plans the counts train would use
         // and refuses the sizes train would refuse.
@@ -184,8 +182,7 @@ struct Plan: ParsableCommand {
             // Every module is resident at once and nothing is cached between modules.
             let residentPlan = ResidentPlan(configuration: configuration, trainCount: trainCount, testCount: testCount, budget: budget, profile: profile,
                                             cacheBytes: cacheBytes)
-            var resident = residentPlan.breakdown
-            resident[.storeEngine] = residentPlan.storeEngineBound
+            let resident = residentPlan.peak
             let keeps: String
             switch residentPlan.technique {
             case nil: keeps = "keeps all \(configuration.model.modules) modules resident (no feature cache)"

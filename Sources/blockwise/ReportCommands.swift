@@ -83,19 +83,8 @@ struct Compare: ParsableCommand {
         let base = store.hasSuffix(".sqlite") ? String(store.dropLast(7)) : store
         var reports: [(label: String, report: RunReport)] = []
         for (label, suffix, configuration) in [("VanGL (tau off)", "vangl", vangl), ("TRGL (tau \(trgl.tau.shortDescription))", "trgl", trgl)] {
-            if !quiet { print("== \(label)") }
-            var session = TrainingSession(configuration: configuration, train: train, test: test)
-            session.title = label
-            session.storePath = "\(base)-\(suffix).sqlite"
-            session.fresh = fresh
-            session.profile = profile
-            session.budget = budget
-            session.fit = try device.fitPolicy()
-            session.say = { if !quiet { print($0) } }
-            let progress = ProgressPrinter(quiet: quiet, modules: model.modules)
-            session.observer = progress.handle
-            let (runReport, _) = try session.run()
-            progress.finish()
+            let runReport = try trainOne(configuration, label: label, storePath: "\(base)-\(suffix).sqlite", train: train, test: test,
+                                         profile: profile, budget: budget, fit: try device.fitPolicy())
             reports.append((label, runReport))
         }
         let directory = report ?? base + "-compare"
@@ -125,6 +114,28 @@ struct Compare: ParsableCommand {
 }
 
 extension Compare {
+    /// One of compare's runs: its own store, the device and budget, progress unless `--quiet`.
+    func trainOne(_ configuration: TrainingConfiguration, label: String, storePath: String, train: Dataset, test: Dataset,
+                  profile: DeviceProfile?, budget: Int?, fit: FitPolicy, encoding: FeatureEncoding = .fp32,
+                  cacheBytes: Int = 2 * 1_048_576) throws -> RunReport {
+        if !quiet { print("== \(label)") }
+        var session = TrainingSession(configuration: configuration, train: train, test: test)
+        session.title = label
+        session.storePath = storePath
+        session.encoding = encoding
+        session.storeCacheBytes = cacheBytes
+        session.fresh = fresh
+        session.profile = profile
+        session.budget = budget
+        session.fit = fit
+        session.say = { if !quiet { print($0) } }
+        let progress = ProgressPrinter(quiet: quiet, modules: configuration.model.modules, estimates: session.progress)
+        session.observer = progress.handle
+        let (runReport, _) = try session.run()
+        progress.finish()
+        return runReport
+    }
+
     /// `compare --techniques`: the same configuration trained with each technique.
     func compareTechniques(_ names: String) throws {
         let list: [Technique]
@@ -162,26 +173,12 @@ extension Compare {
                 configuration.tau = tau
                 let label = technique.rawValue + (technique.hasLocalLosses ? (tau.isOff ? " VanGL" : " TRGL") : "")
                 let slug = label.replacingOccurrences(of: " ", with: "-").lowercased()
-                if !quiet { print("== \(label)") }
-                var session = TrainingSession(configuration: configuration, train: train, test: test)
-                session.title = label
-                session.storePath = "\(stem)-\(slug).sqlite"
-                session.encoding = encoding
-                session.storeCacheBytes = cacheBytes
-                session.fresh = fresh
-                session.profile = profile
-                session.budget = budget
-                session.fit = fit
-                session.say = { if !quiet { print($0) } }
-                let progress = ProgressPrinter(quiet: quiet, modules: model.modules, estimates: session.progress)
-                session.observer = progress.handle
-                let (runReport, _) = try session.run()
-                progress.finish()
+                let runReport = try trainOne(configuration, label: label, storePath: "\(stem)-\(slug).sqlite", train: train, test: test,
+                                             profile: profile, budget: budget, fit: fit, encoding: encoding, cacheBytes: cacheBytes)
                 try ReportWriter.write(runReport, to: directory + "/" + slug)
-                var plan = TechniquePlan(technique, label: label, base: configuration, residence: .store(encoding: encoding, cacheBytes: cacheBytes),
+                let plan = TechniquePlan(technique, label: label, base: configuration, residence: .store(encoding: encoding, cacheBytes: cacheBytes),
                                          cacheBytes: cacheBytes, budget: budget, profile: profile, trainCount: train.count, testCount: test.count,
                                          encoding: encoding, fit: fit)
-                plan.label = label
                 rows.append((label, plan, runReport))
             }
         }

@@ -53,9 +53,7 @@ struct Train: ParsableCommand {
         // Every option is checked before the data is read (the model's input shape is checked
         // again once the data is known).
         let checked = try trainingOptions.configuration(model: try modelOptions.model(dataset: nil))
-        if checked.endToEndMemory?.pages == true && inMemory {
-            throw ValidationError("--page writes activations to the store: drop --in-memory (or use --recompute modules, which needs no store)")
-        }
+        try refusePagingInMemory(checked, inMemory: inMemory)
         guard let encoding = FeatureEncoding(rawValue: featureDtype) else {
             throw ValidationError("--feature-dtype must be fp32, fp16 or bf16 (got '\(featureDtype)')")
         }

@@ -46,6 +46,13 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
+/// `--page` writes to the store, so it cannot go with `--in-memory` (train and plan refuse it alike).
+func refusePagingInMemory(_ configuration: TrainingConfiguration, inMemory: Bool) throws {
+    if configuration.endToEndMemory?.pages == true && inMemory {
+        throw ValidationError("--page writes activations to the store: drop --in-memory (or use --recompute modules, which needs no store)")
+    }
+}
+
 /// Options of the training procedure.
 struct TrainingOptions: ParsableArguments {
     @Option(help: "sequential, multilap, parallel or e2e.")
@@ -116,10 +123,7 @@ struct TrainingOptions: ParsableArguments {
             default: throw ValidationError("--page takes 'activations' or 'activations,weights' (got '\(page)')")
             }
         }
-        if technique != nil && procedure != .e2e {
-            throw ValidationError("\(recompute != nil ? "--recompute" : "--page") applies to --procedure e2e only (got \(procedure.rawValue)); block-wise procedures hold one module already")
-        }
-        return technique
+        return technique  // (a technique with another procedure: TrainingConfiguration.problems())
     }
 
     func configuration(model: ModelConfiguration) throws -> TrainingConfiguration {
@@ -135,11 +139,6 @@ struct TrainingOptions: ParsableArguments {
             c.augmentedInputs = try augmentedInputs.map(AugmentedInputs.parse)
         } catch let error as AugmentationError { throw ValidationError(error.message) }
         c.evalEachEpoch = evalEachEpoch ? true : nil
-        let augmentationProblems = (c.augment?.problems(height: model.inputHeight, width: model.inputWidth) ?? [])
-            + (c.augmentedInputs != nil && c.augment == nil ? ["--augmented-inputs needs --augment (crop=N, flip)"] : [])
-            + (c.augmentedInputs == .recompute && procedure.keepsAllModulesResident ? ["--augmented-inputs recompute applies to sequential and multilap"] : [])
-            + (evalEachEpoch && procedure.keepsAllModulesResident ? ["--eval-each-epoch applies to sequential and multilap (got \(procedure.rawValue))"] : [])
-        if let first = augmentationProblems.first { throw ValidationError(first) }
         // Checked whatever the schedule: a value that is never used is still a typo to report.
         for (option, value) in [("--lambda0", lambda0), ("--multiplier-step", multiplierStep)] where !value.isFinite || value < 0 {
             throw ValidationError("\(option) must be a finite number >= 0 (got \(value))")
