@@ -79,7 +79,8 @@ public struct PlanReport: Codable, Sendable {
         let shapes = [model.moduleInputShape(0)] + (0..<model.modules).map { model.moduleOutputShape($0) }
         levels = shapes.enumerated().map { level, shape in
             Level(level: level, shape: shape, bytes: Dictionary(uniqueKeysWithValues: FeatureEncoding.allCases.map {
-                ($0.rawValue, RunPlanner.levelBytes(shape: shape, samples: trainCount + testCount, encoding: $0))
+                ($0.rawValue, RunPlanner.levelBytes(shape: shape, samples: RunPlanner.levelSamples(configuration, level: level, trainCount: trainCount,
+                                                                                      testCount: testCount), encoding: $0))
             }))
         }
         self.profile = profile?.name

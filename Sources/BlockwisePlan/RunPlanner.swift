@@ -80,6 +80,11 @@ public enum RunPlanner {
         return shapes.map { encoding.rowBufferFloats(shape: $0) }.max() ?? 0
     }
 
+    /// Rows of level `level`, both splits (N per training sample in levels 1...K with `pool=N`).
+    public static func levelSamples(_ configuration: TrainingConfiguration, level: Int, trainCount: Int, testCount: Int) -> Int {
+        configuration.levelRows(level, split: .train, samples: trainCount) + testCount
+    }
+
     /// The memory plan of module k at `batch` (sequential / multilap).
     public static func modulePlan(_ configuration: TrainingConfiguration, module k: Int, batch: Int,
                                   residence: FeatureResidence, trainCount: Int, testCount: Int) -> ModuleMemoryPlan {
@@ -101,9 +106,11 @@ public enum RunPlanner {
             streamingPhase[.ioBuffers] += rowBufferBytes
             engine = storeEngineBound(cacheBytes: cacheBytes)
         case .memory:
-            let samples = trainCount + testCount
-            let input = k == 0 ? 0 : samples * model.moduleInputShape(k).reduce(1, *) * 4
-            let output = samples * model.moduleOutputShape(k).reduce(1, *) * 4
+            // (With `pool=N` the training split of levels 1...K holds N rows per sample.)
+            let input = k == 0 ? 0 : levelSamples(configuration, level: k, trainCount: trainCount, testCount: testCount)
+                * model.moduleInputShape(k).reduce(1, *) * 4
+            let output = levelSamples(configuration, level: k + 1, trainCount: trainCount, testCount: testCount)
+                * model.moduleOutputShape(k).reduce(1, *) * 4
             trainingPhase[.ioBuffers] += input
             streamingPhase[.ioBuffers] += input + output
         case .none:
@@ -167,18 +174,24 @@ public enum RunPlanner {
         // `--eval-each-epoch`: the head on the test split after every epoch.
         let evaluations = configuration.evalEachEpoch == true ? BatchSchedule.sequentialBatches(count: testCount, size: capacity) : []
         let evaluationWork = evaluations.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: false) }.sum()
+        // With `pool=N`: module k >= 2 recalibrates on and streams every view of its input level,
+        // and module 1 streams N augmented views of the images.
+        let inputRows = configuration.levelRows(k, split: .train, samples: trainCount)
+        let outputRows = configuration.levelRows(k + 1, split: .train, samples: trainCount)
         let recalibration = configuration.recalibrateBatchNorm
-            ? BatchSchedule.recalibrationBatches(count: trainCount, size: min(configuration.batchSize, capacity)) : []
+            ? BatchSchedule.recalibrationBatches(count: inputRows, size: min(configuration.batchSize, capacity)) : []
         let recalibrationWork = recalibration.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: true) }.sum()
-        let streamed = BatchSchedule.sequentialBatches(count: trainCount, size: capacity) + BatchSchedule.sequentialBatches(count: testCount, size: capacity)
-        let streamingWork = streamed.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: false) }.sum()
+        let streamed = BatchSchedule.sequentialBatches(count: outputRows, size: capacity) + BatchSchedule.sequentialBatches(count: testCount, size: capacity)
+        let pools = configuration.augment != nil && configuration.augmentedInputsChoice.poolViews != nil
+        let poolAugmentation = k == 0 && pools ? outputRows * KernelWork.augment(values: images, flip: augmentFlip) : .zero
+        let streamingWork = streamed.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: false) }.sum() + poolAugmentation
         let training = epochs * (epochWork + evaluationWork)
         var work = ModuleWork(trainingFlops: training.flops, recalibrationFlops: recalibrationWork.flops, streamingFlops: streamingWork.flops,
                               operations: training + recalibrationWork + streamingWork)
         if case .store(let encoding, _) = residence {
             let levelRow = model.moduleInputShape(k).reduce(1, *) * encoding.bytesPerValue
             let trainingRows = epochs * batches.reduce(0, +)
-            let otherRows = recalibration.reduce(0, +) + trainCount + testCount + epochs * evaluations.reduce(0, +)
+            let otherRows = recalibration.reduce(0, +) + outputRows + testCount + epochs * evaluations.reduce(0, +)
             // With `recompute` the training batches read images (level 0) instead of level k, and
             // each micro-batch reads the frozen modules' values (one operation per tensor).
             let trainingRowBytes = recomputes ? images * encoding.bytesPerValue : levelRow
@@ -187,10 +200,10 @@ public enum RunPlanner {
             let frozenBytes = frozen.reduce(0) { $0 + $1.reduce(0) { $0 + 4 * $1.shape.reduce(1, *) } }
             let frozenTensors = frozen.reduce(0) { $0 + $1.count }
             work.storeBytesRead = trainingRows * trainingRowBytes + otherRows * levelRow + microBatches * frozenBytes
-            work.storeBytesWritten = (trainCount + testCount) * model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
+            work.storeBytesWritten = (outputRows + testCount) * model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
             work.storeOperations = trainingRows + otherRows + streamed.count + microBatches * frozenTensors
             let outputRow = model.moduleOutputShape(k).reduce(1, *) * encoding.bytesPerValue
-            work.storeFileBytesWritten = storeFileBytes(rows: trainCount + testCount, rowBytes: outputRow, transactions: streamed.count)
+            work.storeFileBytesWritten = storeFileBytes(rows: outputRows + testCount, rowBytes: outputRow, transactions: streamed.count)
         }
         return work
     }

@@ -124,7 +124,7 @@ extension FeatureStore {
         if try statuses.step() {
             throw StoreError.damaged(path: path, what: "module \(statuses.int(0) + 1) lap \(statuses.int(1) + 1) has status '\(statuses.string(2))' and \(statuses.int(3)) epochs done in table modules")
         }
-        try checkLevels(against: identity.data)
+        try checkLevels(against: identity)
         if identity.configuration.procedure == .sequential {
             // A completed module's output level is complete (sequential: nothing rewrites it later).
             let outputs = try database.prepare("""
@@ -137,9 +137,11 @@ extension FeatureStore {
         }
     }
 
-    /// Every complete level holds one row per sample of the run's data, rows 0..<n exactly (its
-    /// keys only; ``source(level:split:)`` checks again when it is read), with the run's labels.
-    func checkLevels(against data: DataIdentity) throws {
+    /// Every complete level holds one row per sample of the run's data (per view of a training
+    /// sample with `--augmented-inputs pool=N`), rows 0..<n exactly (its keys only;
+    /// ``source(level:split:)`` checks again when it is read), with the run's labels.
+    func checkLevels(against identity: RunIdentity) throws {
+        let data = identity.data
         let levels = try database.prepare("SELECT level, split FROM levels WHERE complete = 1 ORDER BY level, split")
         var complete: [(Int, Split)] = []
         while try levels.step() {
@@ -150,28 +152,43 @@ extension FeatureStore {
         }
         for (level, split) in complete {
             let source = try self.source(level: level, split: split)
-            let samples = split == .train ? data.trainCount : data.testCount
-            guard source.count == samples else {
-                throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) holds \(source.count) rows but the run has \(samples) \(split.rawValue) samples")
+            let rows = identity.configuration.levelRows(level, split: split, samples: split == .train ? data.trainCount : data.testCount)
+            guard source.count == rows else {
+                throw StoreError.damaged(path: path, what: "level \(level) \(split.rawValue) holds \(source.count) rows but the run needs \(rows)")
             }
         }
         // Each level's labels, train then test, are the run's (its data identity's checksum).
         for level in Set(complete.map(\.0)).sorted() where complete.contains(where: { $0 == (level, .train) }) && complete.contains(where: { $0 == (level, .test) }) {
-            let sum = try labelsChecksum(level: level)
-            guard sum == data.labelsChecksum else {
+            if let sum = try labelsMismatch(level: level, identity: identity) {
                 throw StoreError.damaged(path: path, what: "the labels of level \(level) are not the run's (their checksum is \(sum), the run's \(data.labelsChecksum))")
             }
         }
     }
 
-    /// CRC-32 of a level's labels in row order, train then test (as ``DataIdentity`` computes it),
-    /// chained one label at a time: no buffer of all the labels.
-    func labelsChecksum(level: Int) throws -> UInt32 {
+    /// The checksum of the first view of level `level` whose labels (train then test) are not the
+    /// run's, or nil when every view's are (one view but with `pool=N`).
+    func labelsMismatch(level: Int, identity: RunIdentity) throws -> UInt32? {
+        let samples = identity.data.trainCount
+        let views = level > 0 ? identity.configuration.poolViews : 1
+        for view in 0..<views {
+            let sum = try labelsChecksum(level: level, trainRows: views == 1 ? nil : (view * samples)..<((view + 1) * samples))
+            if sum != identity.data.labelsChecksum { return sum }
+        }
+        return nil
+    }
+
+    /// CRC-32 of a level's labels in row order, train (all rows, or `trainRows`) then test (as
+    /// ``DataIdentity`` computes it), chained one label at a time: no buffer of all the labels.
+    func labelsChecksum(level: Int, trainRows: Range<Int>? = nil) throws -> UInt32 {
         var sum: UInt32 = 0
         for split in [Split.train, .test] {
             let base = FeatureStore.rowID(level: level, split: split, row: 0)
             let statement = try database.prepare("SELECT label FROM features WHERE id >= ? AND id < ? ORDER BY id")
-            try statement.bind([base, base + (1 << 32)])
+            if split == .train, let trainRows {
+                try statement.bind([base + Int64(trainRows.lowerBound), base + Int64(trainRows.upperBound)])
+            } else {
+                try statement.bind([base, base + (1 << 32)])
+            }
             while try statement.step() {
                 sum = withUnsafeBytes(of: UInt8(truncatingIfNeeded: statement.int(0))) { checksum($0, seed: sum) }
             }

@@ -98,21 +98,22 @@ public enum StoreVerifier {
                     report.problems.append("level \(level) \(splitName): table features holds \(count) rows"
                         + (count > 0 ? " (\(first)...\(last))" : "") + ", its metadata says rows 0..<\(rowCount)")
                 }
-                if let data = identity?.data {
-                    let samples = split == .train ? data.trainCount : data.testCount
-                    if rowCount != samples {
-                        report.problems.append("level \(level) \(splitName): \(rowCount) rows in its metadata, the run has \(samples) \(splitName) samples")
+                if let identity {
+                    let data = identity.data
+                    let rows = identity.configuration.levelRows(level, split: split, samples: split == .train ? data.trainCount : data.testCount)
+                    if rowCount != rows {
+                        report.problems.append("level \(level) \(splitName): \(rowCount) rows in its metadata, the run needs \(rows)")
                     }
                 }
             } else if count > rowCount {
                 report.problems.append("level \(level) \(splitName) (being written): \(count) rows, more than its \(rowCount)")
             }
         }
-        if let data = identity?.data {
+        if let identity {
             let both = try db.prepare("SELECT level FROM levels WHERE complete = 1 GROUP BY level HAVING count(*) = 2 ORDER BY level")
             var levelsWithBoth: [Int] = []
             while try both.step() { levelsWithBoth.append(both.int(0)) }
-            for level in levelsWithBoth where try store.labelsChecksum(level: level) != data.labelsChecksum {
+            for level in levelsWithBoth where try store.labelsMismatch(level: level, identity: identity) != nil {
                 report.problems.append("level \(level): its labels are not the run's (their checksum differs from the run record's)")
             }
         }

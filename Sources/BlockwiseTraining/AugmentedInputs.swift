@@ -72,3 +72,46 @@ extension Trainer {
         return input.toArray()
     }
 }
+
+/// `--augmented-inputs pool=N`, level 1: the training images as N augmented views, view-major
+/// (row v * samples + i is view v of sample i). Each view of each sample draws its shift and flip
+/// from its own seeded stream, so a row is the same whatever batch reads it, on resume too.
+/// No memory of its own: the images are written into the caller's buffer and augmented there.
+public final class AugmentedViews: SampleSource {
+    let images: SampleSource
+    let views: Int
+    let augmentation: Augmentation
+    let seed: UInt64
+
+    public init(images: SampleSource, views: Int, augmentation: Augmentation, seed: UInt64) {
+        self.images = images; self.views = views; self.augmentation = augmentation; self.seed = seed
+    }
+
+    public var count: Int { views * images.count }
+    public var sampleShape: [Int] { images.sampleShape }
+
+    public func fill(indices: ArraySlice<Int>, into values: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>) throws {
+        let samples = images.count
+        try images.fill(indices: indices.map { $0 % samples }[...], into: values, labels: labels)
+        let shape = sampleShape, size = shape.reduce(1, *)
+        for (row, index) in indices.enumerated() {
+            var generator = Self.generator(seed: seed, view: index / samples, sample: index % samples)
+            augmentation.apply(values + row * size, batch: 1, channels: shape[0], height: shape[1], width: shape[2], generator: &generator)
+        }
+    }
+
+    /// The stream of view `view` of sample `sample`.
+    static func generator(seed: UInt64, view: Int, sample: Int) -> SeededGenerator {
+        SeededGenerator.stream(seed: seed, "augment-pool-view\(view)-sample\(sample)")
+    }
+}
+
+extension Trainer {
+    /// Module k's training rows for the samples `indices` of an epoch: the samples themselves, or
+    /// with `pool=N` (k >= 1) one view of each, drawn from the epoch's augmentation stream.
+    func trainingRows(module k: Int, indices: ArraySlice<Int>, samples: Int, generator: inout SeededGenerator) -> ArraySlice<Int> {
+        let views = k > 0 ? configuration.poolViews : 1
+        guard views > 1 else { return indices }
+        return indices.map { Int(generator.next() % UInt64(views)) * samples + $0 }[...]
+    }
+}

@@ -49,7 +49,9 @@ extension Trainer {
             let start = DispatchTime.now().uptimeNanoseconds
             var sum = StepMetrics()
             var batchCount = 0
-            let plan = batches(count: source.count, generator: &generator)
+            // With `pool=N`, level k >= 1 holds N views of each sample: the epoch shuffles the samples.
+            let samples = source.count / (k > 0 ? configuration.poolViews : 1)
+            let plan = batches(count: samples, generator: &generator)
             let micro = module.batchCapacity
             for (b, indices) in plan.enumerated() {
                 module.parameters.zeroGradients()
@@ -65,7 +67,8 @@ extension Trainer {
                     if let frozen {
                         try frozen.fill(indices: chunk, into: module.inputBuffer, labels: module.labelsBuffer, generator: &augmentation)
                     } else {
-                        try source.fill(indices: chunk, into: module.inputBuffer, labels: module.labelsBuffer)
+                        try source.fill(indices: trainingRows(module: k, indices: chunk, samples: samples, generator: &augmentation),
+                                        into: module.inputBuffer, labels: module.labelsBuffer)
                         if let augment = augmentsImages {
                             augment.apply(module.inputBuffer, batch: chunk.count, channels: module.inputShape[0], height: module.inputShape[1],
                                           width: module.inputShape[2], generator: &augmentation)

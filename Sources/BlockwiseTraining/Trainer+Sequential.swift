@@ -36,8 +36,10 @@ extension Trainer {
                 // may have left a reused module's output level half rewritten.
                 let trainSource = k == 0 ? inputs.train : try cache.source(level: k, split: .train)
                 let testSource = k == 0 ? inputs.test : try cache.source(level: k, split: .test)
-                for (source, split, samples) in [(trainSource, "train", train.count), (testSource, "test", test.count)] where source.count != samples {
-                    throw TrainingError.levelRowCount(level: k, split: split, rows: source.count, samples: samples)
+                for (source, split, samples) in [(trainSource, Split.train, train.count), (testSource, Split.test, test.count)]
+                    where source.count != configuration.levelRows(k, split: split, samples: samples) {
+                    throw TrainingError.levelRowCount(level: k, split: split.rawValue, rows: source.count,
+                                                      samples: configuration.levelRows(k, split: split, samples: samples))
                 }
                 let baseline = ledger.live
                 let moduleStart = DispatchTime.now().uptimeNanoseconds
@@ -71,7 +73,12 @@ extension Trainer {
                     try module.prepare(phases.streaming)
                     ledger.mark("module \(k + 1) streams level \(k + 1)")
                     let level = k + 1
-                    let trainEval = try stream(module, source: trainSource, level: level, split: .train)
+                    // With `pool=N`, module 1 writes N augmented views of the images as level 1, and
+                    // module k > 1 maps each view of level k to the same view of level k + 1.
+                    let streamed = k == 0 && configuration.augment != nil && configuration.augmentedInputsChoice.poolViews != nil
+                        ? AugmentedViews(images: trainSource, views: configuration.poolViews, augmentation: configuration.augment!, seed: configuration.seed)
+                        : trainSource
+                    let trainEval = try stream(module, source: streamed, level: level, split: .train)
                     let testEval = try stream(module, source: testSource, level: level, split: .test)
                     evaluation = ModuleEvaluation(module: k, lap: lap, trainAccuracy: trainEval.accuracy,
                                                   testAccuracy: testEval.accuracy, kineticEnergy: testEval.kinetic,

@@ -42,8 +42,25 @@ public enum AugmentedInputs: Codable, Equatable, Sendable, CustomStringConvertib
     /// Each batch of images is augmented and passed through the frozen modules 1..k-1, loaded from
     /// the store one at a time (weights only), as the authors' code does.
     case recompute
+    /// When level k is written, N augmented views of every training sample are stored (view v of
+    /// level k is module k applied to view v of level k-1; level 1's views are the images, each
+    /// augmented with its own seeded draw); each epoch draws one view per sample. N times the
+    /// training split's storage, no recomputation.
+    case pool(views: Int)
 
-    public var description: String { self == .first ? "first" : "recompute" }
+    /// The largest pool: 64 views of every sample.
+    public static let poolViewRange = 1...64
+
+    public var description: String {
+        switch self {
+        case .first: return "first"
+        case .recompute: return "recompute"
+        case .pool(let views): return "pool=\(views)"
+        }
+    }
+
+    /// N for `pool=N`, else nil.
+    public var poolViews: Int? { if case .pool(let views) = self { return views } else { return nil } }
 
     public static func parse(_ text: String) throws -> AugmentedInputs {
         switch text {
@@ -51,9 +68,12 @@ public enum AugmentedInputs: Codable, Equatable, Sendable, CustomStringConvertib
         case "recompute": return .recompute
         default:
             if text.hasPrefix("pool=") {
-                throw AugmentationError(message: "--augmented-inputs pool=N is not built yet (see issue 15); use first or recompute")
+                guard let views = Int(text.dropFirst(5)), poolViewRange.contains(views) else {
+                    throw AugmentationError(message: "--augmented-inputs pool=N takes a whole number of views \(poolViewRange.lowerBound)...\(poolViewRange.upperBound) (got '\(text)')")
+                }
+                return .pool(views: views)
             }
-            throw AugmentationError(message: "--augmented-inputs takes first or recompute (got '\(text)')")
+            throw AugmentationError(message: "--augmented-inputs takes first, recompute or pool=N (got '\(text)')")
         }
     }
 }
@@ -101,6 +121,16 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
 
     /// The augmented-inputs choice in force (``AugmentedInputs/first`` unless set).
     public var augmentedInputsChoice: AugmentedInputs { augmentedInputs ?? .first }
+
+    /// Rows per training sample in the cached levels 1...K of the training split: N with
+    /// `--augmented-inputs pool=N` (view-major: row v * samples + i is view v of sample i), else 1.
+    /// Level 0 (the images) and the test split hold one row per sample.
+    public var poolViews: Int { augment == nil ? 1 : augmentedInputsChoice.poolViews ?? 1 }
+
+    /// Rows of level `level` of `split` for a data set of `samples` samples.
+    public func levelRows(_ level: Int, split: Split, samples: Int) -> Int {
+        level > 0 && split == .train ? poolViews * samples : samples
+    }
 
     /// Samples per forward/backward of module k.
     public func microBatch(module k: Int) -> Int { min(batchSize, microBatches[k] ?? batchSize) }
@@ -172,8 +202,8 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
         if augmentedInputs != nil && augment == nil {
             result.append("--augmented-inputs needs --augment (crop=N, flip)")
         }
-        if augmentedInputs == .recompute && procedure.keepsAllModulesResident {
-            result.append("--augmented-inputs recompute applies to sequential and multilap (\(procedure.rawValue) augments the input batch directly)")
+        if let augmentedInputs, augmentedInputs != .first, procedure.keepsAllModulesResident {
+            result.append("--augmented-inputs \(augmentedInputs) applies to sequential and multilap (\(procedure.rawValue) augments the input batch directly)")
         }
         if evalEachEpoch == true && procedure.keepsAllModulesResident {
             result.append("--eval-each-epoch applies to sequential and multilap (got \(procedure.rawValue))")

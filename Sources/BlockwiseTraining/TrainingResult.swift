@@ -95,7 +95,7 @@ public enum TrainingError: Error, CustomStringConvertible {
             return "the \(what) of module \(module + 1) is incomplete (\(problems.prefix(5).joined(separator: "; "))"
                 + (problems.count > 5 ? "; and \(problems.count - 5) more" : "") + ")"
         case .levelRowCount(let level, let split, let rows, let samples):
-            return "level \(level) \(split) holds \(rows) rows but the run has \(samples) \(split) samples"
+            return "level \(level) \(split) holds \(rows) rows but the run needs \(samples) (one per \(split) sample, or per view with --augmented-inputs pool=N)"
         default: return nil
         }
     }

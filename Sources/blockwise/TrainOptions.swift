@@ -96,8 +96,8 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Augment the training images anew every epoch: a random crop with N pixels of zero padding and/or a random horizontal flip.",
                                valueName: "crop=N,flip|crop=N|flip|none"))
     var augment: String = "none"
-    @Option(help: ArgumentHelp("Where module k > 1 gets augmented inputs (block-wise): first (only module 1 sees augmented images) or recompute (each batch through the frozen modules 1..k-1, weights read from the store).",
-                               valueName: "first|recompute"))
+    @Option(help: ArgumentHelp("Where module k > 1 gets augmented inputs (block-wise): first (only module 1 sees augmented images), recompute (each batch through the frozen modules 1..k-1, weights read from the store) or pool=N (N augmented views of every training sample cached in each level, one drawn per epoch: N times the storage).",
+                               valueName: "first|recompute|pool=N"))
     var augmentedInputs: String?
     @Flag(help: "Evaluate each module's head on the test split after every epoch; the report adds the best epoch's accuracy (the authors' protocol, selected on test data).")
     var evalEachEpoch = false

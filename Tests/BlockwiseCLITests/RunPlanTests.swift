@@ -26,6 +26,9 @@ final class RunPlanTests: CLITestCase {
             // modules (their weights read from the store per micro-batch); the head after each epoch.
             ("augment first, eval each epoch", small + ["--augment", "crop=2,flip", "--eval-each-epoch"]),
             ("augment recompute", small + ["--augment", "crop=3,flip", "--augmented-inputs", "recompute", "--fit", "microbatch", "--budget", "3MiB"]),
+            // pool=N: N views of every training sample in each level (in memory too: its I/O is N times).
+            ("augment pool", small + ["--augment", "crop=2,flip", "--augmented-inputs", "pool=3"]),
+            ("augment pool in memory", small + ["--augment", "crop=2", "--augmented-inputs", "pool=2", "--in-memory"]),
         ]
         for (name, options) in cases {
             let plan = try run(["plan"] + options + ["--json", directory + "/plan.json"])

@@ -26,6 +26,8 @@ final class AugmentationTests: XCTestCase {
         for bad in ["crop=-1", "crop=x", "rotate", ""] { XCTAssertThrowsError(try Augmentation.parse(bad), bad) }
         XCTAssertEqual(Augmentation(crop: 99).problems(height: 28, width: 28).count, 1)
         XCTAssertThrowsError(try AugmentedInputs.parse("pool=0"))
+        XCTAssertThrowsError(try AugmentedInputs.parse("pool=65"))
+        XCTAssertEqual(try AugmentedInputs.parse("pool=3"), .pool(views: 3))
     }
 
     /// `recompute` gives module 3 exactly what modules 1 and 2, both resident, compute on the same

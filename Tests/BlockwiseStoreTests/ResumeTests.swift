@@ -106,6 +106,69 @@ final class ResumeTests: XCTestCase {
         XCTAssertNotEqual(plain.epochs.map(\.taskLoss), reference.epochs.map(\.taskLoss))
     }
 
+    /// `pool=N` (issue 15) resumes exactly too (each view of each sample has its own stream, each
+    /// epoch's choice of views its own), and its store holds N views of every training sample:
+    /// view v of level 1 is module 1 applied to that view of the image, view v of level 2 is
+    /// module 2 applied to view v of level 1; the store verifies clean.
+    func testPoolStoresNViewsOfEverySampleAndResumes() throws {
+        var c = configuration(.sequential)
+        c.augment = Augmentation(crop: 2, flip: true)
+        c.augmentedInputs = .pool(views: 3)
+        let reference = try run(NSTemporaryDirectory() + "ref-\(UUID().uuidString).sqlite", c)
+        let path = NSTemporaryDirectory() + "pool-\(UUID().uuidString).sqlite"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 4))
+        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 25))
+        let resumed = try run(path, c)
+        XCTAssertEqual(resumed.epochs.map(\.taskLoss), reference.epochs.map(\.taskLoss))
+        XCTAssertEqual(resumed.modules.map(\.testAccuracy), reference.modules.map(\.testAccuracy))
+
+        let (train, test) = try realData()
+        let store = try FeatureStore(path: path, encoding: .fp16)
+        XCTAssertTrue(try StoreVerifier.verify(store).isClean)
+        let samples = train.count, views = 3
+        for level in 1...c.model.modules {
+            XCTAssertEqual(try store.source(level: level, split: .train).count, views * samples, "level \(level) train: 3 views")
+            XCTAssertEqual(try store.source(level: level, split: .test).count, test.count, "level \(level) test: one row per sample")
+        }
+        XCTAssertEqual(try store.source(level: 0, split: .train).count, samples, "the images themselves are not pooled")
+        // Rows 2, 2 + n and 2 + 2n: three views of sample 2, by hand.
+        let rows = [2, 2 + samples, 2 + 2 * samples]
+        let ledger = MemoryLedger()
+        let modules = try (0..<2).map { k -> ResNetModule in
+            let module = try ResNetModule(configuration: c.model, index: k, ledger: ledger)
+            module.parameters.load(try XCTUnwrap(store.completedModule(k, lap: 0)).parameters)
+            try module.prepare(ExecutionPlan.streamingPhase(c, module: k, batch: rows.count))
+            return module
+        }
+        var images = [Float](repeating: 0, count: rows.count * 784)
+        var labels = [Int32](repeating: 0, count: rows.count)
+        try AugmentedViews(images: DatasetSource(train), views: views, augmentation: c.augment!, seed: c.seed)
+            .fill(indices: rows[...], into: &images, labels: &labels)
+        XCTAssertNotEqual(images[0..<784], images[784..<1568], "two views of one sample differ")
+        func stored(_ level: Int) throws -> [Float] {
+            let size = c.model.moduleOutputShape(level - 1).reduce(1, *)
+            var values = [Float](repeating: 0, count: rows.count * size)
+            var storedLabels = [Int32](repeating: 0, count: rows.count)
+            try store.source(level: level, split: .train).fill(indices: rows[...], into: &values, labels: &storedLabels)
+            XCTAssertEqual(storedLabels, labels)
+            return values
+        }
+        // Module 2's input is level 1 as stored (fp16), as in the run.
+        let level1 = try stored(1), level2 = try stored(2)
+        let expected = withExtendedLifetime(modules) { () -> ([Float], [Float]) in
+            images.withUnsafeBufferPointer { modules[0].forward($0.baseAddress!, batch: rows.count, training: false) }
+            let first = Array(UnsafeBufferPointer(start: modules[0].output, count: rows.count * modules[0].outputCount))
+            level1.withUnsafeBufferPointer { modules[1].forward($0.baseAddress!, batch: rows.count, training: false) }
+            return (first, Array(UnsafeBufferPointer(start: modules[1].output, count: rows.count * modules[1].outputCount)))
+        }
+        for (name, got, want) in [("level 1", level1, expected.0), ("level 2", level2, expected.1)] {
+            XCTAssertEqual(got.count, want.count)
+            let worst = zip(got, want).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+            XCTAssertLessThan(worst, 1e-3, "\(name): the stored views are the modules' outputs of those views (fp16)")
+        }
+    }
+
     /// Checkpoints are keyed by lap (format 2): lap 1's parameters of a module survive lap 2
     /// (format 1 overwrote them), and `cache verify` checks every lap's.
     func testMultilapKeepsEveryLapsParameters() throws {
