@@ -239,19 +239,15 @@ public final class MemoryLedger {
         if timeline.count > timelineCapacity { compactTimeline() }
     }
 
-    /// Halves the timeline, keeping markers, the first and last events and every local maximum.
+    /// Halves the timeline: each pair of allocation events is represented by its higher one
+    /// (so the peak and the curve's envelope survive), and every marker and the last event are kept.
+    /// It always halves, so recording stays O(1) per event however the allocations alternate (an
+    /// earlier version kept every local maximum too, which a saw-tooth of per-batch allocations
+    /// made nearly all events, so it compacted on almost every event: 60% of a recompute run).
     private func compactTimeline() {
-        var kept: [LedgerEvent] = []
-        kept.reserveCapacity(timeline.count / 2 + 16)
-        for (index, event) in timeline.enumerated() {
-            let isMarker = event.isMarker
-            let isLocalMax = index > 0 && index + 1 < timeline.count
-                && event.total >= timeline[index - 1].total && event.total >= timeline[index + 1].total
-            if index % 2 == 0 || isMarker || isLocalMax || index == timeline.count - 1 {
-                kept.append(event)
-            }
-        }
-        timeline = kept
+        let last = timeline.last
+        timeline = MemoryLedger.downsample(timeline, to: (timeline.count + 1) / 2)
+        if let last, timeline.last?.sequence != last.sequence { timeline.append(last) }
     }
 }
 

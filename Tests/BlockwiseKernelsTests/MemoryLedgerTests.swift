@@ -91,4 +91,25 @@ final class MemoryLedgerTests: XCTestCase {
         XCTAssertEqual(formatBytes(262_144), "256 KiB")
         XCTAssertEqual(formatBytes(1_572_864), "1.50 MiB")
     }
+
+    /// A saw-tooth of allocations (each batch allocating and freeing buffers, as the frozen chain of
+    /// `--augmented-inputs recompute` does) is halved when the timeline is full: the earlier
+    /// compaction kept every local maximum, nearly every event of a saw-tooth, and so compacted on
+    /// almost every event. The highest point and the last event survive.
+    func testTimelineCompactionHalvesASawTooth() throws {
+        let ledger = MemoryLedger()
+        ledger.timelineCapacity = 1000
+        try ledger.reserve(5000, category: .parameters, tag: "high")
+        ledger.release(5000, category: .parameters, tag: "high")
+        for i in 0..<499 {
+            try ledger.reserve(100 + i % 7, category: .workspace, tag: "t")
+            ledger.release(100 + i % 7, category: .workspace, tag: "t")
+        }
+        XCTAssertEqual(ledger.timeline.count, 1000, "full, not yet compacted")
+        try ledger.reserve(100, category: .workspace, tag: "t")  // event 1001: one compaction
+        XCTAssertLessThanOrEqual(ledger.timeline.count, 502, "one compaction halves it")
+        XCTAssertGreaterThanOrEqual(ledger.timeline.count, 500)
+        XCTAssertEqual(ledger.timeline.map(\.total).max(), 5000, "the peak survives")
+        XCTAssertEqual(ledger.timeline.last?.sequence, ledger.eventCount, "the last event survives")
+    }
 }
