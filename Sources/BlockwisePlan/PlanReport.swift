@@ -19,6 +19,9 @@ public struct PlanReport: Codable, Sendable {
         /// One sample's forward pass through the trained module in eval mode, on the device: the
         /// module's inference latency (what published device benchmarks measure; docs/DEVICE-MODEL.md).
         public var inference: DeviceCost?
+        /// The training and streaming phases' arenas as lifetimes and a best-fit placement would
+        /// pack them (issue 19), beside today's slots.
+        public var arenas: [ArenaSummary] = []
     }
     public struct Level: Codable, Sendable {
         public var level: Int
@@ -75,6 +78,9 @@ public struct PlanReport: Codable, Sendable {
         resolved.microBatches = [:]
         for module in modules { resolved.microBatches[module.number - 1] = module.microBatch }
         execution = ExecutionPlan(resolved)
+        for (i, phases) in execution.modules.enumerated() where i < self.modules.count {
+            self.modules[i].arenas = [phases.training, phases.streaming].compactMap { ArenaSummary($0, configuration: model) }
+        }
         if case .store(let encoding, _) = residence { rowBufferFloats = RunPlanner.rowBufferFloats(resolved, encoding: encoding) }
         let shapes = [model.moduleInputShape(0)] + (0..<model.modules).map { model.moduleOutputShape($0) }
         levels = shapes.enumerated().map { level, shape in

@@ -241,9 +241,13 @@ final class BasicBlock {
     func unbind() { unit1.unbind(); unit2.unbind() }
     func attach(input x: UnsafePointer<Float>) { unit1.attach(input: x); unit2.attach(input: UnsafePointer(unit1.output)) }
 
-    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, momentum: Float) {
+    /// - operation: called as each of its operations starts (unit1, unit2, add; ``PhaseLifetimes``).
+    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, momentum: Float, operation: () -> Void = {}) {
+        operation()
         unit1.forward(x, batch: batch, training: training, momentum: momentum)
+        operation()
         lastKineticEnergy = unit2.forward(unit1.output, batch: batch, training: training, momentum: momentum, measureSquares: true)
+        operation()
         let y = output  // holds r now
         let count = batch * outputCount
         if let shortcut {
@@ -287,12 +291,15 @@ final class BasicBlock {
     /// - transportWeight: w in `w * mean(r^2)`; its gradient enters the residual branch only.
     /// - scratch: one buffer of at least N x (block output) floats.
     /// The dOutput buffer is reused for the hidden gradient once the skip path has consumed it.
+    /// - operation: called as each of its operations after the first starts (skip, unit2, unit1;
+    ///   the caller starts `residual`, before it zeroes dInput).
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, transportWeight: Float,
-                  scratch: UnsafeMutablePointer<Float>, batch: Int) {
+                  scratch: UnsafeMutablePointer<Float>, batch: Int, operation: () -> Void = {}) {
         let count = batch * outputCount
         let dResidual = scratch
         unit2.residualGradients(dOutput: dOutput, reluOutput: output, dResidual: dResidual,
                                 transportWeight: transportWeight, batch: batch)
+        operation()
         if let dInput {
             if let shortcut {
                 shortcutBackward(dInput: dInput, dOutput: dOutput, batch: batch, geometry: shortcut)
@@ -301,9 +308,11 @@ final class BasicBlock {
             }
             KernelCounters.work += skipWork(batch: batch, forward: false)
         }
+        operation()
         let dHidden = dOutput
         dHidden.update(repeating: 0, count: count)
         unit2.backward(dOutput: dResidual, dInput: dHidden, batch: batch)
+        operation()
         unit1.backward(dOutput: dHidden, dInput: dInput, batch: batch)
     }
 }

@@ -308,16 +308,33 @@ public final class ResNetModule {
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) {
         precondition(batch <= batchCapacity, "batch \(batch) exceeds the prepared batch \(batchCapacity)")
         let momentum = batchNormMomentum
+        operationIndex = 0
         var current = input
         for unit in encoder {
+            beginOperation()
             unit.forward(current, batch: batch, training: training, momentum: momentum)
             current = UnsafePointer(unit.output)
         }
         for block in blocks {
-            block.forward(current, batch: batch, training: training, momentum: momentum)
+            block.forward(current, batch: batch, training: training, momentum: momentum, operation: beginOperation)
             current = UnsafePointer(block.output)
         }
-        head?.forward(current, batch: batch, training: training, momentum: momentum)
+        if let head {
+            beginOperation()
+            head.forward(current, batch: batch, training: training, momentum: momentum)
+        }
+    }
+
+    /// The prepared phase's slot `tag` (nil if the phase has none), for checks of what it holds.
+    public func arenaSlot(_ tag: String) -> Tensor? { arena?.contains(tag) == true ? arena![tag] : nil }
+
+    /// Called with each operation's index in ``PhaseLifetimes/operations`` as it starts, for
+    /// checking the lifetimes against what the layers do (nil: not called).
+    public var operationObserver: ((Int) -> Void)?
+    private var operationIndex = 0
+    private func beginOperation() {
+        operationObserver?(operationIndex)
+        operationIndex += 1
     }
 
     /// The work (FLOPs and bytes by operation class) one ``forward(_:batch:training:)`` of module `index` counts.
@@ -375,6 +392,7 @@ public final class ResNetModule {
     public func headLossAndBackward(labels: UnsafePointer<Int32>, batch: Int, labelSmoothing: Float,
                                     scale: Float = 1) -> CrossEntropyResult {
         let head = self.head!
+        beginOperation()
         let dLogits = head.logitsGradient
         dLogits.update(repeating: 0, count: batch * configuration.classes)
         let result = softmaxCrossEntropy(logits: head.logits, labels: labels, batch: batch,
@@ -402,6 +420,7 @@ public final class ResNetModule {
             return buffer
         }
         for (j, block) in blocks.enumerated().reversed() {
+            beginOperation()  // the block's `residual` (its input gradient is zeroed in it)
             let target: UnsafeMutablePointer<Float>?
             if j == 0 && encoder.isEmpty {
                 target = dInput
@@ -409,10 +428,11 @@ public final class ResNetModule {
                 target = nextBuffer(count: batch * block.inputShape.reduce(1, *))
             }
             block.backward(dOutput: current, dInput: target, transportWeight: transportWeight,
-                           scratch: scratch, batch: batch)
+                           scratch: scratch, batch: batch, operation: beginOperation)
             if let target { current = target }
         }
         for (i, unit) in encoder.enumerated().reversed() {
+            beginOperation()
             let target: UnsafeMutablePointer<Float>? = i == 0 ? nil : nextBuffer(count: batch * unit.geometry.inputChannels * unit.geometry.inputPixels)
             unit.backward(dOutput: current, dInput: target, batch: batch)
             if let target { current = target }

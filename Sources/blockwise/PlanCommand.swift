@@ -2,6 +2,7 @@ import ArgumentParser
 import BlockwiseData
 import BlockwiseDevice
 import BlockwisePlan
+import BlockwiseReports
 import BlockwiseKernels
 import BlockwiseStore
 import BlockwiseTraining
@@ -38,6 +39,11 @@ struct Plan: ParsableCommand {
     var inMemory = false
     @Option(help: "Also write the plan as JSON to this file.")
     var json: String?
+    @Option(help: ArgumentHelp("Also draw a module's training-phase arena as SVG to this file: one rectangle per tensor, operations on x, bytes on y (issue 19).",
+                               valueName: "file.svg"))
+    var arenaSvg: String?
+    @Option(help: "The module --arena-svg draws (1 = the first; default: the one whose packed arena is largest).")
+    var arenaModule: Int?
     @Option(help: "Also write the printed table as CSV to this file (exact bytes, seconds and joules; one row per module, or per profile with several).")
     var csv: String?
 
@@ -232,6 +238,8 @@ struct Plan: ParsableCommand {
         for level in report.levels {
             print("  level \(level.level) \(level.shape.map(String.init).joined(separator: "x")): fp32 \(formatBytes(level.bytes["fp32"]!)), fp16/bf16 \(formatBytes(level.bytes["fp16"]!))")
         }
+        print(Plan.arenaText(report))
+        if let arenaSvg { try writeArenaSVG(report, configuration: configuration, to: arenaSvg) }
         let microBatched = report.modules.contains { $0.microBatch != nil }
         let hopeless = report.modules.contains { !$0.fits && $0.largestBatch == nil }
         print("peak \(formatBytes(report.peakBytes)): " + (budget == nil ? "no budget" : (report.fits
@@ -266,6 +274,44 @@ struct Plan: ParsableCommand {
         try writeCSV(report.table())
         // A plan that does not fit exits 3, as train would: a script can gate on it.
         if budget != nil && !report.fits { throw ExitCode(3) }
+    }
+}
+
+extension Plan {
+    /// `--arena-svg`: the training phase of `--arena-module` (or of the largest packed arena).
+    func writeArenaSVG(_ report: PlanReport, configuration: TrainingConfiguration, to path: String) throws {
+        let count = report.execution.modules.count
+        guard count > 0 else { throw ValidationError("--arena-svg draws a block-wise module's arena (sequential or multilap)") }
+        if let arenaModule, !(1...count).contains(arenaModule) {
+            throw ValidationError("--arena-module must be 1...\(count) (got \(arenaModule))")
+        }
+        let k = arenaModule.map { $0 - 1 } ?? report.modules.indices.max {
+            (report.modules[$0].arenas.first?.packedBytes ?? 0) < (report.modules[$1].arenas.first?.packedBytes ?? 0)
+        }!
+        let phase = report.execution.modules[k].training
+        guard let lifetimes = phase.lifetimes(configuration: configuration.model) else { return }
+        let placement = ArenaPlacement(lifetimes)
+        let slots = phase.breakdown.total - lifetimes.resident
+        let svg = ArenaChart.svg(title: "Module \(k + 1) training arena, batch \(phase.options.batch): \(configuration.model.summary)",
+                                 lifetimes: lifetimes, placement: placement, slotArenaBytes: slots)
+        try svg.write(toFile: path, atomically: true, encoding: .utf8)
+        print("wrote \(path)")
+    }
+
+    /// Each module phase's arena: today's slots, the packed arena, the liveness lower bound and
+    /// the tensors live at the peak (issue 19).
+    static func arenaText(_ report: PlanReport) -> String {
+        var lines = ["arena by tensor lifetimes (issue 19; train still allocates every slot for the whole phase):",
+                     "  module  phase      slots       packed      lower bound  packed/bound  peak at: largest live tensors"]
+        for module in report.modules {
+            for arena in module.arenas {
+                let live = arena.largestAtPeak.prefix(3).map { "\($0.tag) \(formatBytes($0.bytes))" }.joined(separator: ", ")
+                lines.append("  " + pad("\(module.number)", 8) + pad(arena.phase.rawValue, 11) + pad(formatBytes(arena.slotBytes), 12)
+                             + pad(formatBytes(arena.packedBytes), 12) + pad(formatBytes(arena.lowerBound), 13)
+                             + pad(String(format: "%.3f", arena.ratio), 14) + arena.peakOperation + ": " + live)
+            }
+        }
+        return lines.joined(separator: "\n")
     }
 }
 

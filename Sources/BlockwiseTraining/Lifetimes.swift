@@ -1,0 +1,192 @@
+import BlockwiseKernels
+
+/// One tensor of a phase as a rectangle of lifetime x bytes (issue 19): it must hold its values
+/// from the start of operation `first` to the end of operation `last` (indices into
+/// ``PhaseLifetimes/operations``), and may share memory with any tensor whose interval does not
+/// meet its own.
+public struct TensorLifetime: Codable, Sendable, Equatable {
+    public var tag: String
+    public var category: MemoryCategory
+    public var bytes: Int
+    public var first: Int
+    public var last: Int
+
+    public init(_ tag: String, _ category: MemoryCategory, bytes: Int, first: Int, last: Int) {
+        precondition(first <= last, "\(tag): lifetime \(first)...\(last)")
+        self.tag = tag; self.category = category; self.bytes = bytes; self.first = first; self.last = last
+    }
+
+    public func isLive(at operation: Int) -> Bool { first <= operation && operation <= last }
+    public func meets(_ other: TensorLifetime) -> Bool { first <= other.last && other.first <= last }
+}
+
+/// The operations of one module phase in execution order, and the lifetime of every tensor of its
+/// arena (saved activations and workspace; the parameters, their gradients and momentum and the
+/// input batch live for the whole phase and are `resident`).
+///
+/// The shared gradient buffers of today's arena (`grad.a`/`grad.b`, sized for the largest layer,
+/// and `grad.scratch0`) appear here as what they hold, each at its exact size: `grad.in.<layer>`
+/// (a layer's input gradient, from its backward to the end of its producer's), `<block>.dResidual`
+/// (the residual branch's gradient) and, in training, `<head>.conv`.
+///
+/// The liveness lower bound is the largest sum of bytes live at one operation: no placement of
+/// these tensors, in any arena, needs less (``lowerBound``).
+public struct PhaseLifetimes: Codable, Sendable, Equatable {
+    public var operations: [String]
+    public var tensors: [TensorLifetime]
+    /// Bytes outside the arena, live for the whole phase (parameters, gradients, momentum, I/O).
+    public var resident: Int
+
+    /// Arena bytes live during each operation.
+    public var liveBytes: [Int] {
+        var live = [Int](repeating: 0, count: operations.count)
+        for tensor in tensors { for op in tensor.first...tensor.last { live[op] += tensor.bytes } }
+        return live
+    }
+
+    /// The operation at which the most arena bytes are live (the first such), and those bytes.
+    public var peakOperation: (index: Int, bytes: Int) {
+        let live = liveBytes
+        let bytes = live.max() ?? 0
+        return (live.firstIndex(of: bytes) ?? 0, bytes)
+    }
+
+    /// The smallest peak any arena can give the phase: resident bytes plus the most arena bytes
+    /// live at one operation.
+    public var lowerBound: Int { resident + peakOperation.bytes }
+
+    /// The tensors live at operation `op`, largest first.
+    public func live(at op: Int) -> [TensorLifetime] {
+        tensors.filter { $0.isLive(at: op) }.sorted { $0.bytes != $1.bytes ? $0.bytes > $1.bytes : $0.tag < $1.tag }
+    }
+}
+
+extension ModulePhase {
+    /// The phase's operations and tensor lifetimes (training and streaming phases; nil for the
+    /// resident procedures' phases, whose outputs and gradients cross modules).
+    ///
+    /// Operations, training: each encoder unit's forward, each block's `unit1`, `unit2` and `add`
+    /// (shortcut and ReLU), the head's forward, `head.backward` (the loss and the head), then per
+    /// block in reverse `residual` (the output ReLU's and the transport term's gradients), `skip`
+    /// (the input gradient through the skip path), `unit2` and `unit1`, and each encoder unit in
+    /// reverse. Streaming: the forward operations only; the output and logits are read after
+    /// the last one.
+    public func lifetimes(configuration: ModelConfiguration) -> PhaseLifetimes? {
+        guard kind != .resident else { return nil }
+        let (encoder, blocks, head) = ResNetModule.layers(configuration, index: module, hasHead: hasHead)
+        let n = options.batch, training = options.training
+        var operations: [String] = []
+        func op(_ name: String) -> Int { operations.append(name); return operations.count - 1 }
+        // Forward.
+        let encoderForward = encoder.map { op($0.prefix + ".forward") }
+        let blockForward = blocks.map { (unit1: op($0.unit1.prefix + ".forward"), unit2: op($0.unit2.prefix + ".forward"),
+                                          add: op($0.prefix + ".add")) }
+        let headForward = head.map { op($0.prefix + ".forward") }
+        // Backward (training).
+        var headBackward: Int? = nil
+        var blockBackward: [(residual: Int, skip: Int, unit2: Int, unit1: Int)] = Array(repeating: (0, 0, 0, 0), count: blocks.count)
+        var encoderBackward = [Int](repeating: 0, count: encoder.count)
+        if training {
+            headBackward = head.map { op($0.prefix + ".backward") }
+            for j in blocks.indices.reversed() {
+                let b = blocks[j]
+                blockBackward[j] = (op(b.prefix + ".residual.backward"), op(b.prefix + ".skip.backward"),
+                                    op(b.unit2.prefix + ".backward"), op(b.unit1.prefix + ".backward"))
+            }
+            for i in encoder.indices.reversed() { encoderBackward[i] = op(encoder[i].prefix + ".backward") }
+        }
+        let end = operations.count - 1
+        var interval: [String: (Int, Int)] = [:]
+        // A layer's output is read by the next layer's forward (and, in training, by its backward,
+        // for the weight gradient, and by its own backward's mask); the last output by the head,
+        // and after a streaming forward by the caller.
+        let layerCount = encoder.count + blocks.count
+        func forwardOf(layer l: Int) -> Int { l < encoder.count ? encoderForward[l] : blockForward[l - encoder.count].unit1 }
+        func backwardEnd(layer l: Int) -> Int { l < encoder.count ? encoderBackward[l] : blockBackward[l - encoder.count].unit1 }
+        func outputReaders(layer l: Int, written: Int) -> Int {
+            if training { return l < encoder.count ? encoderBackward[l] : blockBackward[l - encoder.count].residual }
+            if l + 1 < layerCount {
+                let next = l + 1 - encoder.count
+                // A block's `add` reads its input for the skip path.
+                return next >= 0 ? blockForward[next].add : forwardOf(layer: l + 1)
+            }
+            return end
+        }
+        for (i, unit) in encoder.enumerated() {
+            let f = encoderForward[i], b = training ? encoderBackward[i] : f
+            for tag in [unit.prefix + ".conv", unit.prefix + ".bn.mean", unit.prefix + ".bn.inverseStd"] { interval[tag] = (f, b) }
+            interval[unit.outputTag] = (f, outputReaders(layer: i, written: f))
+        }
+        for (j, block) in blocks.enumerated() {
+            let f = blockForward[j], b = blockBackward[j]
+            for unit in [block.unit1, block.unit2] {
+                let forward = unit === block.unit1 ? f.unit1 : f.unit2
+                let backward = training ? (unit === block.unit1 ? b.unit1 : b.unit2) : forward
+                for tag in [unit.prefix + ".conv", unit.prefix + ".bn.mean", unit.prefix + ".bn.inverseStd"] {
+                    interval[tag] = (forward, backward)
+                }
+            }
+            // unit1's output is unit2's input (its weight gradient) and unit1's own mask.
+            interval[block.unit1.outputTag] = (f.unit1, training ? b.unit1 : f.unit2)
+            // unit2 writes r into the block's output, which the add turns into y.
+            interval[block.outputTag] = (f.unit2, outputReaders(layer: encoder.count + j, written: f.unit2))
+        }
+        if let head, let hf = headForward {
+            let hb = headBackward ?? hf
+            // The logits are read after a forward (the accuracy) and by the loss.
+            for tag in [head.prefix + ".bn", head.prefix + ".bn.mean", head.prefix + ".bn.inverseStd", head.prefix + ".pool"] {
+                interval[tag] = (hf, hb)
+            }
+            interval[head.logitsTag] = (hf, training ? hb : end)
+            interval[head.prefix + ".conv"] = (hf, hb)
+            for tag in [head.prefix + ".grad.logits", head.prefix + ".grad.pool", head.prefix + ".grad.bn"] where training {
+                interval[tag] = (hb, hb)
+            }
+        }
+        // Every convolution uses the im2col workspace.
+        interval["workspace.im2col"] = (0, end)
+
+        var tensors: [TensorLifetime] = []
+        var resident = 0
+        for slot in arenaSlots {
+            if slot.category == .ioBuffers { resident += slot.bytes; continue }
+            if ["grad.a", "grad.b", "grad.scratch0", "grad.output"].contains(slot.tag) { continue }
+            guard let (first, last) = interval[slot.tag] else { preconditionFailure("no lifetime for slot \(slot.tag)") }
+            tensors.append(TensorLifetime(slot.tag, slot.category, bytes: slot.bytes, first: first, last: last))
+        }
+        resident += parameterSlots.reduce(0) { $0 + $1.bytes }
+        if training {
+            // What today's shared gradient buffers hold, each at its size.
+            func bytes(_ values: Int) -> Int { n * values * MemoryLayout<Float>.stride }
+            if let head, let hb = headBackward, let hf = headForward {
+                if head.kind == .oneCNN {
+                    tensors.append(TensorLifetime(head.prefix + ".conv", .workspace, bytes: bytes(head.inputShape.reduce(1, *)), first: hf, last: hb))
+                }
+                // The module's output gradient: the head writes it; the last layer reads it, and a
+                // block reuses it for its hidden gradient until its unit1.
+                let lastLayer = layerCount - 1
+                tensors.append(TensorLifetime("grad.output", .workspace, bytes: bytes(outputShapeValues(configuration)),
+                                              first: hb, last: backwardEnd(layer: lastLayer)))
+            }
+            for (j, block) in blocks.enumerated() {
+                let b = blockBackward[j]
+                tensors.append(TensorLifetime(block.prefix + ".dResidual", .workspace, bytes: bytes(block.outputCount), first: b.residual, last: b.unit2))
+            }
+            // Layer l's input gradient: zeroed as its backward starts, read by layer l - 1's
+            // backward (a block reuses it for its hidden gradient). The first layer's is the
+            // module's dInput (given by the caller, or not computed).
+            for l in 1..<max(layerCount, 1) {
+                let start = l < encoder.count ? encoderBackward[l] : blockBackward[l - encoder.count].residual
+                let values = l < encoder.count ? encoder[l].geometry.inputChannels * encoder[l].geometry.inputPixels
+                                               : blocks[l - encoder.count].inputShape.reduce(1, *)
+                let name = l < encoder.count ? encoder[l].prefix : blocks[l - encoder.count].prefix
+                tensors.append(TensorLifetime("grad.in." + name, .workspace, bytes: bytes(values), first: start, last: backwardEnd(layer: l - 1)))
+            }
+        }
+        return PhaseLifetimes(operations: operations, tensors: tensors, resident: resident)
+    }
+
+    private func outputShapeValues(_ configuration: ModelConfiguration) -> Int {
+        configuration.moduleOutputShape(module).reduce(1, *)
+    }
+}
