@@ -31,9 +31,27 @@ public final class Tensor {
         self.ledger = ledger
         self.data = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
         self.data.initialize(repeating: 0, count: max(count, 1))
+        owner = nil
+    }
+
+    /// A view's owner (the block holding its memory), nil for a tensor that owns its memory.
+    private let owner: AnyObject?
+
+    /// A view of `count` floats at `data` inside memory that `owner` holds and counts (a packed
+    /// arena's tensor): it reserves nothing and frees nothing; it keeps `owner` alive.
+    public init(viewOf data: UnsafeMutablePointer<Float>, shape: [Int], category: MemoryCategory, tag: String,
+                ledger: MemoryLedger, owner: AnyObject) {
+        self.shape = shape
+        count = shape.reduce(1, *)
+        self.category = category
+        self.tag = tag
+        self.ledger = ledger
+        self.data = data
+        self.owner = owner
     }
 
     deinit {
+        guard owner == nil else { return }
         data.deallocate()
         ledger.release(count * MemoryLayout<Float>.stride, category: category, tag: tag)
     }

@@ -410,7 +410,7 @@ final class Head {
                       dLinearWeight: context.gradient(prefix + ".linear.weight"), dLinearBias: context.gradient(prefix + ".linear.bias"),
                       dLogits: training ? context.slot(prefix + ".grad.logits") : nil,
                       dPool: training ? context.slot(prefix + ".grad.pool") : nil,
-                      conv: cnnSlot(training ? "grad.scratch0" : prefix + ".conv"), bn: cnnSlot(prefix + ".bn"),
+                      conv: cnnSlot(prefix + ".conv"), bn: cnnSlot(prefix + ".bn"),
                       bnMean: cnnSlot(prefix + ".bn.mean"), bnInverseStd: cnnSlot(prefix + ".bn.inverseStd"),
                       convWeight: cnnValue(".conv.weight"), convBias: cnnValue(".conv.bias"), gamma: cnnValue(".bn.weight"),
                       beta: cnnValue(".bn.bias"), runningMean: cnnValue(".bn.runningMean"), runningVariance: cnnValue(".bn.runningVariance"),

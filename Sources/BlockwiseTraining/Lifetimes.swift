@@ -73,6 +73,12 @@ extension ModulePhase {
     /// the last one.
     public func lifetimes(configuration: ModelConfiguration) -> PhaseLifetimes? {
         guard kind != .resident else { return nil }
+        if placement != nil {
+            // A packed phase's slots are the arena: its tensors are the slot-per-tensor phase's.
+            var unpacked = options
+            unpacked.packedArena = nil
+            return ModulePhase(kind, configuration: configuration, module: module, hasHead: hasHead, unpacked).lifetimes(configuration: configuration)
+        }
         let (encoder, blocks, head) = ResNetModule.layers(configuration, index: module, hasHead: hasHead)
         let n = options.batch, training = options.training
         var operations: [String] = []

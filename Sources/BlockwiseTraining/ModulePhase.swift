@@ -29,6 +29,18 @@ public struct ModulePhase: Codable, Sendable, Equatable {
     public var parameterSlotCount: Int
     /// Engine and images per oneDNN call of every convolution at `options.batch`.
     public var convolutions: [ConvolutionChoice]
+    /// What the layers' per-use tensors are in a slot-per-tensor arena: `grad.in.<layer>` in
+    /// `grad.a`/`grad.b` (alternating from the last layer), `<block>.dResidual` and, in training,
+    /// the head's conv output in `grad.scratch0` (``PhaseLifetimes``). Empty for a packed arena.
+    public var aliases: [String: String] = [:]
+    /// `--arena packed`: every tensor's byte offset and float count in the one arena (its two slots
+    /// ``packedArenaTags(module:)``); nil for a slot per tensor.
+    public var placement: [String: PlacedSlot]?
+
+    public struct PlacedSlot: Codable, Sendable, Equatable {
+        public var offset: Int
+        public var count: Int
+    }
 
     public init(_ kind: Kind = .training, configuration: ModelConfiguration, module k: Int, hasHead: Bool = true,
                 _ options: ModuleMemoryOptions) {
@@ -40,6 +52,42 @@ public struct ModulePhase: Codable, Sendable, Equatable {
         slots = ResNetModule.memoryPlan(configuration: configuration, index: k, hasHead: hasHead, options)
         parameterSlotCount = slots.count - ResNetModule.arenaSlotCount(configuration: configuration, index: k, hasHead: hasHead, options)
         convolutions = ResNetModule.convolutionPlan(configuration: configuration, index: k, hasHead: hasHead, options)
+        guard options.packedArena == true, kind != .resident, let lifetimes = lifetimes(configuration: configuration) else {
+            aliases = ModulePhase.sharedSlotAliases(configuration: configuration, module: k, hasHead: hasHead, options)
+            return
+        }
+        // One arena: its bytes counted as what it holds at its peak operation (the saved
+        // activations live then) and the rest (workspace, gradients, any gap the placement left).
+        let placed = ArenaPlacement(lifetimes)
+        let saved = lifetimes.live(at: lifetimes.peakOperation.index).filter { $0.category == .savedActivations }.reduce(0) { $0 + $1.bytes }
+        let io = arenaSlots.filter { $0.category == .ioBuffers }
+        let parts = ModulePhase.packedArenaTags(module: k)
+        slots = parameterSlots + io + [SlotSpec(parts.saved, .savedActivations, [saved / 4]),
+                                       SlotSpec(parts.workspace, .workspace, [(placed.size - saved) / 4])]
+        placement = Dictionary(uniqueKeysWithValues: placed.placed.map { ($0.tensor.tag, PlacedSlot(offset: $0.offset, count: $0.tensor.bytes / 4)) })
+    }
+
+    /// The two slots of module k's packed arena (named per module: a frozen module's arena can be
+    /// live beside the trained one's).
+    public static func packedArenaTags(module k: Int) -> (saved: String, workspace: String) {
+        ("m\(k).arena.savedActivations", "m\(k).arena.workspace")
+    }
+
+    /// See ``aliases``: the backward's layer order is the runtime's (blocks last to first, then
+    /// the encoder), and the first layer's input gradient is the caller's.
+    static func sharedSlotAliases(configuration: ModelConfiguration, module k: Int, hasHead: Bool, _ options: ModuleMemoryOptions) -> [String: String] {
+        guard options.training else { return [:] }
+        let (encoder, blocks, head) = ResNetModule.layers(configuration, index: k, hasHead: hasHead)
+        var aliases: [String: String] = [:]
+        let names = encoder.map(\.prefix) + blocks.map(\.prefix)
+        var turn = 0
+        for l in stride(from: names.count - 1, through: 1, by: -1) {
+            aliases["grad.in." + names[l]] = turn == 0 ? "grad.a" : "grad.b"
+            turn ^= 1
+        }
+        for block in blocks { aliases[block.prefix + ".dResidual"] = "grad.scratch0" }
+        if let head, head.kind == .oneCNN { aliases[head.prefix + ".conv"] = "grad.scratch0" }
+        return aliases
     }
 
     /// The slots the module's arena allocates (after the parameter store's).
@@ -98,20 +146,23 @@ public struct ExecutionPlan: Codable, Sendable, Equatable {
     /// Module k's training phase at a (micro-)batch of `batch` (sequential, multilap).
     public static func trainingPhase(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> ModulePhase {
         ModulePhase(.training, configuration: configuration.model, module: k,
-                    ModuleMemoryOptions(batch: batch, training: true, workspaceBound: configuration.workspaceBound))
+                    ModuleMemoryOptions(batch: batch, training: true, workspaceBound: configuration.workspaceBound,
+                                        packedArena: configuration.packedArena))
     }
 
     /// Module k streaming its outputs, at the batch it trained with, so it fits wherever training did.
     public static func streamingPhase(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> ModulePhase {
         ModulePhase(.streaming, configuration: configuration.model, module: k,
-                    ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound))
+                    ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound,
+                                        packedArena: configuration.packedArena))
     }
 
     /// A frozen module computing a later module's augmented inputs (`--augmented-inputs
     /// recompute`): evaluation mode, its input in the chain's buffers.
     public static func frozenPhase(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> ModulePhase {
         ModulePhase(.streaming, configuration: configuration.model, module: k,
-                    ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound, ownsInputBuffer: false))
+                    ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound, ownsInputBuffer: false,
+                                        packedArena: configuration.packedArena))
     }
 
     /// The two activation buffers of `--augmented-inputs recompute` for module k (k >= 1): the

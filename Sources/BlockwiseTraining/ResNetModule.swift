@@ -13,11 +13,15 @@ public struct ModuleMemoryOptions: Equatable, Sendable, Codable {
     public var ownsInputBuffer: Bool
     /// Whether backward must produce the gradient of the module's input (e2e only).
     public var needsInputGradient: Bool
+    /// `--arena packed` (issue 19): the saved activations and workspace share one arena, each
+    /// tensor at the offset a lifetime placement gave it (nil or false: a slot per tensor).
+    public var packedArena: Bool?
 
     public init(batch: Int, training: Bool, workspaceBound: Int? = nil, ownsInputBuffer: Bool = true,
-                needsInputGradient: Bool = false) {
+                needsInputGradient: Bool = false, packedArena: Bool? = nil) {
         self.batch = batch; self.training = training; self.workspaceBound = workspaceBound
         self.ownsInputBuffer = ownsInputBuffer; self.needsInputGradient = needsInputGradient
+        self.packedArena = packedArena == true ? true : nil
     }
 }
 
@@ -68,10 +72,13 @@ public final class ResNetModule {
     var arena: Arena?
     /// The module's own buffers in the prepared phase, resolved once by ``prepare(_:)``.
     private struct Bound {
-        let input, labels, outputGradient, scratch: UnsafeMutablePointer<Float>?
+        let input, labels, outputGradient: UnsafeMutablePointer<Float>?
         let output: UnsafeMutablePointer<Float>
-        /// The two buffers backward passes gradients through (empty when the plan has none).
-        let pingPong: [UnsafeMutablePointer<Float>]
+        /// Each layer's input gradient (`grad.in.<layer>`; layers counted encoder first, nil for the
+        /// first layer, whose is the caller's dInput), and each block's residual gradient (empty
+        /// when the phase does not train).
+        let inputGradients: [UnsafeMutablePointer<Float>?]
+        let residualGradients: [UnsafeMutablePointer<Float>]
     }
     private var bound: Bound?
     /// Momentum of the batch-norm running statistics in training-mode forward passes.
@@ -234,7 +241,7 @@ public final class ResNetModule {
         let hadTrainingState = parameters.trainable.first?.gradient != nil
         if options.training { try parameters.allocateTrainingState() } else { parameters.releaseTrainingState() }
         do {
-            arena = try Arena(phase.arenaSlots, ledger: ledger)
+            arena = try Arena(phase: phase, ledger: ledger)
         } catch {
             if !hadTrainingState { parameters.releaseTrainingState() }
             throw error
@@ -249,11 +256,12 @@ public final class ResNetModule {
         for block in blocks { block.bind(context) }
         head?.bind(context)
         let owns = options.ownsInputBuffer, training = options.training
+        let layerNames = encoder.map(\.prefix) + blocks.map(\.prefix)
         bound = Bound(input: owns ? context.slot("input") : nil, labels: owns ? context.slot("labels") : nil,
                       outputGradient: training ? context.slot("grad.output") : nil,
-                      scratch: training ? context.slot("grad.scratch0") : nil,
                       output: blocks.last!.output,
-                      pingPong: training && ResNetModule.hasPingPong(encoder, blocks) ? [context.slot("grad.a"), context.slot("grad.b")] : [])
+                      inputGradients: training ? layerNames.indices.map { $0 == 0 ? nil : context.slot("grad.in." + layerNames[$0]) } : [],
+                      residualGradients: training ? blocks.map { context.slot($0.prefix + ".dResidual") } : [])
     }
 
     /// Frees the arena and the training state (the parameters stay).
@@ -408,32 +416,24 @@ public final class ResNetModule {
     /// Accumulates parameter gradients; adds the input's gradient into `dInput` when given.
     public func backward(batch: Int, transportWeight: Float, dInput: UnsafeMutablePointer<Float>?) {
         let bound = self.bound!
-        let scratch = bound.scratch!
         var current = bound.outputGradient!
-        // The two gradient buffers exist when the plan gave them (more than one layer to pass through).
-        let pingPong = bound.pingPong
-        var turn = 0
-        func nextBuffer(count: Int) -> UnsafeMutablePointer<Float> {
-            let buffer = pingPong[turn]
-            turn ^= 1
+        /// Layer l's input gradient, zeroed (the first layer's is the caller's dInput).
+        func inputGradient(layer l: Int, count: Int) -> UnsafeMutablePointer<Float>? {
+            guard l > 0, let buffer = bound.inputGradients[l] else { return l == 0 ? dInput : nil }
             buffer.update(repeating: 0, count: count)
             return buffer
         }
         for (j, block) in blocks.enumerated().reversed() {
             beginOperation()  // the block's `residual` (its input gradient is zeroed in it)
-            let target: UnsafeMutablePointer<Float>?
-            if j == 0 && encoder.isEmpty {
-                target = dInput
-            } else {
-                target = nextBuffer(count: batch * block.inputShape.reduce(1, *))
-            }
+            let target = inputGradient(layer: encoder.count + j, count: batch * block.inputShape.reduce(1, *))
             block.backward(dOutput: current, dInput: target, transportWeight: transportWeight,
-                           scratch: scratch, batch: batch, operation: beginOperation)
+                           scratch: bound.residualGradients[j], batch: batch, operation: beginOperation)
             if let target { current = target }
         }
         for (i, unit) in encoder.enumerated().reversed() {
             beginOperation()
-            let target: UnsafeMutablePointer<Float>? = i == 0 ? nil : nextBuffer(count: batch * unit.geometry.inputChannels * unit.geometry.inputPixels)
+            // (The first encoder unit's input is the data: no gradient.)
+            let target = i == 0 ? nil : inputGradient(layer: i, count: batch * unit.geometry.inputChannels * unit.geometry.inputPixels)
             unit.backward(dOutput: current, dInput: target, batch: batch)
             if let target { current = target }
         }

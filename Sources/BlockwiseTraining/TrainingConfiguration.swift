@@ -119,6 +119,10 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// reports the best epoch's); nil: no.
     public var evalEachEpoch: Bool?
 
+    /// `--arena packed` (issue 19): each block-wise module phase allocates one arena, its tensors
+    /// placed by lifetime (nil: a slot per tensor, as before).
+    public var packedArena: Bool?
+
     /// The augmented-inputs choice in force (``AugmentedInputs/first`` unless set).
     public var augmentedInputsChoice: AugmentedInputs { augmentedInputs ?? .first }
 
@@ -204,6 +208,9 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
         }
         if let augmentedInputs, augmentedInputs != .first, procedure.keepsAllModulesResident {
             result.append("--augmented-inputs \(augmentedInputs) applies to sequential and multilap (\(procedure.rawValue) augments the input batch directly)")
+        }
+        if packedArena == true && procedure.keepsAllModulesResident {
+            result.append("--arena packed applies to sequential and multilap (\(procedure.rawValue) keeps every module resident: its outputs and gradients cross modules)")
         }
         if evalEachEpoch == true && procedure.keepsAllModulesResident {
             result.append("--eval-each-epoch applies to sequential and multilap (got \(procedure.rawValue))")

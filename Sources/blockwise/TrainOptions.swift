@@ -93,6 +93,9 @@ struct TrainingOptions: ParsableArguments {
     var seed: UInt64 = 0
     @Option(parsing: .unconditional, help: "Bound on the im2col workspace per convolution, in floats (default: one image).")
     var workspace: Int?
+    @Option(help: ArgumentHelp("How a block-wise module phase holds its saved activations and workspace: slots (a buffer per tensor for the whole phase) or packed (one arena, each tensor placed by its lifetime; plan shows both).",
+                               valueName: "slots|packed"))
+    var arena: String = "slots"
     @Option(help: ArgumentHelp("Augment the training images anew every epoch: a random crop with N pixels of zero padding and/or a random horizontal flip.",
                                valueName: "crop=N,flip|crop=N|flip|none"))
     var augment: String = "none"
@@ -172,6 +175,11 @@ struct TrainingOptions: ParsableArguments {
         c.laps = laps
         c.seed = seed
         c.workspaceBound = workspace
+        switch arena {
+        case "slots": c.packedArena = nil
+        case "packed": c.packedArena = true
+        default: throw ValidationError("--arena takes slots or packed (got '\(arena)')")
+        }
         let problems = c.problems()
         if !problems.isEmpty { throw ValidationError(problems.joined(separator: "; ")) }
         return c

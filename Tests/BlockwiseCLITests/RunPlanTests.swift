@@ -29,6 +29,11 @@ final class RunPlanTests: CLITestCase {
             // pool=N: N views of every training sample in each level (in memory too: its I/O is N times).
             ("augment pool", small + ["--augment", "crop=2,flip", "--augmented-inputs", "pool=3"]),
             ("augment pool in memory", small + ["--augment", "crop=2", "--augmented-inputs", "pool=2", "--in-memory"]),
+            // Issue 19: one packed arena per phase, its tensors placed by lifetime.
+            ("packed arena", small + ["--arena", "packed"]),
+            // (With recompute the peak holds a frozen module too: ArenaPlanTests trains it packed.)
+            ("packed arena, micro-batches, pool", small + ["--arena", "packed", "--augment", "crop=2", "--augmented-inputs", "pool=2",
+                                                         "--fit", "microbatch", "--budget", "3MiB"]),
         ]
         for (name, options) in cases {
             let plan = try run(["plan"] + options + ["--json", directory + "/plan.json"])

@@ -1,3 +1,4 @@
+import BlockwiseData
 import BlockwiseKernels
 import BlockwiseTraining
 import XCTest
@@ -74,25 +75,10 @@ final class ArenaPlanTests: XCTestCase {
         var generator = SeededGenerator(seed: 9)
         for i in 0..<(batch * phase.inputShapeValues) { module.inputBuffer[i] = Float(generator.nextNormal()) }
         for i in 0..<batch { module.labelsBuffer[i] = Int32(i % model.classes) }
-        // Where each tensor lives in today's slots: its own slot, or a prefix of a shared one.
-        let gradientLayers = lifetimes.tensors.filter { $0.tag.hasPrefix("grad.in.") }.map(\.tag)
-        // Backward visits the layers last to first; the ping-pong buffers alternate from grad.a.
-        let order = lifetimes.operations.compactMap { op -> String? in
-            guard op.hasSuffix(".backward") else { return nil }
-            let layer = String(op.dropLast(".backward".count))
-            let tag = "grad.in." + (layer.hasSuffix(".unit1") ? String(layer.dropLast(".unit1".count)) : layer)
-            return gradientLayers.contains(tag) ? tag : nil
-        }
+        // Where each tensor lives in today's slots: its own slot, or the shared slot the phase's
+        // aliases name (a prefix of it).
         var home: [String: String] = [:]
-        for (i, tag) in Set(order).sorted(by: { order.firstIndex(of: $0)! < order.firstIndex(of: $1)! }).enumerated() {
-            home[tag] = i % 2 == 0 ? "grad.a" : "grad.b"
-        }
-        for tensor in lifetimes.tensors {
-            if home[tensor.tag] == nil {
-                home[tensor.tag] = tensor.tag.hasSuffix(".dResidual") || (phase.options.training && tensor.tag.hasSuffix(".head.conv"))
-                    ? "grad.scratch0" : tensor.tag
-            }
-        }
+        for tensor in lifetimes.tensors { home[tensor.tag] = phase.aliases[tensor.tag] ?? tensor.tag }
         let slots = Set(home.values)
         if let poison {
             module.operationObserver = { op in
@@ -117,5 +103,54 @@ final class ArenaPlanTests: XCTestCase {
         }
         module.operationObserver = nil
         return withExtendedLifetime(module) { result }
+    }
+
+    /// `--arena packed` trains exactly as a slot per tensor does, in every block-wise setting
+    /// (sequential, multilap, micro-batches, recompute's frozen phases, pool, eval each epoch), and
+    /// a prepared module holds exactly its phase's plan.
+    func testPackedArenaTrainsBitForBitAsSlots() throws {
+        let (all, allTest) = try FashionMNIST.load()
+        let (train, test) = (try all.balancedSubset(size: .count(90), seed: 4), try allTest.balancedSubset(size: .count(40), seed: 4))
+        var base = TrainingConfiguration()
+        base.model = ModelConfiguration(width: 4, modules: 3, blocksPerModule: 2, encoderDownsamplings: 1, head: .oneCNN)
+        base.batchSize = 20
+        base.epochsBase = 2
+        base.workspaceBound = 300
+        var multilap = base; multilap.procedure = .multilap; multilap.laps = 2; multilap.epochsBase = 1
+        var micro = base; micro.microBatches = [0: 7, 1: 6, 2: 20]
+        var recompute = base; recompute.augment = Augmentation(crop: 2, flip: true); recompute.augmentedInputs = .recompute; recompute.evalEachEpoch = true
+        var pool = base; pool.augment = Augmentation(crop: 2); pool.augmentedInputs = .pool(views: 2)
+        var linear = base; linear.model = ModelConfiguration(width: 4, modules: 2, blocksPerModule: 1, encoderDownsamplings: 0, downsampleAt: [1], head: .linear)
+        for (name, c) in [("sequential", base), ("multilap", multilap), ("micro-batches", micro), ("recompute", recompute), ("pool", pool), ("linear", linear)] {
+            var packed = c
+            packed.packedArena = true
+            let slots = try Trainer(configuration: c, ledger: MemoryLedger()).run(train: train, test: test)
+            let packedLedger = MemoryLedger()
+            let result = try Trainer(configuration: packed, ledger: packedLedger).run(train: train, test: test)
+            XCTAssertEqual(result.epochs.map(\.taskLoss), slots.epochs.map(\.taskLoss), name)
+            XCTAssertEqual(result.epochs.map(\.kineticEnergy), slots.epochs.map(\.kineticEnergy), name)
+            XCTAssertEqual(result.modules.map(\.testAccuracy), slots.modules.map(\.testAccuracy), name)
+            XCTAssertEqual(result.epochs.map(\.testAccuracy), slots.epochs.map(\.testAccuracy), name)
+            for k in 0..<c.model.modules {
+                XCTAssertLessThanOrEqual(result.modules.first { $0.module == k }!.peakBytes, slots.modules.first { $0.module == k }!.peakBytes + 4096,
+                                         "\(name), module \(k + 1): packed is no larger")
+            }
+        }
+        // A prepared packed module holds its plan: parameters, I/O and the arena's two parts.
+        var c = base
+        c.packedArena = true
+        for k in 0..<3 {
+            for phase in [ExecutionPlan.trainingPhase(c, module: k, batch: 6), ExecutionPlan.streamingPhase(c, module: k, batch: 6)] {
+                let ledger = MemoryLedger()
+                let module = try ResNetModule(configuration: c.model, index: k, ledger: ledger)
+                try module.prepare(phase)
+                XCTAssertEqual(ledger.live, phase.breakdown)
+                XCTAssertNotNil(phase.placement)
+                let tags = ModulePhase.packedArenaTags(module: k)
+                XCTAssertEqual(Set(phase.arenaSlots.map(\.tag)).intersection([tags.saved, tags.workspace]).count, 2)
+                module.release()
+                XCTAssertEqual(ledger.liveBytes, phase.parameterSlots.filter { $0.category == .parameters }.totalBytes)
+            }
+        }
     }
 }
