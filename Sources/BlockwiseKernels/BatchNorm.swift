@@ -52,6 +52,28 @@ public func batchNormForwardTraining(output: UnsafeMutablePointer<Float>, input:
     KernelCounters.work += KernelWork.batchNormTraining(batch: batch, channels: channels, spatial: spatial)
 }
 
+/// The training forward's output again, from its input and the batch statistics it saved:
+/// `y = relu?(x * (gamma * rstd) + (beta - mean * gamma * rstd))`, the same arithmetic as
+/// ``batchNormForwardTraining`` (so the same floats): a normalised output need not be kept
+/// (`--arena packed`). Shapes as ``batchNormForwardTraining``.
+public func batchNormRecomputeOutput(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+                                     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                     mean: UnsafePointer<Float>, inverseStd: UnsafePointer<Float>,
+                                     batch: Int, channels: Int, spatial: Int, relu: Bool) {
+    let imageStride = channels * spatial
+    parallelRanges(channels, costPerItem: batch * spatial) { range in
+        for c in range {
+            let scale = weight[c] * inverseStd[c]
+            let shift = bias[c] - mean[c] * scale
+            for n in 0..<batch {
+                let offset = n * imageStride + c * spatial
+                _ = planeAffine(output + offset, input + offset, spatial, scale: scale, shift: shift, relu: relu, squares: false)
+            }
+        }
+    }
+    KernelCounters.work += KernelWork.batchNormRecompute(count: batch * channels * spatial)
+}
+
 /// Eval-mode forward with running statistics: `y = (x - runningMean) / sqrt(runningVariance + eps) * gamma + beta`.
 /// Shapes as ``batchNormForwardTraining``.
 public func batchNormForwardInference(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,

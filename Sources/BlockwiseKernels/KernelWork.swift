@@ -103,6 +103,8 @@ public enum KernelWork {
     public static func optimizerStep(parameters: Int) -> OperationWork { elementwise(flops: 6 * parameters, values: 5 * parameters) }
     /// ReLU over `count` values (read and written).
     public static func relu(count: Int) -> OperationWork { elementwise(values: 2 * count) }
+    /// ``batchNormRecomputeOutput``: one multiply-add per value, read and written.
+    public static func batchNormRecompute(count: Int) -> OperationWork { elementwise(flops: 2 * count, values: 2 * count) }
     /// `target += source` (with a ReLU or not) over `count` values: two read, one written.
     public static func add(count: Int) -> OperationWork { elementwise(values: 3 * count) }
     /// Global average pooling of `count` values into `outputs`, or its backward (the reverse).

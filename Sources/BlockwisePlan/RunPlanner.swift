@@ -168,7 +168,8 @@ public enum RunPlanner {
         }
         let epochWork = batches.map { batch in
             optimizer + BatchSchedule.microBatches(batch, capacity: capacity).map {
-                ResNetModule.trainStepWork(configuration: model, index: k, batch: $0) + inputWork($0)
+                ResNetModule.trainStepWork(configuration: model, index: k, batch: $0, recomputesOutputs: configuration.packedArena == true)
+                    + inputWork($0)
             }.sum()
         }.sum()
         // `--eval-each-epoch`: the head on the test split after every epoch.

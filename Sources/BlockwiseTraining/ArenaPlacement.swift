@@ -87,10 +87,11 @@ public struct ArenaSummary: Codable, Sendable, Equatable {
     public var largestAtPeak: [Entry]
 
     public init?(_ phase: ModulePhase, configuration: ModelConfiguration, largest: Int = 5) {
-        guard let lifetimes = phase.lifetimes(configuration: configuration) else { return nil }
+        // (What `--arena packed` does: in training, some outputs are computed again in the backward.)
+        guard let lifetimes = phase.lifetimes(configuration: configuration, recomputingOutputs: phase.options.training) else { return nil }
         let placement = ArenaPlacement(lifetimes)
         self.phase = phase.kind
-        slotBytes = phase.breakdown.total
+        slotBytes = phase.slotPerTensor(configuration: configuration).breakdown.total
         arenaBytes = placement.size
         packedBytes = lifetimes.resident + placement.size
         lowerBound = lifetimes.lowerBound

@@ -20,6 +20,7 @@ struct LayerContext {
     /// The gradient buffer of a trainable parameter; nil when the module is not prepared for training.
     func gradient(_ name: String) -> UnsafeMutablePointer<Float>? { parameters[name].gradient?.data }
     func slot(_ tag: String) -> UnsafeMutablePointer<Float> { arena[tag].data }
+    func hasSlot(_ tag: String) -> Bool { arena.contains(tag) }
 
     /// The convolution of layer `name` as the phase's plan chose it; the kernel it makes must pick
     /// the same chunk at the prepared batch (plan and runtime agree by construction).
@@ -58,6 +59,9 @@ final class ConvBNUnit {
         /// Gradients of the trainable parameters (nil when the phase does not train).
         let dWeight, dGamma, dBeta: UnsafeMutablePointer<Float>?
         let convolution: ConvolutionKernel
+        /// `<prefix>.out.recomputed` (a packed training arena): the output is not kept for the
+        /// backward but computed again there from the saved conv output and batch statistics.
+        let again: UnsafeMutablePointer<Float>?
     }
     private var bound: Bound!
 
@@ -97,8 +101,21 @@ final class ConvBNUnit {
                       runningVariance: context.value(prefix + ".bn.runningVariance"),
                       dWeight: context.gradient(prefix + ".conv.weight"), dGamma: context.gradient(prefix + ".bn.weight"),
                       dBeta: context.gradient(prefix + ".bn.bias"),
-                      convolution: context.convolution(prefix, geometry, hasBias: false))
+                      convolution: context.convolution(prefix, geometry, hasBias: false),
+                      again: context.hasSlot(prefix + ".out.recomputed") ? context.slot(prefix + ".out.recomputed") : nil)
         input = nil
+    }
+
+    /// Whether the backward reads the output computed again (``recomputeOutput(batch:)``).
+    var recomputesOutput: Bool { bound.again != nil }
+    /// The output as the backward reads it (the mask, the next layer's input): recomputed or kept.
+    var outputForBackward: UnsafeMutablePointer<Float> { bound.again ?? bound.out }
+
+    /// Writes the last training forward's output again into `<prefix>.out.recomputed`, bit for bit.
+    func recomputeOutput(batch: Int) {
+        let b = bound!
+        batchNormRecomputeOutput(output: b.again!, input: b.conv, weight: b.gamma, bias: b.beta, mean: b.mean, inverseStd: b.inverseStd,
+                                 batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels, relu: relu)
     }
 
     func unbind() { bound = nil; input = nil }
@@ -183,7 +200,7 @@ final class ConvBNUnit {
         batchNormBackward(dInput: dOutput, dWeight: b.dGamma!, dBias: b.dBeta!, dOutput: dOutput,
                           input: b.conv, weight: b.gamma, mean: b.mean, inverseStd: b.inverseStd,
                           batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels, accumulate: false,
-                          reluOutput: relu ? b.out : nil)
+                          reluOutput: relu ? outputForBackward : nil)
         b.convolution.backward(dInput: dInput, dWeight: b.dWeight!, dBias: nil, dOutput: dOutput, input: input!,
                                weight: b.weight, batch: batch)
     }
@@ -281,9 +298,10 @@ final class BasicBlock {
     }
 
     /// The work ``backward(dOutput:dInput:transportWeight:scratch:batch:)`` counts.
-    func backwardWork(batch: Int, inputGradient: Bool) -> OperationWork {
+    func backwardWork(batch: Int, inputGradient: Bool, recomputesOutputs: Bool = false) -> OperationWork {
         KernelWork.residualGradient(count: batch * outputCount) + (inputGradient ? skipWork(batch: batch, forward: false) : .zero)
             + unit2.backwardWork(batch: batch, inputGradient: true) + unit1.backwardWork(batch: batch, inputGradient: inputGradient)
+            + (recomputesOutputs ? KernelWork.batchNormRecompute(count: batch * unit1.outputCount) : .zero)
     }
 
     /// - dOutput: gradient w.r.t. y; overwritten.
@@ -293,8 +311,10 @@ final class BasicBlock {
     /// The dOutput buffer is reused for the hidden gradient once the skip path has consumed it.
     /// - operation: called as each of its operations after the first starts (skip, unit2, unit1;
     ///   the caller starts `residual`, before it zeroes dInput).
+    /// - recomputeInput: called as unit1's backward starts, to compute the block's input again
+    ///   (the previous layer's recomputed output) and attach it (a packed arena).
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, transportWeight: Float,
-                  scratch: UnsafeMutablePointer<Float>, batch: Int, operation: () -> Void = {}) {
+                  scratch: UnsafeMutablePointer<Float>, batch: Int, operation: () -> Void = {}, recomputeInput: () -> Void = {}) {
         let count = batch * outputCount
         let dResidual = scratch
         unit2.residualGradients(dOutput: dOutput, reluOutput: output, dResidual: dResidual,
@@ -309,10 +329,15 @@ final class BasicBlock {
             KernelCounters.work += skipWork(batch: batch, forward: false)
         }
         operation()
+        if unit1.recomputesOutput {
+            unit1.recomputeOutput(batch: batch)
+            unit2.attach(input: UnsafePointer(unit1.outputForBackward))
+        }
         let dHidden = dOutput
         dHidden.update(repeating: 0, count: count)
         unit2.backward(dOutput: dResidual, dInput: dHidden, batch: batch)
         operation()
+        recomputeInput()
         unit1.backward(dOutput: dHidden, dInput: dInput, batch: batch)
     }
 }

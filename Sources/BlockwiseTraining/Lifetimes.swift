@@ -71,14 +71,17 @@ extension ModulePhase {
     /// (the input gradient through the skip path), `unit2` and `unit1`, and each encoder unit in
     /// reverse. Streaming: the forward operations only; the output and logits are read after
     /// the last one.
-    public func lifetimes(configuration: ModelConfiguration) -> PhaseLifetimes? {
+    ///
+    /// `recomputingOutputs` (a packed training arena): the encoder units' and the blocks' unit1
+    /// outputs live only until their last forward reader; the backward computes each again into
+    /// `<unit>.out.recomputed`, from its reader's backward (the weight gradient) to its own (the mask).
+    public func lifetimes(configuration: ModelConfiguration, recomputingOutputs: Bool = false) -> PhaseLifetimes? {
         guard kind != .resident else { return nil }
         if placement != nil {
             // A packed phase's slots are the arena: its tensors are the slot-per-tensor phase's.
-            var unpacked = options
-            unpacked.packedArena = nil
-            return ModulePhase(kind, configuration: configuration, module: module, hasHead: hasHead, unpacked).lifetimes(configuration: configuration)
+            return slotPerTensor(configuration: configuration).lifetimes(configuration: configuration, recomputingOutputs: options.training)
         }
+        let recomputes = recomputingOutputs && options.training
         let (encoder, blocks, head) = ResNetModule.layers(configuration, index: module, hasHead: hasHead)
         let n = options.batch, training = options.training
         var operations: [String] = []
@@ -118,10 +121,25 @@ extension ModulePhase {
             }
             return end
         }
+        // The forward readers of layer l's output: the next layer's forward (a block's add reads its
+        // input for the skip path too).
+        func lastForwardReader(layer l: Int) -> Int {
+            let next = l + 1 - encoder.count
+            return next >= 0 ? blockForward[next].add : forwardOf(layer: l + 1)
+        }
+        var recomputed: [TensorLifetime] = []
         for (i, unit) in encoder.enumerated() {
             let f = encoderForward[i], b = training ? encoderBackward[i] : f
             for tag in [unit.prefix + ".conv", unit.prefix + ".bn.mean", unit.prefix + ".bn.inverseStd"] { interval[tag] = (f, b) }
             interval[unit.outputTag] = (f, outputReaders(layer: i, written: f))
+            if recomputes {
+                // The next layer's backward reads it as its input: an encoder unit's backward, or
+                // block 0's unit1.
+                interval[unit.outputTag] = (f, lastForwardReader(layer: i))
+                let reader = i + 1 < encoder.count ? encoderBackward[i + 1] : blockBackward[0].unit1
+                recomputed.append(TensorLifetime(unit.prefix + ".out.recomputed", .savedActivations,
+                                                 bytes: n * unit.outputCount * MemoryLayout<Float>.stride, first: reader, last: b))
+            }
         }
         for (j, block) in blocks.enumerated() {
             let f = blockForward[j], b = blockBackward[j]
@@ -133,7 +151,11 @@ extension ModulePhase {
                 }
             }
             // unit1's output is unit2's input (its weight gradient) and unit1's own mask.
-            interval[block.unit1.outputTag] = (f.unit1, training ? b.unit1 : f.unit2)
+            interval[block.unit1.outputTag] = (f.unit1, training && !recomputes ? b.unit1 : f.unit2)
+            if recomputes {
+                recomputed.append(TensorLifetime(block.unit1.prefix + ".out.recomputed", .savedActivations,
+                                                 bytes: n * block.unit1.outputCount * MemoryLayout<Float>.stride, first: b.unit2, last: b.unit1))
+            }
             // unit2 writes r into the block's output, which the add turns into y.
             interval[block.outputTag] = (f.unit2, outputReaders(layer: encoder.count + j, written: f.unit2))
         }
@@ -161,6 +183,7 @@ extension ModulePhase {
             tensors.append(TensorLifetime(slot.tag, slot.category, bytes: slot.bytes, first: first, last: last))
         }
         resident += parameterSlots.reduce(0) { $0 + $1.bytes }
+        tensors += recomputed
         if training {
             // What today's shared gradient buffers hold, each at its size.
             func bytes(_ values: Int) -> Int { n * values * MemoryLayout<Float>.stride }
@@ -190,6 +213,14 @@ extension ModulePhase {
             }
         }
         return PhaseLifetimes(operations: operations, tensors: tensors, resident: resident)
+    }
+
+    /// This phase with a slot per tensor (itself unless it is packed).
+    public func slotPerTensor(configuration: ModelConfiguration) -> ModulePhase {
+        guard placement != nil else { return self }
+        var unpacked = options
+        unpacked.packedArena = nil
+        return ModulePhase(kind, configuration: configuration, module: module, hasHead: hasHead, unpacked)
     }
 
     private func outputShapeValues(_ configuration: ModelConfiguration) -> Int {

@@ -52,7 +52,8 @@ public struct ModulePhase: Codable, Sendable, Equatable {
         slots = ResNetModule.memoryPlan(configuration: configuration, index: k, hasHead: hasHead, options)
         parameterSlotCount = slots.count - ResNetModule.arenaSlotCount(configuration: configuration, index: k, hasHead: hasHead, options)
         convolutions = ResNetModule.convolutionPlan(configuration: configuration, index: k, hasHead: hasHead, options)
-        guard options.packedArena == true, kind != .resident, let lifetimes = lifetimes(configuration: configuration) else {
+        guard options.packedArena == true, kind != .resident,
+              let lifetimes = lifetimes(configuration: configuration, recomputingOutputs: options.training) else {
             aliases = ModulePhase.sharedSlotAliases(configuration: configuration, module: k, hasHead: hasHead, options)
             return
         }

@@ -360,22 +360,29 @@ public final class ResNetModule {
     }
 
     /// The work of ``backward(batch:transportWeight:dInput:)`` (`inputGradient`: dInput is given).
-    public static func backwardWork(configuration: ModelConfiguration, index: Int, batch: Int, inputGradient: Bool) -> OperationWork {
+    /// `recomputesOutputs`: a packed training arena computes the encoder units' and the blocks'
+    /// unit1 outputs again in the backward (``ConvBNUnit/recomputeOutput(batch:)``).
+    public static func backwardWork(configuration: ModelConfiguration, index: Int, batch: Int, inputGradient: Bool,
+                                    recomputesOutputs: Bool = false) -> OperationWork {
         let (encoder, blocks, _) = layers(configuration, index: index, hasHead: false)
         var work = OperationWork.zero
         for (j, block) in blocks.enumerated() {
             // The first block's input gradient is the module's (dInput) unless an encoder precedes it.
-            work += block.backwardWork(batch: batch, inputGradient: j == 0 && encoder.isEmpty ? inputGradient : true)
+            work += block.backwardWork(batch: batch, inputGradient: j == 0 && encoder.isEmpty ? inputGradient : true,
+                                       recomputesOutputs: recomputesOutputs)
         }
-        for (i, unit) in encoder.enumerated() { work += unit.backwardWork(batch: batch, inputGradient: i != 0) }
+        for (i, unit) in encoder.enumerated() {
+            work += unit.backwardWork(batch: batch, inputGradient: i != 0)
+                + (recomputesOutputs ? KernelWork.batchNormRecompute(count: batch * unit.outputCount) : .zero)
+        }
         return work
     }
 
     /// The work of one ``trainStep(input:labels:batch:transportWeight:labelSmoothing:scale:)``.
-    public static func trainStepWork(configuration: ModelConfiguration, index: Int, batch: Int) -> OperationWork {
+    public static func trainStepWork(configuration: ModelConfiguration, index: Int, batch: Int, recomputesOutputs: Bool = false) -> OperationWork {
         forwardWork(configuration: configuration, index: index, batch: batch, training: true)
             + headLossWork(configuration: configuration, index: index, batch: batch)
-            + backwardWork(configuration: configuration, index: index, batch: batch, inputGradient: false)
+            + backwardWork(configuration: configuration, index: index, batch: batch, inputGradient: false, recomputesOutputs: recomputesOutputs)
     }
 
     /// Trainable values of module `index`: what one optimizer step updates.
@@ -426,14 +433,25 @@ public final class ResNetModule {
         for (j, block) in blocks.enumerated().reversed() {
             beginOperation()  // the block's `residual` (its input gradient is zeroed in it)
             let target = inputGradient(layer: encoder.count + j, count: batch * block.inputShape.reduce(1, *))
+            // (With a packed arena the encoder's last output is computed again for block 0's unit1.)
+            let previous = j == 0 ? encoder.last : nil
             block.backward(dOutput: current, dInput: target, transportWeight: transportWeight,
-                           scratch: bound.residualGradients[j], batch: batch, operation: beginOperation)
+                           scratch: bound.residualGradients[j], batch: batch, operation: beginOperation) {
+                if let previous, previous.recomputesOutput {
+                    previous.recomputeOutput(batch: batch)
+                    block.unit1.attach(input: UnsafePointer(previous.outputForBackward))
+                }
+            }
             if let target { current = target }
         }
         for (i, unit) in encoder.enumerated().reversed() {
             beginOperation()
             // (The first encoder unit's input is the data: no gradient.)
             let target = i == 0 ? nil : inputGradient(layer: i, count: batch * unit.geometry.inputChannels * unit.geometry.inputPixels)
+            if i > 0, encoder[i - 1].recomputesOutput {
+                encoder[i - 1].recomputeOutput(batch: batch)
+                unit.attach(input: UnsafePointer(encoder[i - 1].outputForBackward))
+            }
             unit.backward(dOutput: current, dInput: target, batch: batch)
             if let target { current = target }
         }

@@ -172,6 +172,8 @@ struct BenchTrain: ParsableCommand {
     var workspace: Int?
     @Option(parsing: .unconditional, help: "Fashion-MNIST training samples for the end-to-end sequential run through the store (0: skip it).")
     var pipelineSamples: Int = 6000
+    @Option(help: ArgumentHelp("The module's arena: slots (a buffer per tensor) or packed (one arena placed by lifetime).", valueName: "slots|packed"))
+    var arena: String = "slots"
 
     func run() throws {
         compute.apply()
@@ -179,7 +181,8 @@ struct BenchTrain: ParsableCommand {
         print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName); sgemm \(String(format: "%.1f", roofline.gflops)) GFLOP/s")
         print(pad("width", 8) + pad("ms/step", 10) + pad("images/s", 10) + pad("eff. GFLOP/s", 14) + pad("of sgemm", 10) + "ledger peak")
         for width in widths {
-            let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace)
+            guard ["slots", "packed"].contains(arena) else { throw ValidationError("--arena takes slots or packed (got '\(arena)')") }
+            let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace, packedArena: arena == "packed")
             print(pad("\(width)", 8) + pad(String(format: "%.1f", row.secondsPerStep * 1000), 10)
                   + pad(String(format: "%.0f", row.imagesPerSecond), 10) + pad(String(format: "%.1f", row.effectiveGflops), 14)
                   + pad(String(format: "%.0f%%", 100 * row.effectiveGflops / roofline.gflops), 10) + formatBytes(row.peakBytes))

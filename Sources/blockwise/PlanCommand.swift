@@ -289,9 +289,10 @@ extension Plan {
             (report.modules[$0].arenas.first?.packedBytes ?? 0) < (report.modules[$1].arenas.first?.packedBytes ?? 0)
         }!
         let phase = report.execution.modules[k].training
-        guard let lifetimes = phase.lifetimes(configuration: configuration.model) else { return }
+        // What --arena packed allocates (outputs computed again in the backward), beside today's slots.
+        guard let lifetimes = phase.lifetimes(configuration: configuration.model, recomputingOutputs: true) else { return }
         let placement = ArenaPlacement(lifetimes)
-        let slots = phase.breakdown.total - lifetimes.resident
+        let slots = phase.slotPerTensor(configuration: configuration.model).breakdown.total - lifetimes.resident
         let svg = ArenaChart.svg(title: "Module \(k + 1) training arena, batch \(phase.options.batch): \(configuration.model.summary)",
                                  lifetimes: lifetimes, placement: placement, slotArenaBytes: slots)
         try svg.write(toFile: path, atomically: true, encoding: .utf8)
