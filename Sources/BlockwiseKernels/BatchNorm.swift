@@ -104,23 +104,34 @@ public func batchNormForwardInference(output: UnsafeMutablePointer<Float>, input
 /// buffer as `dOutput` (in place): each channel's sums are taken before its gradients are written.
 /// With `reluOutput` (the output of a ReLU that followed this batch norm), `dOutput` is the
 /// gradient w.r.t. that ReLU's output and is masked by `reluOutput > 0` on the fly (a fused
-/// ReLU backward; nothing is written to `dOutput` unless it is also `dInput`).
-/// Memory: none beyond its arguments.
+/// ReLU backward; nothing is written to `dOutput` unless it is also `dInput`). With
+/// `reluOfInputWithBias` (beta) instead, the ReLU output is computed again per plane from the
+/// input and statistics (`--arena packed`: it is not kept), on the stack (one plane).
+/// Memory: none beyond its arguments (and one plane of stack).
 public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
                               dBias: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                               input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                               mean: UnsafePointer<Float>, inverseStd: UnsafePointer<Float>,
                               batch: Int, channels: Int, spatial: Int, accumulate: Bool = true,
-                              reluOutput: UnsafePointer<Float>? = nil) {
+                              reluOutput: UnsafePointer<Float>? = nil, reluOfInputWithBias bias: UnsafePointer<Float>? = nil) {
     let count = batch * spatial
     let imageStride = channels * spatial
     parallelRanges(channels, costPerItem: count) { range in
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: bias == nil ? 1 : spatial) { plane in
+    /// The ReLU output that masks the gradient: given, or (`bias`) this plane's computed again
+    /// from the input, as ``batchNormRecomputeOutput`` does (the same floats, so the same mask).
+    func mask(_ offset: Int, _ c: Int) -> UnsafePointer<Float>? {
+        guard let bias else { return reluOutput.map { $0 + offset } }
+        let scale = weight[c] * inverseStd[c]
+        _ = planeAffine(plane.baseAddress!, input + offset, spatial, scale: scale, shift: bias[c] - mean[c] * scale, relu: true, squares: false)
+        return UnsafePointer(plane.baseAddress!)
+    }
     for c in range {
         let mu = mean[c], rstd = inverseStd[c]
         var sumDy: Double = 0, sumDyCentered: Double = 0
         for n in 0..<batch {
             let offset = n * imageStride + c * spatial
-            let (a, b) = planeGradientSums(dOutput + offset, input + offset, mask: reluOutput.map { $0 + offset }, spatial, mean: mu)
+            let (a, b) = planeGradientSums(dOutput + offset, input + offset, mask: mask(offset, c), spatial, mean: mu)
             sumDy += Double(a)
             sumDyCentered += Double(b)
         }
@@ -136,10 +147,13 @@ public func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Uns
         let shift = -scale * Float(sumDy) - xScale * mu
         for n in 0..<batch {
             let offset = n * imageStride + c * spatial
-            planeGradient(dInput + offset, dOutput + offset, input + offset, mask: reluOutput.map { $0 + offset }, spatial,
+            planeGradient(dInput + offset, dOutput + offset, input + offset, mask: mask(offset, c), spatial,
                           gScale: gScale, xScale: xScale, shift: shift, accumulate: accumulate)
         }
     }
     }
+    }
     KernelCounters.work += KernelWork.batchNormBackward(batch: batch, channels: channels, spatial: spatial)
+        // (The mask computed again: once for the sums, once for the gradient.)
+        + (bias == nil ? .zero : 2 * KernelWork.batchNormRecompute(count: batch * channels * spatial))
 }

@@ -329,11 +329,11 @@ public func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: Unsafe
                            dBias: UnsafeMutablePointer<Float>?, dOutput: UnsafePointer<Float>,
                            input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            batch: Int, geometry g: Conv2dGeometry,
-                           workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int) {
+                           workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int, splitsAsBoth: Bool = false) {
     let plan = workspace == nil || (dInput == nil && dWeight == nil) ? nil
         : OneDNNConvolution.selectedPlan(g, batch: batch, hasBias: false, workspaceCount: workspaceCount)
     conv2dBackward(dInput: dInput, dWeight: dWeight, dBias: dBias, dOutput: dOutput, input: input, weight: weight, batch: batch,
-                   geometry: g, workspace: workspace, workspaceCount: workspaceCount, oneDNN: plan)
+                   geometry: g, workspace: workspace, workspaceCount: workspaceCount, oneDNN: plan, splitsAsBoth: splitsAsBoth)
 }
 
 /// ``conv2dBackward(dInput:dWeight:dBias:dOutput:input:weight:batch:geometry:workspace:workspaceCount:)``
@@ -342,7 +342,8 @@ func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutable
                     dBias: UnsafeMutablePointer<Float>?, dOutput: UnsafePointer<Float>,
                     input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                     batch: Int, geometry g: Conv2dGeometry,
-                    workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int, oneDNN plan: OneDNNConvolution.Plan?) {
+                    workspace: UnsafeMutablePointer<Float>?, workspaceCount: Int, oneDNN plan: OneDNNConvolution.Plan?,
+                    splitsAsBoth: Bool = false) {
     let m = g.outputChannels, kk = g.columnRows, opix = g.outputPixels
     let inputStride = g.inputChannels * g.inputPixels, outputStride = m * opix
     if let dBias {
@@ -364,8 +365,10 @@ func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutable
         return
     }
     // The second half of the batch accumulates its weight gradient into a partial buffer carved
-    // from the end of the workspace, added to dWeight afterwards.
-    let partialCount = dWeight == nil ? 0 : m * kk
+    // from the end of the workspace, added to dWeight afterwards. `splitsAsBoth`: one of the two
+    // gradients alone, in the chunks a call computing both would use (so the same floats: a packed
+    // arena computes them in two calls).
+    let partialCount = dWeight == nil && !splitsAsBoth ? 0 : m * kk
     let available = workspaceCount - partialCount
     let half = available / 2
     let canSplit = KernelThreads.count > 1 && batch >= 2 && available >= 0

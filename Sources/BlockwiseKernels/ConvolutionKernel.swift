@@ -63,11 +63,12 @@ public final class ConvolutionKernel {
     }
 
     /// Accumulates dInput, dWeight and dBias (see ``conv2dBackward(dInput:dWeight:dBias:dOutput:input:weight:batch:geometry:workspace:workspaceCount:)``).
+    /// `splitsAsBoth`: one gradient of a backward done in two calls, chunked as one call doing both.
     public func backward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
                          dBias: UnsafeMutablePointer<Float>?, dOutput: UnsafePointer<Float>,
-                         input: UnsafePointer<Float>, weight: UnsafePointer<Float>, batch: Int) {
+                         input: UnsafePointer<Float>, weight: UnsafePointer<Float>, batch: Int, splitsAsBoth: Bool = false) {
         conv2dBackward(dInput: dInput, dWeight: dWeight, dBias: dBias, dOutput: dOutput, input: input, weight: weight,
                        batch: batch, geometry: geometry, workspace: workspace, workspaceCount: workspaceCount,
-                       oneDNN: backwardOneDNN(batch: batch))
+                       oneDNN: backwardOneDNN(batch: batch), splitsAsBoth: splitsAsBoth)
     }
 }

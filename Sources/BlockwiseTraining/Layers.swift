@@ -195,14 +195,43 @@ final class ConvBNUnit {
     /// - dOutput: gradient w.r.t. this unit's output [N, C_out, H_out, W_out]; overwritten in
     ///   place by the ReLU mask and then by the batch-norm gradient (no scratch buffer).
     /// - dInput: accumulated into (nil: the input is detached or is the data).
-    func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, batch: Int) {
+    /// - beforeInputGradient: when given, the weight gradient is computed first and the input's
+    ///   after calling it (a packed arena: the input, computed again, is dead by then, and the
+    ///   caller zeroes dInput in it).
+    /// With an output computed again (``recomputesOutput``), the ReLU mask is taken from the saved
+    /// conv output and statistics, so the recomputed output is not needed here.
+    func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, batch: Int,
+                  beforeInputGradient: (() -> Void)? = nil) {
         let b = bound!
+        let maskFromConv = relu && recomputesOutput
         batchNormBackward(dInput: dOutput, dWeight: b.dGamma!, dBias: b.dBeta!, dOutput: dOutput,
                           input: b.conv, weight: b.gamma, mean: b.mean, inverseStd: b.inverseStd,
                           batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels, accumulate: false,
-                          reluOutput: relu ? outputForBackward : nil)
-        b.convolution.backward(dInput: dInput, dWeight: b.dWeight!, dBias: nil, dOutput: dOutput, input: input!,
-                               weight: b.weight, batch: batch)
+                          reluOutput: relu && !maskFromConv ? b.out : nil, reluOfInputWithBias: maskFromConv ? b.beta : nil)
+        if let beforeInputGradient {
+            b.convolution.backward(dInput: nil, dWeight: b.dWeight!, dBias: nil, dOutput: dOutput, input: input!, weight: b.weight,
+                                   batch: batch, splitsAsBoth: true)
+            beforeInputGradient()
+            b.convolution.backward(dInput: dInput, dWeight: nil, dBias: nil, dOutput: dOutput, input: input!, weight: b.weight,
+                                   batch: batch, splitsAsBoth: true)
+        } else {
+            b.convolution.backward(dInput: dInput, dWeight: b.dWeight!, dBias: nil, dOutput: dOutput, input: input!,
+                                   weight: b.weight, batch: batch)
+        }
+    }
+
+    /// The work of ``backward(dOutput:dInput:batch:beforeInputGradient:)`` in a packed arena: the
+    /// mask computed twice from the conv output, the convolution's gradients in two calls when
+    /// `split` (the input computed again by its producer).
+    func backwardWork(batch: Int, inputGradient: Bool, recomputes: Bool, split: Bool) -> OperationWork {
+        guard recomputes else { return backwardWork(batch: batch, inputGradient: inputGradient) }
+        let c = geometry.outputChannels, spatial = geometry.outputPixels
+        let mask = relu ? 2 * KernelWork.batchNormRecompute(count: batch * c * spatial) : .zero
+        let convolution = split
+            ? KernelWork.convolutionBackward(geometry, batch: batch, inputGradient: false, weightGradient: true)
+                + (inputGradient ? KernelWork.convolutionBackward(geometry, batch: batch, inputGradient: true, weightGradient: false) : .zero)
+            : KernelWork.convolutionBackward(geometry, batch: batch, inputGradient: inputGradient, weightGradient: true)
+        return KernelWork.batchNormBackward(batch: batch, channels: c, spatial: spatial) + mask + convolution
     }
 }
 
@@ -300,7 +329,8 @@ final class BasicBlock {
     /// The work ``backward(dOutput:dInput:transportWeight:scratch:batch:)`` counts.
     func backwardWork(batch: Int, inputGradient: Bool, recomputesOutputs: Bool = false) -> OperationWork {
         KernelWork.residualGradient(count: batch * outputCount) + (inputGradient ? skipWork(batch: batch, forward: false) : .zero)
-            + unit2.backwardWork(batch: batch, inputGradient: true) + unit1.backwardWork(batch: batch, inputGradient: inputGradient)
+            + unit2.backwardWork(batch: batch, inputGradient: true)
+            + unit1.backwardWork(batch: batch, inputGradient: inputGradient, recomputes: recomputesOutputs, split: false)
             + (recomputesOutputs ? KernelWork.batchNormRecompute(count: batch * unit1.outputCount) : .zero)
     }
 

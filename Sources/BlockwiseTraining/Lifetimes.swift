@@ -95,6 +95,7 @@ extension ModulePhase {
         var headBackward: Int? = nil
         var blockBackward: [(residual: Int, skip: Int, unit2: Int, unit1: Int)] = Array(repeating: (0, 0, 0, 0), count: blocks.count)
         var encoderBackward = [Int](repeating: 0, count: encoder.count)
+        var encoderInputGradient: [Int: Int] = [:]
         if training {
             headBackward = head.map { op($0.prefix + ".backward") }
             for j in blocks.indices.reversed() {
@@ -102,7 +103,12 @@ extension ModulePhase {
                 blockBackward[j] = (op(b.prefix + ".residual.backward"), op(b.prefix + ".skip.backward"),
                                     op(b.unit2.prefix + ".backward"), op(b.unit1.prefix + ".backward"))
             }
-            for i in encoder.indices.reversed() { encoderBackward[i] = op(encoder[i].prefix + ".backward") }
+            for i in encoder.indices.reversed() {
+                encoderBackward[i] = op(encoder[i].prefix + ".backward")
+                // A packed arena computes an encoder unit's input gradient after its weight
+                // gradient, once the input (computed again) is dead: an operation of its own.
+                if recomputes && i > 0 { encoderInputGradient[i] = op(encoder[i].prefix + ".backward.input") }
+            }
         }
         let end = operations.count - 1
         var interval: [String: (Int, Int)] = [:]
@@ -111,7 +117,9 @@ extension ModulePhase {
         // and after a streaming forward by the caller.
         let layerCount = encoder.count + blocks.count
         func forwardOf(layer l: Int) -> Int { l < encoder.count ? encoderForward[l] : blockForward[l - encoder.count].unit1 }
-        func backwardEnd(layer l: Int) -> Int { l < encoder.count ? encoderBackward[l] : blockBackward[l - encoder.count].unit1 }
+        func backwardEnd(layer l: Int) -> Int {
+            l < encoder.count ? encoderInputGradient[l] ?? encoderBackward[l] : blockBackward[l - encoder.count].unit1
+        }
         func outputReaders(layer l: Int, written: Int) -> Int {
             if training { return l < encoder.count ? encoderBackward[l] : blockBackward[l - encoder.count].residual }
             if l + 1 < layerCount {
@@ -136,9 +144,11 @@ extension ModulePhase {
                 // The next layer's backward reads it as its input: an encoder unit's backward, or
                 // block 0's unit1.
                 interval[unit.outputTag] = (f, lastForwardReader(layer: i))
+                // Read only by the next layer's weight gradient: the unit's own mask comes from
+                // its conv output.
                 let reader = i + 1 < encoder.count ? encoderBackward[i + 1] : blockBackward[0].unit1
                 recomputed.append(TensorLifetime(unit.prefix + ".out.recomputed", .savedActivations,
-                                                 bytes: n * unit.outputCount * MemoryLayout<Float>.stride, first: reader, last: b))
+                                                 bytes: n * unit.outputCount * MemoryLayout<Float>.stride, first: reader, last: reader))
             }
         }
         for (j, block) in blocks.enumerated() {
@@ -154,7 +164,7 @@ extension ModulePhase {
             interval[block.unit1.outputTag] = (f.unit1, training && !recomputes ? b.unit1 : f.unit2)
             if recomputes {
                 recomputed.append(TensorLifetime(block.unit1.prefix + ".out.recomputed", .savedActivations,
-                                                 bytes: n * block.unit1.outputCount * MemoryLayout<Float>.stride, first: b.unit2, last: b.unit1))
+                                                 bytes: n * block.unit1.outputCount * MemoryLayout<Float>.stride, first: b.unit2, last: b.unit2))
             }
             // unit2 writes r into the block's output, which the add turns into y.
             interval[block.outputTag] = (f.unit2, outputReaders(layer: encoder.count + j, written: f.unit2))
@@ -205,7 +215,7 @@ extension ModulePhase {
             // backward (a block reuses it for its hidden gradient). The first layer's is the
             // module's dInput (given by the caller, or not computed).
             for l in 1..<max(layerCount, 1) {
-                let start = l < encoder.count ? encoderBackward[l] : blockBackward[l - encoder.count].residual
+                let start = l < encoder.count ? encoderInputGradient[l] ?? encoderBackward[l] : blockBackward[l - encoder.count].residual
                 let values = l < encoder.count ? encoder[l].geometry.inputChannels * encoder[l].geometry.inputPixels
                                                : blocks[l - encoder.count].inputShape.reduce(1, *)
                 let name = l < encoder.count ? encoder[l].prefix : blocks[l - encoder.count].prefix

@@ -372,7 +372,7 @@ public final class ResNetModule {
                                        recomputesOutputs: recomputesOutputs)
         }
         for (i, unit) in encoder.enumerated() {
-            work += unit.backwardWork(batch: batch, inputGradient: i != 0)
+            work += unit.backwardWork(batch: batch, inputGradient: i != 0, recomputes: recomputesOutputs, split: recomputesOutputs && i > 0)
                 + (recomputesOutputs ? KernelWork.batchNormRecompute(count: batch * unit.outputCount) : .zero)
         }
         return work
@@ -446,12 +446,22 @@ public final class ResNetModule {
         }
         for (i, unit) in encoder.enumerated().reversed() {
             beginOperation()
-            // (The first encoder unit's input is the data: no gradient.)
-            let target = i == 0 ? nil : inputGradient(layer: i, count: batch * unit.geometry.inputChannels * unit.geometry.inputPixels)
+            let count = batch * unit.geometry.inputChannels * unit.geometry.inputPixels
             if i > 0, encoder[i - 1].recomputesOutput {
+                // A packed arena: the input computed again, its weight gradient, then (a new
+                // operation, the input dead) the input gradient into its zeroed buffer.
                 encoder[i - 1].recomputeOutput(batch: batch)
                 unit.attach(input: UnsafePointer(encoder[i - 1].outputForBackward))
+                let target = bound.inputGradients[i]!
+                unit.backward(dOutput: current, dInput: target, batch: batch) {
+                    self.beginOperation()
+                    target.update(repeating: 0, count: count)
+                }
+                current = target
+                continue
             }
+            // (The first encoder unit's input is the data: no gradient.)
+            let target = i == 0 ? nil : inputGradient(layer: i, count: count)
             unit.backward(dOutput: current, dInput: target, batch: batch)
             if let target { current = target }
         }

@@ -87,20 +87,27 @@ final class ResumeTests: XCTestCase {
         try interruptAndResume(.multilap, tau: .off, stops: [5, 17])
     }
 
+    /// Runs `c` uninterrupted, then at `path` stopped after 4 and after 25 batches and resumed:
+    /// the resumed run's losses and accuracies must be the uninterrupted run's, which it returns.
+    func interruptedTwiceAndResumed(_ c: TrainingConfiguration, at path: String) throws -> TrainingResult {
+        let reference = try run(NSTemporaryDirectory() + "ref-\(UUID().uuidString).sqlite", c)
+        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 4))
+        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 25))
+        let resumed = try run(path, c)
+        XCTAssertEqual(resumed.epochs.map(\.taskLoss), reference.epochs.map(\.taskLoss))
+        XCTAssertEqual(resumed.modules.map(\.testAccuracy), reference.modules.map(\.testAccuracy))
+        return reference
+    }
+
     /// Augmented runs (issue 15) resume exactly too: each epoch draws its shifts and flips from its
     /// own seeded stream, and `recompute` reads the frozen modules' weights from the store.
     func testAugmentedResumeReproducesTheUninterruptedRun() throws {
         var c = configuration(.sequential)
         c.augment = Augmentation(crop: 2, flip: true)
         c.augmentedInputs = .recompute
-        let reference = try run(NSTemporaryDirectory() + "ref-\(UUID().uuidString).sqlite", c)
         let path = NSTemporaryDirectory() + "augment-\(UUID().uuidString).sqlite"
         defer { try? FileManager.default.removeItem(atPath: path) }
-        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 4))
-        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 25))
-        let resumed = try run(path, c)
-        XCTAssertEqual(resumed.epochs.map(\.taskLoss), reference.epochs.map(\.taskLoss))
-        XCTAssertEqual(resumed.modules.map(\.testAccuracy), reference.modules.map(\.testAccuracy))
+        let reference = try interruptedTwiceAndResumed(c, at: path)
         // Augmentation changes training (not the same run as without it).
         let plain = try run(NSTemporaryDirectory() + "plain-\(UUID().uuidString).sqlite", configuration(.sequential))
         XCTAssertNotEqual(plain.epochs.map(\.taskLoss), reference.epochs.map(\.taskLoss))
@@ -114,14 +121,9 @@ final class ResumeTests: XCTestCase {
         var c = configuration(.sequential)
         c.augment = Augmentation(crop: 2, flip: true)
         c.augmentedInputs = .pool(views: 3)
-        let reference = try run(NSTemporaryDirectory() + "ref-\(UUID().uuidString).sqlite", c)
         let path = NSTemporaryDirectory() + "pool-\(UUID().uuidString).sqlite"
         defer { try? FileManager.default.removeItem(atPath: path) }
-        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 4))
-        XCTAssertThrowsError(try run(path, c, stopAfterBatches: 25))
-        let resumed = try run(path, c)
-        XCTAssertEqual(resumed.epochs.map(\.taskLoss), reference.epochs.map(\.taskLoss))
-        XCTAssertEqual(resumed.modules.map(\.testAccuracy), reference.modules.map(\.testAccuracy))
+        _ = try interruptedTwiceAndResumed(c, at: path)
 
         let (train, test) = try realData()
         let store = try FeatureStore(path: path, encoding: .fp16)

@@ -121,7 +121,15 @@ final class ArenaPlanTests: XCTestCase {
         var recompute = base; recompute.augment = Augmentation(crop: 2, flip: true); recompute.augmentedInputs = .recompute; recompute.evalEachEpoch = true
         var pool = base; pool.augment = Augmentation(crop: 2); pool.augmentedInputs = .pool(views: 2)
         var linear = base; linear.model = ModelConfiguration(width: 4, modules: 2, blocksPerModule: 1, encoderDownsamplings: 0, downsampleAt: [1], head: .linear)
-        for (name, c) in [("sequential", base), ("multilap", multilap), ("micro-batches", micro), ("recompute", recompute), ("pool", pool), ("linear", linear)] {
+        // The microcontroller case: batch 2, a 200-float workspace (the reference path, its chunks).
+        var mcu = base; mcu.model = ModelConfiguration(width: 8, modules: 1, blocksPerModule: 1, encoderDownsamplings: 1, head: .oneCNN)
+        mcu.batchSize = 2; mcu.workspaceBound = 200; mcu.epochsBase = 1
+        // Two threads: the reference path then splits each batch in halves, whose chunks the
+        // packed arena's two-call backward must keep (it did not at first: the losses differed).
+        setKernelThreads(2)
+        defer { setKernelThreads(1) }
+        for (name, c) in [("sequential", base), ("multilap", multilap), ("micro-batches", micro), ("recompute", recompute), ("pool", pool),
+                          ("linear", linear), ("batch 2, workspace 200", mcu)] {
             var packed = c
             packed.packedArena = true
             let slots = try Trainer(configuration: c, ledger: MemoryLedger()).run(train: train, test: test)
