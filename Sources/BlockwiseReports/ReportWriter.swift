@@ -1,9 +1,11 @@
 import BlockwiseDevice
 import BlockwisePlan
 import BlockwiseKernels
+import BlockwiseTraining
 import Foundation
 
-/// Writes `report.json`, `accuracy.svg`, `memory.svg`, `report.html` and `modules.csv` (the per-module table) into a directory.
+/// Writes `report.json`, `accuracy.svg`, `memory.svg`, `report.html`, `modules.csv` (the per-module table) and, for
+/// block-wise runs, `arena.svg` (the largest module's training arena) into a directory.
 public enum ReportWriter {
     public static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
@@ -28,6 +30,22 @@ public enum ReportWriter {
     public static func memoryChart(_ report: RunReport) -> String {
         SVGChart.memory(title: "\(report.title): ledger bytes by category", timeline: report.timeline, budget: report.budget,
                         peakTensors: report.peakTensors ?? [])
+    }
+
+    /// The training arena of the module whose packed arena is largest, as `--arena packed` places
+    /// it (issue 19; block-wise runs only, nil for parallel and e2e).
+    public static func arenaChart(_ report: RunReport) -> String? {
+        let c = report.configuration
+        guard !c.procedure.keepsAllModulesResident else { return nil }
+        let phases = ExecutionPlan(c).modules.map(\.training)
+        let placed = phases.compactMap { phase in
+            phase.lifetimes(configuration: c.model, recomputingOutputs: true).map { (phase, $0, ArenaPlacement($0)) }
+        }
+        guard let (phase, lifetimes, placement) = placed.max(by: { $0.2.size < $1.2.size }) else { return nil }
+        let slots = phase.slotPerTensor(configuration: c.model).breakdown.total - lifetimes.resident
+        let mode = c.packedArena == true ? "as this run placed it" : "as --arena packed would place it (this run: slots)"
+        return ArenaChart.svg(title: "Module \(phase.module + 1) training arena, \(mode), batch \(phase.options.batch)",
+                              lifetimes: lifetimes, placement: placement, slotArenaBytes: slots)
     }
 
     public static func html(_ report: RunReport) -> String {
@@ -82,7 +100,7 @@ public enum ReportWriter {
         <pre>\(escape(report.closingLines().joined(separator: "\n")))</pre>
         <h2>Accuracy versus depth</h2><img src="accuracy.svg" alt="accuracy per module">
         <h2>Memory</h2><img src="memory.svg" alt="ledger bytes over the run">
-        \(tensors)
+        \(tensors)\(arenaChart(report) == nil ? "" : "\n<h2>Arena</h2><img src=\"arena.svg\" alt=\"the largest module's training arena, one rectangle per tensor\">")
         </body></html>
 
         """
@@ -103,7 +121,7 @@ public enum ReportWriter {
             ("memory.svg", Data(memoryChart(report).utf8)),
             ("report.html", Data(html(report).utf8)),
             ("modules.csv", Data(report.table().csv.utf8)),
-        ]
+        ] + (arenaChart(report).map { [("arena.svg", Data($0.utf8))] } ?? [])
         var paths: [String] = []
         for (name, data) in files {
             let path = (directory as NSString).appendingPathComponent(name)

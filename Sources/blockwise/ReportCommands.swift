@@ -30,7 +30,7 @@ struct Report: ParsableCommand {
         let directory = report ?? defaultReportDirectory(store: options.store)
         try ReportWriter.write(runReport, to: directory)
         print(runReport.summary())
-        print("report: \((directory as NSString).appendingPathComponent("report.html")) (report.json, accuracy.svg, memory.svg, modules.csv)")
+        print("report: \((directory as NSString).appendingPathComponent("report.html")) (report.json, accuracy.svg, memory.svg, modules.csv" + (runReport.configuration.procedure.keepsAllModulesResident ? "" : ", arena.svg") + ")")
     }
 }
 

@@ -117,7 +117,7 @@ struct Train: ParsableCommand {
             error.store = featureStore?.path
             throw error
         }
-        print("report: \((directory as NSString).appendingPathComponent("report.html")) (report.json, accuracy.svg, memory.svg, modules.csv)")
+        print("report: \((directory as NSString).appendingPathComponent("report.html")) (report.json, accuracy.svg, memory.svg, modules.csv" + (runReport.configuration.procedure.keepsAllModulesResident ? "" : ", arena.svg") + ")")
         if let json {
             do { try runReport.json().write(to: URL(fileURLWithPath: json)) } catch {
                 throw ReportWriteError(path: json, reason: ReportWriteError.reason(error, path: json), store: featureStore?.path)

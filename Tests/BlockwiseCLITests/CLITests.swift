@@ -44,7 +44,7 @@ final class CLITests: CLITestCase {
         XCTAssertEqual(first.code, 0, first.err)
         XCTAssertTrue(first.out.contains("best: module"), first.out)
         XCTAssertTrue(first.out.contains("budget 288 KiB held"), first.out)
-        for name in ["report.json", "accuracy.svg", "memory.svg", "report.html"] {
+        for name in ["report.json", "accuracy.svg", "memory.svg", "report.html", "arena.svg"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: report + "/" + name), name)
         }
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report + "/report.json"))) as? [String: Any]
