@@ -31,7 +31,7 @@ public enum ArenaChart {
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="11">
         <rect x="0" y="0" width="\(Int(width))" height="\(Int(height))" fill="white"/>
         <text x="\(n(left))" y="22" font-size="15" font-weight="bold">\(SVGChart.escape(title))</text>
-        <text x="\(n(left))" y="40" fill="#444">arena \(formatBytes(placement.size)), lower bound \(formatBytes(Int(lowerBound))), today's slots \(formatBytes(slotArenaBytes)); blue: saved activations, orange: workspace and gradients</text>
+        <text x="\(n(left))" y="40" fill="#444">packed arena \(formatBytes(placement.size)), its lower bound \(formatBytes(Int(lowerBound))), the same tensors as slots \(formatBytes(slotArenaBytes)); not drawn: parameters, gradients, momentum, I/O \(formatBytes(lifetimes.resident)). Blue: saved activations, orange: workspace and gradients</text>
 
         """
         // Ticks at round numbers of the unit the axis is read in (MiB, KiB or bytes).

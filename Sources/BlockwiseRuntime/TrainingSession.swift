@@ -95,7 +95,11 @@ public struct TrainingSession {
         if usesStore, let storePath, case .store(_, let cacheBytes) = residence {
             let opened = try FeatureStore(path: storePath, encoding: encoding, ledger: ledger, cacheKiB: max(1, cacheBytes / 1024),
                                           replace: fresh)
-            let identity = FeatureStore.RunIdentity(configuration: configuration, data: .init(train: train, test: test), encoding: encoding)
+            // The arena is how memory is laid out, not what is computed (packed trains bit for bit
+            // as slots): a store resumes under either, like under other --threads.
+            var identified = configuration
+            identified.packedArena = nil
+            let identity = FeatureStore.RunIdentity(configuration: identified, data: .init(train: train, test: test), encoding: encoding)
             switch try opened.begin(identity, fresh: fresh) {
             case .created: say("store: \(storePath) (new)")
             case .restarted:

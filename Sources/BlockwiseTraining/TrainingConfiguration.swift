@@ -68,7 +68,8 @@ public enum AugmentedInputs: Codable, Equatable, Sendable, CustomStringConvertib
         case "recompute": return .recompute
         default:
             if text.hasPrefix("pool=") {
-                guard let views = Int(text.dropFirst(5)), poolViewRange.contains(views) else {
+                let digits = text.dropFirst(5)
+                guard digits.allSatisfy({ ("0"..."9").contains($0) }), digits.first != "0", let views = Int(digits), poolViewRange.contains(views) else {
                     throw AugmentationError(message: "--augmented-inputs pool=N takes a whole number of views \(poolViewRange.lowerBound)...\(poolViewRange.upperBound) (got '\(text)')")
                 }
                 return .pool(views: views)

@@ -91,6 +91,13 @@ struct Plan: ParsableCommand {
             maximized = nil
         }
         let cacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
+        if arenaModule != nil && arenaSvg == nil { throw ValidationError("--arena-module picks the module --arena-svg draws: pass --arena-svg FILE too") }
+        if let arenaSvg {
+            if arenaSvg.isEmpty { throw ValidationError("--arena-svg needs a file name (e.g. --arena-svg arena.svg)") }
+            if requested.procedure.keepsAllModulesResident {
+                throw ValidationError("--arena-svg draws a block-wise module's arena (sequential or multilap; got --procedure \(requested.procedure.rawValue))")
+            }
+        }
         let fitPolicy = try device.fitPolicy()
         /// Whether `c` fits `budget`, and its peak: the same plan `train` resolves.
         func plan(_ c: TrainingConfiguration, budget: Int?, profile: DeviceProfile?) -> (fits: Bool, peak: Int, report: PlanReport?) {
@@ -295,7 +302,9 @@ extension Plan {
         let slots = phase.slotPerTensor(configuration: configuration.model).breakdown.total - lifetimes.resident
         let svg = ArenaChart.svg(title: "Module \(k + 1) training arena, batch \(phase.options.batch): \(configuration.model.summary)",
                                  lifetimes: lifetimes, placement: placement, slotArenaBytes: slots)
-        try svg.write(toFile: path, atomically: true, encoding: .utf8)
+        do { try svg.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+            throw ValidationError("--arena-svg: cannot write \(path): \(describeFileError(error, path: path))")
+        }
         print("wrote \(path)")
     }
 

@@ -103,6 +103,31 @@ final class BadInputTests: CLITestCase {
         }
     }
 
+    /// Issue 15 and 19's options: malformed pool sizes, the arena and its drawing where they do not
+    /// apply, are refused with exit 2 naming the option.
+    func testAugmentationAndArenaOptionsAreRefusedWhereTheyDoNotApply() throws {
+        let small = ["--modules", "2", "--blocks", "1", "--width", "4", "--train-size", "100", "--test-size", "50", "--profile", "none"]
+        let cases: [([String], String)] = [
+            (["plan", "--augment", "crop=2", "--augmented-inputs", "pool=+2"], "pool=N"),
+            (["plan", "--augment", "crop=2", "--augmented-inputs", "pool=02"], "pool=N"),
+            (["plan", "--augment", "crop=2", "--augmented-inputs", "pool=0"], "pool=N"),
+            (["train", "--augment", "crop=2", "--augmented-inputs", "pool=2", "--procedure", "parallel"], "--augmented-inputs pool=2"),
+            (["train", "--arena", "packed", "--procedure", "e2e"], "--arena packed"),
+            (["train", "--arena", "tight"], "--arena"),
+            (["plan", "--procedure", "parallel", "--arena-svg", directory + "/a.svg"], "--arena-svg"),
+            (["plan", "--arena-module", "2"], "--arena-module"),
+            (["plan", "--arena-svg", directory + "/a.svg", "--arena-module", "3"], "--arena-module"),
+            (["plan", "--arena-svg", "/nonexistent-dir/a.svg"], "--arena-svg"),
+        ]
+        for (arguments, option) in cases {
+            let result = try run(arguments + small + (arguments[0] == "train" ? ["--store", directory + "/never.sqlite", "--quiet"] : []))
+            XCTAssertEqual(result.code, 2, "\(arguments): \(result.err)")
+            XCTAssertTrue(result.err.contains(option), "\(arguments) names \(option): \(result.err)")
+            XCTAssertFalse(result.err.contains("NSCocoaErrorDomain"), "\(arguments): \(result.err)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/a.svg"))
+    }
+
     func testAMissingDirectorySaysSo() throws {
         let result = try run(["train", "--store", directory + "/no/such/dir/x.sqlite"] + tiny)
         XCTAssertEqual(result.code, 1)
