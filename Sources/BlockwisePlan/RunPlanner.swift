@@ -183,8 +183,7 @@ public enum RunPlanner {
             ? BatchSchedule.recalibrationBatches(count: inputRows, size: min(configuration.batchSize, capacity)) : []
         let recalibrationWork = recalibration.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: true) }.sum()
         let streamed = BatchSchedule.sequentialBatches(count: outputRows, size: capacity) + BatchSchedule.sequentialBatches(count: testCount, size: capacity)
-        let pools = configuration.augment != nil && configuration.augmentedInputsChoice.poolViews != nil
-        let poolAugmentation = k == 0 && pools ? outputRows * KernelWork.augment(values: images, flip: augmentFlip) : .zero
+        let poolAugmentation = k == 0 && configuration.poolsAugmentedViews ? outputRows * KernelWork.augment(values: images, flip: augmentFlip) : .zero
         let streamingWork = streamed.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: false) }.sum() + poolAugmentation
         let training = epochs * (epochWork + evaluationWork)
         var work = ModuleWork(trainingFlops: training.flops, recalibrationFlops: recalibrationWork.flops, streamingFlops: streamingWork.flops,

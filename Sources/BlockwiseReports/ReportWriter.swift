@@ -33,7 +33,7 @@ public enum ReportWriter {
     }
 
     /// The training arena of the module whose packed arena is largest, as `--arena packed` places
-    /// it (issue 19; block-wise runs only, nil for parallel and e2e).
+    /// it (issue 19; block-wise runs only, nil for parallel and e2e, which is when `html` links it).
     public static func arenaChart(_ report: RunReport) -> String? {
         let c = report.configuration
         guard !c.procedure.keepsAllModulesResident else { return nil }
@@ -100,7 +100,7 @@ public enum ReportWriter {
         <pre>\(escape(report.closingLines().joined(separator: "\n")))</pre>
         <h2>Accuracy versus depth</h2><img src="accuracy.svg" alt="accuracy per module">
         <h2>Memory</h2><img src="memory.svg" alt="ledger bytes over the run">
-        \(tensors)\(arenaChart(report) == nil ? "" : "\n<h2>Arena</h2><img src=\"arena.svg\" alt=\"the largest module's training arena, one rectangle per tensor\">")
+        \(tensors)\(report.configuration.procedure.keepsAllModulesResident ? "" : "\n<h2>Arena</h2><img src=\"arena.svg\" alt=\"the largest module's training arena, one rectangle per tensor\">")
         </body></html>
 
         """

