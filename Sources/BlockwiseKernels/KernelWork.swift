@@ -99,6 +99,13 @@ public enum KernelWork {
     /// The residual branch's gradient at a block's output ReLU with the transport term: 5 FLOPs per
     /// element; reads the gradient, the output and the convolution's output, writes two gradients.
     public static func residualGradient(count: Int) -> OperationWork { elementwise(flops: 5 * count, values: 5 * count) }
+    /// The same with the output ReLU's mask as bits (``maskedResidualGradient(_:_:mask:maskStart:x:_:transportScale:a:b:)``):
+    /// the mask's words read instead of y.
+    public static func residualGradientFromMask(count: Int) -> OperationWork {
+        elementwise(flops: 5 * count, values: 4 * count + reluMaskWords(count: count))
+    }
+    /// ``packReLUMask(_:count:into:)``: `count` values read, their mask's words written.
+    public static func reluMaskPack(count: Int) -> OperationWork { elementwise(values: count + reluMaskWords(count: count)) }
     /// An SGD momentum step: 6 FLOPs per trainable value; reads value, gradient and momentum, writes two.
     public static func optimizerStep(parameters: Int) -> OperationWork { elementwise(flops: 6 * parameters, values: 5 * parameters) }
     /// ReLU over `count` values (read and written).

@@ -181,7 +181,10 @@ public enum RunPlanner {
         let outputRows = configuration.levelRows(k + 1, split: .train, samples: trainCount)
         let recalibration = configuration.recalibrateBatchNorm
             ? BatchSchedule.recalibrationBatches(count: inputRows, size: min(configuration.batchSize, capacity)) : []
-        let recalibrationWork = recalibration.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: true) }.sum()
+        let recalibrationWork = recalibration.map {
+            // In the training phase's buffers: a packed arena packs the blocks' masks there too.
+            ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: true, packed: configuration.packedArena == true)
+        }.sum()
         let streamed = BatchSchedule.sequentialBatches(count: outputRows, size: capacity) + BatchSchedule.sequentialBatches(count: testCount, size: capacity)
         let poolAugmentation = k == 0 && configuration.poolsAugmentedViews ? outputRows * KernelWork.augment(values: images, flip: augmentFlip) : .zero
         let streamingWork = streamed.map { ResNetModule.forwardWork(configuration: model, index: k, batch: $0, training: false) }.sum() + poolAugmentation

@@ -18,7 +18,7 @@ public enum ArenaChart {
     }
 
     public static func svg(title: String, lifetimes: PhaseLifetimes, placement: ArenaPlacement, slotArenaBytes: Int) -> String {
-        let width = 1000.0, height = 620.0, left = 80.0, right = 90.0, top = 50.0, bottom = 190.0
+        let width = 1000.0, height = 620.0, left = 80.0, right = 90.0, top = 66.0, bottom = 190.0
         let plotW = width - left - right, plotH = height - top - bottom
         let ops = Double(max(lifetimes.operations.count, 1))
         let lowerBound = Double(lifetimes.peakOperation.bytes)
@@ -31,7 +31,8 @@ public enum ArenaChart {
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="11">
         <rect x="0" y="0" width="\(Int(width))" height="\(Int(height))" fill="white"/>
         <text x="\(n(left))" y="22" font-size="15" font-weight="bold">\(SVGChart.escape(title))</text>
-        <text x="\(n(left))" y="40" fill="#444">packed arena \(formatBytes(placement.size)), its lower bound \(formatBytes(Int(lowerBound))), the same tensors as slots \(formatBytes(slotArenaBytes)); not drawn: parameters, gradients, momentum, I/O \(formatBytes(lifetimes.resident)). Blue: saved activations, orange: workspace and gradients</text>
+        <text x="\(n(left))" y="40" fill="#444">packed arena \(formatBytes(placement.size)), its lower bound \(formatBytes(Int(lowerBound))), the same tensors as slots \(formatBytes(slotArenaBytes)); not drawn: parameters, gradients, momentum, I/O \(formatBytes(lifetimes.resident)).</text>
+        <text x="\(n(left))" y="55" fill="#444">Blue: saved activations, orange: workspace and gradients.</text>
 
         """
         // Ticks at round numbers of the unit the axis is read in (MiB, KiB or bytes).
@@ -46,8 +47,11 @@ public enum ArenaChart {
             let y0 = sy(Double(item.end)), y1 = sy(Double(item.offset))
             let color = colors[t.category] ?? "#999999"
             svg += "<rect x=\"\(n(x0 + 0.5))\" y=\"\(n(y0))\" width=\"\(n(max(x1 - x0 - 1, 0.5)))\" height=\"\(n(max(y1 - y0, 0.4)))\" fill=\"\(color)\" fill-opacity=\"0.55\" stroke=\"\(color)\" stroke-width=\"0.8\"><title>\(SVGChart.escape("\(t.tag): \(formatBytes(t.bytes)), operations \(t.first)...\(t.last), offset \(item.offset)"))</title></rect>\n"
-            if y1 - y0 >= 13 && x1 - x0 >= 60 {
-                svg += "<text x=\"\(n(x0 + 4))\" y=\"\(n((y0 + y1) / 2 + 4))\" fill=\"#111\">\(SVGChart.escape(shortTag(t.tag)))</text>\n"
+            // The tag, cut to the rectangle's width (about 6 px a character at 11 px).
+            let fits = Int((x1 - x0 - 8) / 6), tag = shortTag(t.tag)
+            if y1 - y0 >= 13 && fits >= 6 {
+                let label = tag.count <= fits ? tag : String(tag.prefix(fits - 1)) + "\u{2026}"
+                svg += "<text x=\"\(n(x0 + 4))\" y=\"\(n((y0 + y1) / 2 + 4))\" fill=\"#111\">\(SVGChart.escape(label))</text>\n"
             }
         }
         for (value, label, dash) in [(lowerBound, "lower bound", "6,3"), (Double(slotArenaBytes), "today's slots", "2,3")] {

@@ -125,8 +125,9 @@ final class ConvBNUnit {
     /// The gradients at a residual block's output ReLU, in one pass: `dOutput = dOutput * (y > 0)`
     /// (dS, in place) and `dResidual = dS + weight * 2 r / count`, recomputing `r = BN(conv)` from
     /// the saved convolution output and batch statistics (so r itself is not kept).
-    /// - Shapes: dOutput, reluOutput (y), dResidual [N, C_out, H_out, W_out].
-    func residualGradients(dOutput: UnsafeMutablePointer<Float>, reluOutput: UnsafePointer<Float>,
+    /// - Shapes: dOutput, reluOutput (y), dResidual [N, C_out, H_out, W_out]; `reluMask`, when
+    ///   given instead of y, the mask of `y > 0` as bits (``packReLUMask(_:count:into:)``).
+    func residualGradients(dOutput: UnsafeMutablePointer<Float>, reluOutput: UnsafePointer<Float>, reluMask: UnsafePointer<UInt32>? = nil,
                            dResidual: UnsafeMutablePointer<Float>, transportWeight: Float, batch: Int) {
         let c = geometry.outputChannels, spatial = geometry.outputPixels
         let b = bound!
@@ -137,12 +138,17 @@ final class ConvBNUnit {
                 let a = gamma[channel] * rstd[channel], b = beta[channel] - mean[channel] * a
                 for n in 0..<batch {
                     let offset = (n * c + channel) * spatial
-                    let x = conv + offset, y = reluOutput + offset, g = dOutput + offset, r = dResidual + offset
-                    maskedResidualGradient(g, r, y: y, x: x, spatial, transportScale: scale, a: a, b: b)
+                    let x = conv + offset, g = dOutput + offset, r = dResidual + offset
+                    if let reluMask {
+                        maskedResidualGradient(g, r, mask: reluMask, maskStart: offset, x: x, spatial, transportScale: scale, a: a, b: b)
+                    } else {
+                        maskedResidualGradient(g, r, y: reluOutput + offset, x: x, spatial, transportScale: scale, a: a, b: b)
+                    }
                 }
             }
         }
-        KernelCounters.work += KernelWork.residualGradient(count: batch * c * spatial)
+        KernelCounters.work += reluMask == nil ? KernelWork.residualGradient(count: batch * c * spatial)
+                                               : KernelWork.residualGradientFromMask(count: batch * c * spatial)
     }
 
     /// Forward; returns `mean(BN output^2)` (before the ReLU) when `measureSquares` is set, else 0.
@@ -224,9 +230,9 @@ final class ConvBNUnit {
     /// mask computed twice from the conv output, the convolution's gradients in two calls when
     /// `split` (the input computed again by its producer).
     func backwardWork(batch: Int, inputGradient: Bool, recomputes: Bool, split: Bool) -> OperationWork {
-        guard recomputes else { return backwardWork(batch: batch, inputGradient: inputGradient) }
+        guard recomputes || split else { return backwardWork(batch: batch, inputGradient: inputGradient) }
         let c = geometry.outputChannels, spatial = geometry.outputPixels
-        let mask = relu ? 2 * KernelWork.batchNormRecompute(count: batch * c * spatial) : .zero
+        let mask = relu && recomputes ? 2 * KernelWork.batchNormRecompute(count: batch * c * spatial) : .zero
         let convolution = split
             ? KernelWork.convolutionBackward(geometry, batch: batch, inputGradient: false, weightGradient: true)
                 + (inputGradient ? KernelWork.convolutionBackward(geometry, batch: batch, inputGradient: true, weightGradient: false) : .zero)
@@ -275,6 +281,12 @@ final class BasicBlock {
     var output: UnsafeMutablePointer<Float> { unit2.output }
     /// Mean of r^2 of the last forward.
     private(set) var lastKineticEnergy: Double = 0
+    /// A packed training arena (issue 19): `<prefix>.out.mask`, the output ReLU's mask as bits,
+    /// which the residual gradient reads instead of y (so y lives only until its last reader as an
+    /// input), and `<prefix>.dHidden`, unit1's output gradient in a tensor of its own (so dOutput
+    /// dies once the skip path has read it). Both nil otherwise.
+    private var mask: UnsafeMutablePointer<UInt32>?
+    private var dHidden: UnsafeMutablePointer<Float>?
 
     var parameterSpecs: [ParameterSpec] { unit1.parameterSpecs + unit2.parameterSpecs }
 
@@ -283,8 +295,13 @@ final class BasicBlock {
             + [SlotSpec(outputTag, .savedActivations, [batch] + outputShape)]
     }
 
-    func bind(_ context: LayerContext) { unit1.bind(context); unit2.bind(context); lastKineticEnergy = 0 }
-    func unbind() { unit1.unbind(); unit2.unbind() }
+    func bind(_ context: LayerContext) {
+        unit1.bind(context); unit2.bind(context); lastKineticEnergy = 0
+        mask = context.hasSlot(prefix + ".out.mask")
+            ? UnsafeMutableRawPointer(context.slot(prefix + ".out.mask")).assumingMemoryBound(to: UInt32.self) : nil
+        dHidden = context.hasSlot(prefix + ".dHidden") ? context.slot(prefix + ".dHidden") : nil
+    }
+    func unbind() { unit1.unbind(); unit2.unbind(); mask = nil; dHidden = nil }
     func attach(input x: UnsafePointer<Float>) { unit1.attach(input: x); unit2.attach(input: UnsafePointer(unit1.output)) }
 
     /// - operation: called as each of its operations starts (unit1, unit2, add; ``PhaseLifetimes``).
@@ -304,6 +321,10 @@ final class BasicBlock {
             addReLU(y, x, count: count)
         }
         KernelCounters.work += skipWork(batch: batch, forward: true)
+        if training, let mask {
+            packReLUMask(y, count: count, into: mask)
+            KernelCounters.work += KernelWork.reluMaskPack(count: count)
+        }
     }
 
     /// Mean of r^2 over the batch tensor (of the last forward).
@@ -320,34 +341,41 @@ final class BasicBlock {
                        : KernelWork.shortcutBackward(inputs: inputs, outputs: outputs)
     }
 
-    /// The work ``forward(_:batch:training:momentum:)`` counts.
-    func forwardWork(batch: Int, training: Bool) -> OperationWork {
+    /// The work ``forward(_:batch:training:momentum:)`` counts (`packed`: a packed training
+    /// arena's, which also packs the output ReLU's mask).
+    func forwardWork(batch: Int, training: Bool, packed: Bool = false) -> OperationWork {
         unit1.forwardWork(batch: batch, training: training) + unit2.forwardWork(batch: batch, training: training, measureSquares: true)
-            + skipWork(batch: batch, forward: true)
+            + skipWork(batch: batch, forward: true) + (training && packed ? KernelWork.reluMaskPack(count: batch * outputCount) : .zero)
     }
 
-    /// The work ``backward(dOutput:dInput:transportWeight:scratch:batch:)`` counts.
-    func backwardWork(batch: Int, inputGradient: Bool, recomputesOutputs: Bool = false) -> OperationWork {
-        KernelWork.residualGradient(count: batch * outputCount) + (inputGradient ? skipWork(batch: batch, forward: false) : .zero)
-            + unit2.backwardWork(batch: batch, inputGradient: true)
-            + unit1.backwardWork(batch: batch, inputGradient: inputGradient, recomputes: recomputesOutputs, split: false)
-            + (recomputesOutputs ? KernelWork.batchNormRecompute(count: batch * unit1.outputCount) : .zero)
+    /// The work ``backward(dOutput:dInput:transportWeight:scratch:batch:)`` counts. `packed`: a
+    /// packed training arena's (unit1's output computed again, the residual gradient from the
+    /// mask's bits, unit2's gradients in two calls).
+    func backwardWork(batch: Int, inputGradient: Bool, packed: Bool = false) -> OperationWork {
+        let count = batch * outputCount
+        return (packed ? KernelWork.residualGradientFromMask(count: count) : KernelWork.residualGradient(count: count))
+            + (inputGradient ? skipWork(batch: batch, forward: false) : .zero)
+            + unit2.backwardWork(batch: batch, inputGradient: true, recomputes: false, split: packed)
+            + unit1.backwardWork(batch: batch, inputGradient: inputGradient, recomputes: packed, split: false)
+            + (packed ? KernelWork.batchNormRecompute(count: batch * unit1.outputCount) : .zero)
     }
 
     /// - dOutput: gradient w.r.t. y; overwritten.
     /// - dInput: accumulated into, or nil (detached input).
     /// - transportWeight: w in `w * mean(r^2)`; its gradient enters the residual branch only.
     /// - scratch: one buffer of at least N x (block output) floats.
-    /// The dOutput buffer is reused for the hidden gradient once the skip path has consumed it.
-    /// - operation: called as each of its operations after the first starts (skip, unit2, unit1;
-    ///   the caller starts `residual`, before it zeroes dInput).
+    /// The dOutput buffer is reused for the hidden gradient once the skip path has consumed it
+    /// (a packed arena: `<prefix>.dHidden`, written after unit2's weight gradient).
+    /// - operation: called as each of its operations after the first starts (skip, unit2, in a
+    ///   packed arena unit2's input gradient, unit1; the caller starts `residual`, before it
+    ///   zeroes dInput).
     /// - recomputeInput: called as unit1's backward starts, to compute the block's input again
     ///   (the previous layer's recomputed output) and attach it (a packed arena).
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, transportWeight: Float,
                   scratch: UnsafeMutablePointer<Float>, batch: Int, operation: () -> Void = {}, recomputeInput: () -> Void = {}) {
         let count = batch * outputCount
         let dResidual = scratch
-        unit2.residualGradients(dOutput: dOutput, reluOutput: output, dResidual: dResidual,
+        unit2.residualGradients(dOutput: dOutput, reluOutput: output, reluMask: mask.map { UnsafePointer($0) }, dResidual: dResidual,
                                 transportWeight: transportWeight, batch: batch)
         operation()
         if let dInput {
@@ -363,12 +391,23 @@ final class BasicBlock {
             unit1.recomputeOutput(batch: batch)
             unit2.attach(input: UnsafePointer(unit1.outputForBackward))
         }
-        let dHidden = dOutput
-        dHidden.update(repeating: 0, count: count)
-        unit2.backward(dOutput: dResidual, dInput: dHidden, batch: batch)
+        let hidden: UnsafeMutablePointer<Float>
+        if let dHidden {
+            hidden = dHidden
+            withoutActuallyEscaping(operation) { operation in
+                unit2.backward(dOutput: dResidual, dInput: dHidden, batch: batch) {
+                    operation()
+                    dHidden.update(repeating: 0, count: count)
+                }
+            }
+        } else {
+            hidden = dOutput
+            hidden.update(repeating: 0, count: count)
+            unit2.backward(dOutput: dResidual, dInput: hidden, batch: batch)
+        }
         operation()
         recomputeInput()
-        unit1.backward(dOutput: dHidden, dInput: dInput, batch: batch)
+        unit1.backward(dOutput: hidden, dInput: dInput, batch: batch)
     }
 }
 
@@ -523,17 +562,28 @@ final class Head {
         return work
     }
 
-    /// The work ``backward(dInput:batch:)`` counts (the loss's own is the module's).
-    func backwardWork(batch: Int) -> OperationWork {
+    /// The work ``backward(dInput:batch:beforeInputGradient:)`` counts (the loss's own is the
+    /// module's; `split`: the conv's gradients in two calls).
+    func backwardWork(batch: Int, split: Bool = false) -> OperationWork {
         let c = channels
         let work = KernelWork.linearBackward(batch: batch, inputs: c, outputs: classes, inputGradient: true)
         guard kind == .oneCNN else { return work + KernelWork.pool(count: batch * c * spatial, outputs: batch * c) }
+        let convolution = split
+            ? KernelWork.convolutionBackward(conv, batch: batch, inputGradient: false, weightGradient: true)
+                + KernelWork.convolutionBackward(conv, batch: batch, inputGradient: true, weightGradient: false)
+            : KernelWork.convolutionBackward(conv, batch: batch, inputGradient: true, weightGradient: true)
         return work + KernelWork.batchNormBackward(batch: batch, channels: c, spatial: 1) + KernelWork.relu(count: batch * c * spatial)
-            + KernelWork.convolutionBackward(conv, batch: batch, inputGradient: true, weightGradient: true)
+            + convolution
     }
 
+    /// Whether ``backward(dInput:batch:beforeInputGradient:)`` can split its conv's gradients.
+    var splitsBackward: Bool { kind == .oneCNN }
+
     /// Backward from ``logitsGradient`` (already filled by the loss); accumulates into dInput.
-    func backward(dInput: UnsafeMutablePointer<Float>, batch: Int) {
+    /// - beforeInputGradient: when given (a `1cnn` head in a packed arena), the conv's weight
+    ///   gradient is computed first and its input gradient after calling it: the head's input is
+    ///   dead by then, and dInput, which the caller zeroes in it, may lie where the input was.
+    func backward(dInput: UnsafeMutablePointer<Float>, batch: Int, beforeInputGradient: (() -> Void)? = nil) {
         let c = channels
         let b = bound!
         let dFeatures = kind == .oneCNN ? b.dBN! : b.dPool!
@@ -560,8 +610,16 @@ final class Head {
             for i in 0..<spatial { values[i] = values[i] > 0 ? g : 0 }
         }
         KernelCounters.work += KernelWork.relu(count: batch * c * spatial)  // the mask pass reads and writes the conv output
-        b.convolution!.backward(dInput: dInput, dWeight: b.dConvWeight!, dBias: b.dConvBias!, dOutput: dConv, input: x!,
-                                weight: b.convWeight!, batch: batch)
+        if let beforeInputGradient {
+            b.convolution!.backward(dInput: nil, dWeight: b.dConvWeight!, dBias: b.dConvBias!, dOutput: dConv, input: x!,
+                                    weight: b.convWeight!, batch: batch, splitsAsBoth: true)
+            beforeInputGradient()
+            b.convolution!.backward(dInput: dInput, dWeight: nil, dBias: nil, dOutput: dConv, input: x!,
+                                    weight: b.convWeight!, batch: batch, splitsAsBoth: true)
+        } else {
+            b.convolution!.backward(dInput: dInput, dWeight: b.dConvWeight!, dBias: b.dConvBias!, dOutput: dConv, input: x!,
+                                    weight: b.convWeight!, batch: batch)
+        }
     }
 
     /// The input of the last forward call, read by backward.

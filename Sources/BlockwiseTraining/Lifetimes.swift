@@ -75,6 +75,11 @@ extension ModulePhase {
     /// `recomputingOutputs` (a packed training arena): the encoder units' and the blocks' unit1
     /// outputs live only until their last forward reader; the backward computes each again into
     /// `<unit>.out.recomputed`, from its reader's backward (the weight gradient) to its own (the mask).
+    /// Each block keeps its output ReLU's mask as bits (`<block>.out.mask`), so its output lives
+    /// only until its last reader as an input; unit2's input gradient (`<unit2>.backward.input`,
+    /// into `<block>.dHidden`) and a `1cnn` head's (`<head>.backward.input`, into `grad.output`)
+    /// are operations of their own, after the weight gradients, so that the output gradient a
+    /// block receives dies once its skip path has read it.
     public func lifetimes(configuration: ModelConfiguration, recomputingOutputs: Bool = false) -> PhaseLifetimes? {
         guard kind != .resident else { return nil }
         if placement != nil {
@@ -92,16 +97,21 @@ extension ModulePhase {
                                           add: op($0.prefix + ".add")) }
         let headForward = head.map { op($0.prefix + ".forward") }
         // Backward (training).
-        var headBackward: Int? = nil
+        var headBackward: Int? = nil, headInputGradient: Int? = nil
         var blockBackward: [(residual: Int, skip: Int, unit2: Int, unit1: Int)] = Array(repeating: (0, 0, 0, 0), count: blocks.count)
+        // A packed arena computes unit2's input gradient (into `<block>.dHidden`) after its weight
+        // gradient, and a `1cnn` head's (into the module's output gradient) after its own.
+        var unit2InputGradient = [Int](repeating: 0, count: blocks.count)
         var encoderBackward = [Int](repeating: 0, count: encoder.count)
         var encoderInputGradient: [Int: Int] = [:]
         if training {
             headBackward = head.map { op($0.prefix + ".backward") }
+            if recomputes, let head, head.splitsBackward { headInputGradient = op(head.prefix + ".backward.input") }
             for j in blocks.indices.reversed() {
                 let b = blocks[j]
-                blockBackward[j] = (op(b.prefix + ".residual.backward"), op(b.prefix + ".skip.backward"),
-                                    op(b.unit2.prefix + ".backward"), op(b.unit1.prefix + ".backward"))
+                let residual = op(b.prefix + ".residual.backward"), skip = op(b.prefix + ".skip.backward"), unit2 = op(b.unit2.prefix + ".backward")
+                unit2InputGradient[j] = recomputes ? op(b.unit2.prefix + ".backward.input") : unit2
+                blockBackward[j] = (residual, skip, unit2, op(b.unit1.prefix + ".backward"))
             }
             for i in encoder.indices.reversed() {
                 encoderBackward[i] = op(encoder[i].prefix + ".backward")
@@ -119,6 +129,14 @@ extension ModulePhase {
         func forwardOf(layer l: Int) -> Int { l < encoder.count ? encoderForward[l] : blockForward[l - encoder.count].unit1 }
         func backwardEnd(layer l: Int) -> Int {
             l < encoder.count ? encoderInputGradient[l] ?? encoderBackward[l] : blockBackward[l - encoder.count].unit1
+        }
+        // The last operation that reads layer l's output gradient. A block reads it at its residual
+        // and (with an input gradient) its skip path; only without a packed arena does it hold the
+        // block's hidden gradient after that, until unit1.
+        func outputGradientEnd(layer l: Int) -> Int {
+            guard recomputes, l >= encoder.count else { return backwardEnd(layer: l) }
+            let b = blockBackward[l - encoder.count]
+            return l > 0 || options.needsInputGradient ? b.skip : b.residual
         }
         func outputReaders(layer l: Int, written: Int) -> Int {
             if training { return l < encoder.count ? encoderBackward[l] : blockBackward[l - encoder.count].residual }
@@ -168,6 +186,21 @@ extension ModulePhase {
             }
             // unit2 writes r into the block's output, which the add turns into y.
             interval[block.outputTag] = (f.unit2, outputReaders(layer: encoder.count + j, written: f.unit2))
+            if recomputes {
+                // The residual gradient reads y's mask as bits (`<block>.out.mask`, from the add),
+                // so y lives until its last reader as an input: the next block's unit1 backward,
+                // or the head (its weight gradient; a linear head reads only its pooled features).
+                let last: Int
+                if j + 1 < blocks.count { last = blockBackward[j + 1].unit1 }
+                else if let head, let hb = headBackward { last = head.splitsBackward ? hb : headForward! }
+                else { last = end }
+                interval[block.outputTag] = (f.unit2, last)
+                recomputed.append(TensorLifetime(block.prefix + ".out.mask", .savedActivations,
+                                                 bytes: reluMaskWords(count: n * block.outputCount) * 4, first: f.add, last: b.residual))
+                recomputed.append(TensorLifetime(block.prefix + ".dHidden", .workspace,
+                                                 bytes: n * block.unit1.outputCount * MemoryLayout<Float>.stride,
+                                                 first: unit2InputGradient[j], last: b.unit1))
+            }
         }
         if let head, let hf = headForward {
             let hb = headBackward ?? hf
@@ -199,17 +232,20 @@ extension ModulePhase {
             func bytes(_ values: Int) -> Int { n * values * MemoryLayout<Float>.stride }
             if let head, let hb = headBackward, let hf = headForward {
                 if head.kind == .oneCNN {
-                    tensors.append(TensorLifetime(head.prefix + ".conv", .workspace, bytes: bytes(head.inputShape.reduce(1, *)), first: hf, last: hb))
+                    tensors.append(TensorLifetime(head.prefix + ".conv", .workspace, bytes: bytes(head.inputShape.reduce(1, *)),
+                                                  first: hf, last: headInputGradient ?? hb))
                 }
-                // The module's output gradient: the head writes it; the last layer reads it, and a
-                // block reuses it for its hidden gradient until its unit1.
+                // The module's output gradient: the head writes it; the last layer reads it, and
+                // (without a packed arena) a block reuses it for its hidden gradient until its unit1.
                 let lastLayer = layerCount - 1
                 tensors.append(TensorLifetime("grad.output", .workspace, bytes: bytes(outputShapeValues(configuration)),
-                                              first: hb, last: backwardEnd(layer: lastLayer)))
+                                              first: headInputGradient ?? hb, last: outputGradientEnd(layer: lastLayer)))
             }
             for (j, block) in blocks.enumerated() {
                 let b = blockBackward[j]
-                tensors.append(TensorLifetime(block.prefix + ".dResidual", .workspace, bytes: bytes(block.outputCount), first: b.residual, last: b.unit2))
+                // It holds unit2's conv gradient (in place) until unit2's input gradient has read it.
+                tensors.append(TensorLifetime(block.prefix + ".dResidual", .workspace, bytes: bytes(block.outputCount),
+                                              first: b.residual, last: unit2InputGradient[j]))
             }
             // Layer l's input gradient: zeroed as its backward starts, read by layer l - 1's
             // backward (a block reuses it for its hidden gradient). The first layer's is the
@@ -219,7 +255,7 @@ extension ModulePhase {
                 let values = l < encoder.count ? encoder[l].geometry.inputChannels * encoder[l].geometry.inputPixels
                                                : blocks[l - encoder.count].inputShape.reduce(1, *)
                 let name = l < encoder.count ? encoder[l].prefix : blocks[l - encoder.count].prefix
-                tensors.append(TensorLifetime("grad.in." + name, .workspace, bytes: bytes(values), first: start, last: backwardEnd(layer: l - 1)))
+                tensors.append(TensorLifetime("grad.in." + name, .workspace, bytes: bytes(values), first: start, last: outputGradientEnd(layer: l - 1)))
             }
         }
         return PhaseLifetimes(operations: operations, tensors: tensors, resident: resident)

@@ -345,18 +345,22 @@ public final class ResNetModule {
         operationIndex += 1
     }
 
-    /// The work (FLOPs and bytes by operation class) one ``forward(_:batch:training:)`` of module `index` counts.
-    public static func forwardWork(configuration: ModelConfiguration, index: Int, hasHead: Bool = true, batch: Int, training: Bool) -> OperationWork {
+    /// The work (FLOPs and bytes by operation class) one ``forward(_:batch:training:)`` of module `index` counts
+    /// (`packed`: prepared with a packed training arena, whose training forward packs each block's mask).
+    public static func forwardWork(configuration: ModelConfiguration, index: Int, hasHead: Bool = true, batch: Int, training: Bool,
+                                   packed: Bool = false) -> OperationWork {
         let (encoder, blocks, head) = layers(configuration, index: index, hasHead: hasHead)
         return encoder.map { $0.forwardWork(batch: batch, training: training) }.sum()
-            + blocks.map { $0.forwardWork(batch: batch, training: training) }.sum()
+            + blocks.map { $0.forwardWork(batch: batch, training: training, packed: packed) }.sum()
             + (head?.forwardWork(batch: batch, training: training) ?? .zero)
     }
 
-    /// The work of ``headLossAndBackward(labels:batch:labelSmoothing:scale:)``.
-    public static func headLossWork(configuration: ModelConfiguration, index: Int, batch: Int) -> OperationWork {
+    /// The work of ``headLossAndBackward(labels:batch:labelSmoothing:scale:)`` (`packed`: with a
+    /// packed training arena, the head's conv gradients in two calls).
+    public static func headLossWork(configuration: ModelConfiguration, index: Int, batch: Int, packed: Bool = false) -> OperationWork {
         let (_, _, head) = layers(configuration, index: index, hasHead: true)
-        return KernelWork.crossEntropy(batch: batch, classes: configuration.classes) + head!.backwardWork(batch: batch)
+        return KernelWork.crossEntropy(batch: batch, classes: configuration.classes)
+            + head!.backwardWork(batch: batch, split: packed && head!.splitsBackward)
     }
 
     /// The work of ``backward(batch:transportWeight:dInput:)`` (`inputGradient`: dInput is given).
@@ -369,7 +373,7 @@ public final class ResNetModule {
         for (j, block) in blocks.enumerated() {
             // The first block's input gradient is the module's (dInput) unless an encoder precedes it.
             work += block.backwardWork(batch: batch, inputGradient: j == 0 && encoder.isEmpty ? inputGradient : true,
-                                       recomputesOutputs: recomputesOutputs)
+                                       packed: recomputesOutputs)
         }
         for (i, unit) in encoder.enumerated() {
             work += unit.backwardWork(batch: batch, inputGradient: i != 0, recomputes: recomputesOutputs, split: recomputesOutputs && i > 0)
@@ -380,8 +384,8 @@ public final class ResNetModule {
 
     /// The work of one ``trainStep(input:labels:batch:transportWeight:labelSmoothing:scale:)``.
     public static func trainStepWork(configuration: ModelConfiguration, index: Int, batch: Int, recomputesOutputs: Bool = false) -> OperationWork {
-        forwardWork(configuration: configuration, index: index, batch: batch, training: true)
-            + headLossWork(configuration: configuration, index: index, batch: batch)
+        forwardWork(configuration: configuration, index: index, batch: batch, training: true, packed: recomputesOutputs)
+            + headLossWork(configuration: configuration, index: index, batch: batch, packed: recomputesOutputs)
             + backwardWork(configuration: configuration, index: index, batch: batch, inputGradient: false, recomputesOutputs: recomputesOutputs)
     }
 
@@ -413,8 +417,18 @@ public final class ResNetModule {
         let result = softmaxCrossEntropy(logits: head.logits, labels: labels, batch: batch,
                                          classes: configuration.classes, labelSmoothing: labelSmoothing,
                                          dLogits: dLogits, scale: scale)
-        outputGradient.update(repeating: 0, count: batch * outputCount)
-        head.backward(dInput: outputGradient, batch: batch)
+        let dOutput = outputGradient, count = batch * outputCount
+        if options?.packedArena == true && head.splitsBackward {
+            // A packed arena: the output gradient is written (its own operation) once the head's
+            // weight gradient has read the module's output, where that output may have lain.
+            head.backward(dInput: dOutput, batch: batch) {
+                self.beginOperation()
+                dOutput.update(repeating: 0, count: count)
+            }
+        } else {
+            dOutput.update(repeating: 0, count: count)
+            head.backward(dInput: dOutput, batch: batch)
+        }
         return result
     }
 

@@ -49,6 +49,19 @@ final class ArenaPlanTests: XCTestCase {
             c.workspaceBound = 300
             for k in 0..<model.modules {
                 for training in [true, false] {
+                    // The packed arena's own lifetimes (outputs computed again, masks as bits,
+                    // split gradients): every byte of its block that no live tensor holds.
+                    var packed = c
+                    packed.packedArena = true
+                    let packedPhase = training ? ExecutionPlan.trainingPhase(packed, module: k, batch: 6)
+                                               : ExecutionPlan.streamingPhase(packed, module: k, batch: 6)
+                    let packedLifetimes = try XCTUnwrap(packedPhase.lifetimes(configuration: model))
+                    let packedReference = try step(model, module: k, phase: packedPhase, lifetimes: packedLifetimes, poison: nil)
+                    for poison in [Float.nan, 1e20] {
+                        let poisoned = try step(model, module: k, phase: packedPhase, lifetimes: packedLifetimes, poison: poison)
+                        let same = poisoned.count == packedReference.count && zip(poisoned, packedReference).allSatisfy { $0.bitPattern == $1.bitPattern }
+                        XCTAssertTrue(same, "\(name), module \(k + 1), packed, training \(training), poison \(poison): a tensor is read outside its lifetime")
+                    }
                     let phase = training ? ExecutionPlan.trainingPhase(c, module: k, batch: 6) : ExecutionPlan.streamingPhase(c, module: k, batch: 6)
                     let lifetimes = try XCTUnwrap(phase.lifetimes(configuration: model))
                     let reference = try step(model, module: k, phase: phase, lifetimes: lifetimes, poison: nil)
@@ -80,7 +93,20 @@ final class ArenaPlanTests: XCTestCase {
         var home: [String: String] = [:]
         for tensor in lifetimes.tensors { home[tensor.tag] = phase.aliases[tensor.tag] ?? tensor.tag }
         let slots = Set(home.values)
-        if let poison {
+        if let poison, let placement = phase.placement {
+            // One block: the placed tensors are views into it at their offsets.
+            let (tag, slot) = try XCTUnwrap(placement.first)
+            let base = try XCTUnwrap(module.arenaSlot(tag)).data - slot.offset / 4
+            let floats = placement.values.map { $0.offset / 4 + $0.count }.max() ?? 0
+            module.operationObserver = { op in
+                var held = [Bool](repeating: false, count: floats)
+                for tensor in lifetimes.tensors where tensor.isLive(at: op) {
+                    let placed = placement[tensor.tag]!
+                    for i in (placed.offset / 4)..<(placed.offset / 4 + placed.count) { held[i] = true }
+                }
+                for i in 0..<floats where !held[i] { base[i] = poison }
+            }
+        } else if let poison {
             module.operationObserver = { op in
                 for slot in slots {
                     guard let buffer = module.arenaSlot(slot) else { continue }
