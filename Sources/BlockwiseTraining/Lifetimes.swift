@@ -66,10 +66,11 @@ extension ModulePhase {
     /// resident procedures' phases, whose outputs and gradients cross modules).
     ///
     /// Operations, training: each encoder unit's forward, each block's `unit1`, `unit2` and `add`
-    /// (shortcut and ReLU), the head's forward, `head.backward` (the loss and the head), then per
-    /// block in reverse `residual` (the output ReLU's and the transport term's gradients), `skip`
-    /// (the input gradient through the skip path), `unit2` and `unit1`, and each encoder unit in
-    /// reverse. Streaming: the forward operations only; the output and logits are read after
+    /// (shortcut and ReLU), the head's forward, `head.backward` (the loss and the head; in a
+    /// packed arena `head.backward.input` after it), then per block in reverse `residual` (the
+    /// output ReLU's and the transport term's gradients), `skip` (the input gradient through the
+    /// skip path), `unit2` (packed: `unit2.backward.input` after it) and `unit1`, and each encoder
+    /// unit in reverse (packed: `backward.input` after each but the first). Streaming: the forward operations only; the output and logits are read after
     /// the last one.
     ///
     /// `recomputingOutputs` (a packed training arena): the encoder units' and the blocks' unit1

@@ -81,6 +81,9 @@ public final class ResNetModule {
         let residualGradients: [UnsafeMutablePointer<Float>]
     }
     private var bound: Bound?
+    /// Whether the prepared phase is a packed training arena whose lifetimes split the `1cnn`
+    /// head's backward (its input gradient an operation of its own; ``PhaseLifetimes``).
+    private var splitsHeadBackward = false
     /// Momentum of the batch-norm running statistics in training-mode forward passes.
     public var batchNormMomentum: Float = 0.1
 
@@ -256,6 +259,7 @@ public final class ResNetModule {
         for block in blocks { block.bind(context) }
         head?.bind(context)
         let owns = options.ownsInputBuffer, training = options.training
+        splitsHeadBackward = phase.placement != nil && training && head?.splitsBackward == true
         let layerNames = encoder.map(\.prefix) + blocks.map(\.prefix)
         bound = Bound(input: owns ? context.slot("input") : nil, labels: owns ? context.slot("labels") : nil,
                       outputGradient: training ? context.slot("grad.output") : nil,
@@ -418,7 +422,7 @@ public final class ResNetModule {
                                          classes: configuration.classes, labelSmoothing: labelSmoothing,
                                          dLogits: dLogits, scale: scale)
         let dOutput = outputGradient, count = batch * outputCount
-        if options?.packedArena == true && head.splitsBackward {
+        if splitsHeadBackward {
             // A packed arena: the output gradient is written (its own operation) once the head's
             // weight gradient has read the module's output, where that output may have lain.
             head.backward(dInput: dOutput, batch: batch) {

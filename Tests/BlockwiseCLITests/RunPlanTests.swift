@@ -31,6 +31,7 @@ final class RunPlanTests: CLITestCase {
             ("augment pool in memory", small + ["--augment", "crop=2", "--augmented-inputs", "pool=2", "--in-memory"]),
             // Issue 19: one packed arena per phase, its tensors placed by lifetime.
             ("packed arena", small + ["--arena", "packed"]),
+            ("packed arena, linear heads, downsampling", small + ["--arena", "packed", "--head", "linear", "--downsample-at", "1"]),
             // (With recompute the peak holds a frozen module too: ArenaPlanTests trains it packed.)
             ("packed arena, micro-batches, pool", small + ["--arena", "packed", "--augment", "crop=2", "--augmented-inputs", "pool=2",
                                                          "--fit", "microbatch", "--budget", "3MiB"]),
