@@ -8,20 +8,33 @@ public struct Augmentation: Codable, Equatable, Sendable, CustomStringConvertibl
 
     public init(crop: Int = 0, flip: Bool = false) { self.crop = crop; self.flip = flip }
 
-    /// "crop=4,flip", "crop=4", "flip"; `none` is nil. Malformed words are refused naming the option.
+    /// "crop=4,flip", "crop=4", "flip"; `none` is nil. Malformed lists are refused naming the
+    /// option: an empty or unknown word, a word given twice, spaces, a sign on the number.
     public static func parse(_ text: String, option: String = "--augment") throws -> Augmentation? {
-        let words = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let words = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         if words == ["none"] { return nil }
         var result = Augmentation()
-        guard !words.isEmpty else { throw AugmentationError(message: "\(option) needs crop=N, flip or none") }
+        guard text != "" else { throw AugmentationError(message: "\(option) needs crop=N, flip or none") }
+        var seen: Set<String> = []
         for word in words {
+            if word.isEmpty {
+                throw AugmentationError(message: "\(option) '\(text)' has an empty word: separate crop=N and flip by one comma (e.g. crop=4,flip)")
+            }
+            let name = word.hasPrefix("crop=") ? "crop" : word
+            if !seen.insert(name).inserted {
+                throw AugmentationError(message: "\(option) '\(text)' gives \(name) twice: give it once (e.g. crop=4,flip)")
+            }
             if word == "flip" { result.flip = true; continue }
             if word.hasPrefix("crop=") {
-                guard let pixels = Int(word.dropFirst(5)), pixels >= 1 else {
+                let digits = word.dropFirst(5)
+                guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let pixels = Int(digits), pixels >= 1 else {
                     throw AugmentationError(message: "\(option): crop=N takes a whole number of pixels >= 1 (got '\(word)')")
                 }
                 result.crop = pixels
                 continue
+            }
+            if word == "none" {
+                throw AugmentationError(message: "\(option): none stands alone (got '\(text)'); use crop=N, flip or none")
             }
             throw AugmentationError(message: "\(option): unknown word '\(word)'; use crop=N, flip (e.g. crop=4,flip) or none")
         }
@@ -31,7 +44,7 @@ public struct Augmentation: Codable, Equatable, Sendable, CustomStringConvertibl
     /// Problems for images of `height` x `width`: a crop must leave part of the image.
     public func problems(height: Int, width: Int) -> [String] {
         let limit = min(height, width) / 2 - 1
-        return crop > limit ? ["--augment crop=\(crop) shifts the \(height)x\(width) images by up to their half: use crop=1...\(limit)"] : []
+        return crop > limit ? ["--augment crop=\(crop) would shift the \(height)x\(width) images by half their size or more: use crop=1...\(limit)"] : []
     }
 
     public var description: String { ([crop > 0 ? "crop=\(crop)" : nil, flip ? "flip" : nil] as [String?]).compactMap { $0 }.joined(separator: ",") }

@@ -30,6 +30,9 @@ public struct RunReport: Codable, Sendable {
     public var timeline: [LedgerEvent]
     /// The buffers live at the run's peak, the largest first (nil in reports of earlier versions).
     public var peakTensors: [LiveTensor]?
+    /// "validation" when the evaluations ran on a split held out of the training data
+    /// (`--validation-size`); nil: the test split.
+    public var evaluationSplit: String?
     public var bestModule: Int?
     public var lastModule: Int?
     /// The store's share of the device's storage capacity and the run's writes' of its endurance.
@@ -51,8 +54,9 @@ public struct RunReport: Codable, Sendable {
     /// - storeBytes: the store file's size after the run (for the share of the device's capacity).
     public init(title: String, result: TrainingResult, dataset: String, trainSamples: Int, testSamples: Int,
                 profile: DeviceProfile?, budget: Int?, timeline: [LedgerEvent], peakTensors: [LiveTensor]? = nil,
-                hostPeakResidentBytes: Int?, storeBytes: Int? = nil) {
+                hostPeakResidentBytes: Int?, storeBytes: Int? = nil, evaluationSplit: String = "test") {
         self.title = title
+        self.evaluationSplit = evaluationSplit == "test" ? nil : evaluationSplit
         configuration = result.configuration
         self.dataset = dataset
         self.trainSamples = trainSamples
@@ -165,14 +169,16 @@ public struct RunReport: Codable, Sendable {
             lines.append(String(format: "best: module %d (%.2f%%); last: module %d (%.2f%%)", best.module + 1, best.testAccuracy * 100,
                                 last.module + 1, last.testAccuracy * 100))
         }
-        // `--eval-each-epoch`: the best epoch's test accuracy per module, as the authors report it.
+        // `--eval-each-epoch`: the best epoch's accuracy per module, as the authors report it (on
+        // the test split; with --validation-size, on the validation split).
+        let split = evaluationSplit ?? "test"
         let perEpoch = Dictionary(grouping: epochs.filter { $0.testAccuracy != nil }, by: \.module)
         if !perEpoch.isEmpty {
             let best = perEpoch.keys.sorted().map { module -> String in
                 let top = perEpoch[module]!.max { $0.testAccuracy! < $1.testAccuracy! }!
                 return String(format: "module %d %.2f%% (epoch %d)", module + 1, top.testAccuracy! * 100, top.epoch + 1)
             }
-            lines.append("best epoch's test accuracy, the authors' protocol (selected on test data): " + best.joined(separator: ", "))
+            lines.append("best epoch's \(split) accuracy, the authors' protocol (selected on \(split) data): " + best.joined(separator: ", "))
         }
         var memory = "peak memory \(formatBytes(peakBytes)) (\(peakBreakdown))"
         if let budget { memory += "; budget \(formatBytes(budget)) " + (budgetHeld == true ? "held" : "EXCEEDED") }

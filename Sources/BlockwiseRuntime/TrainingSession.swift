@@ -25,6 +25,8 @@ public struct TrainingSession {
     public var storePath: String? = "blockwise.sqlite"
     public var encoding: FeatureEncoding = .fp32
     public var storeCacheBytes = 2 * 1_048_576
+    /// What `test` is: "test", or "validation" (a split held out of the training data).
+    public var evaluationSplit = "test"
     public var fresh = false
     public var profile: DeviceProfile?
     public var budget: Int?
@@ -139,7 +141,8 @@ public struct TrainingSession {
         let report = RunReport(title: title, result: result, dataset: train.name + " / " + test.name, trainSamples: train.count,
                                testSamples: test.count, profile: profile, budget: budget, timeline: ledger.timeline, peakTensors: ledger.highWaterTensors,
                                hostPeakResidentBytes: HostMemory.peakResidentBytes(),
-                               storeBytes: store.flatMap { try? FileManager.default.attributesOfItem(atPath: $0.path)[.size] as? Int })
+                               storeBytes: store.flatMap { try? FileManager.default.attributesOfItem(atPath: $0.path)[.size] as? Int },
+                               evaluationSplit: evaluationSplit)
         if let store { try store.saveReport(String(decoding: try report.json(), as: UTF8.self)) }
         return (report, store)
     }

@@ -73,6 +73,10 @@ public enum StoreFile: Equatable, Sendable {
         let head = [UInt8]((try? handle.read(upToCount: 1 << 20)) ?? Data())
         try? handle.close()
         if head.isEmpty { return .absent }
+        // A writer killed while it created the file (its first transaction, the switch to WAL)
+        // left a hot journal of a database that had no pages: rolling it back, as the next writer
+        // does, gives an empty database (the file's first page may not be written yet).
+        if !head.starts(with: sqliteHeader) && rolledBackIsEmpty(path) { return .emptyDatabase }
         guard head.starts(with: sqliteHeader) else {
             return .notADatabase(reason: "it does not start with SQLite's header (\(fileSize(path)) bytes)")
         }
@@ -94,6 +98,8 @@ public enum StoreFile: Equatable, Sendable {
             if looksLikeBlockwise, ["-journal", "-wal"].contains(where: { FileManager.default.fileExists(atPath: path + $0) }) {
                 return .blockwise
             }
+            // The same with the first page written: a read-only open cannot roll the journal back.
+            if rolledBackIsEmpty(path) { return .emptyDatabase }
             let reason: String
             switch error as? StoreError {
             case .damaged(_, let what)?: reason = what
@@ -103,6 +109,36 @@ public enum StoreFile: Equatable, Sendable {
             if looksLikeBlockwise { return .damagedBlockwise(what: "SQLite cannot read it (\(reason))") }
             return .foreign(reason: "SQLite cannot read it (\(reason)) and it does not look like a blockwise store")
         }
+    }
+
+    /// Whether `path-journal` is a hot rollback journal of a transaction that began on an empty
+    /// database: its header (SQLite's file format, "the rollback journal") starts with the
+    /// journal magic and gives 0 as the database's size in pages when the transaction began.
+    static func rolledBackIsEmpty(_ path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path + "-journal") else { return false }
+        defer { try? handle.close() }
+        let header = [UInt8]((try? handle.read(upToCount: 28)) ?? Data())
+        let magic: [UInt8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7]
+        guard header.count == 28, Array(header[0..<8]) == magic else { return false }
+        let initialPages = header[16..<20].reduce(0) { $0 << 8 | Int($1) }
+        return initialPages == 0
+    }
+
+    /// Why an output file at `path` would overwrite a database (nil: it would not): the path is
+    /// an SQLite database (a store, say), or the lock, journal or WAL file beside one. For the
+    /// commands with no `--store` to compare their outputs with (`plan`).
+    public static func overwritesDatabase(_ path: String) -> String? {
+        func isDatabase(_ file: String) -> Bool {
+            guard let handle = FileHandle(forReadingAtPath: resolve(file)) else { return false }
+            defer { try? handle.close() }
+            return [UInt8]((try? handle.read(upToCount: sqliteHeader.count)) ?? Data()).starts(with: sqliteHeader)
+        }
+        if isDatabase(path) { return "is an SQLite database (a blockwise store?)" }
+        for suffix in ["-lock", "-journal", "-wal", "-shm"] where path.hasSuffix(suffix) {
+            let base = String(path.dropLast(suffix.count))
+            if isDatabase(base) { return "is the \(suffix.dropFirst()) file of the database '\(base)'" }
+        }
+        return nil
     }
 
     /// Whether two paths name one file (the same inode, or the same path once links are resolved).

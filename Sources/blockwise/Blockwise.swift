@@ -99,6 +99,12 @@ struct BenchKernels: ParsableCommand {
     var workspace: Int?
 
     func run() throws {
+        // Refused before anything runs.
+        if widths.isEmpty || widths.contains(where: { !(1...1024).contains($0) }) {
+            throw ValidationError("--widths takes channel counts 1...1024 (got \(widths.map(String.init).joined(separator: " ")))")
+        }
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1 (got \(batchSize))") }
+        if let workspace, workspace < 1 { throw ValidationError("--workspace must be at least 1 float (got \(workspace))") }
         compute.apply()
         let roofline = try KernelBenchmark.sgemmRate()
         print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName)")
@@ -176,13 +182,24 @@ struct BenchTrain: ParsableCommand {
     var arena: String = "slots"
 
     func run() throws {
+        // Refused before anything runs (they used to divide by zero, or run and print 0 images/s).
+        if widths.isEmpty || widths.contains(where: { !(1...1024).contains($0) }) {
+            throw ValidationError("--widths takes channel counts 1...1024 (got \(widths.map(String.init).joined(separator: " ")))")
+        }
+        if batchSize < 2 { throw ValidationError("--batch-size must be at least 2: batch norm needs two samples to learn (got \(batchSize))") }
+        if steps < 1 { throw ValidationError("--steps must be at least 1 timed step (got \(steps))") }
+        if !(0...60_000).contains(pipelineSamples) {
+            throw ValidationError("--pipeline-samples must be 0 (skip the run) ... 60000, Fashion-MNIST's training split (got \(pipelineSamples))")
+        }
+        if let workspace, workspace < 1 { throw ValidationError("--workspace must be at least 1 float (got \(workspace))") }
+        let packedArena = try TrainingOptions.packedArena(arena)
         compute.apply()
         let roofline = try KernelBenchmark.sgemmRate()
         print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName); sgemm \(String(format: "%.1f", roofline.gflops)) GFLOP/s")
         print(pad("width", 8) + pad("ms/step", 10) + pad("images/s", 10) + pad("eff. GFLOP/s", 14) + pad("of sgemm", 10) + "ledger peak")
         for width in widths {
             let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace,
-                                                packedArena: try TrainingOptions.packedArena(arena))
+                                                packedArena: packedArena)
             print(pad("\(width)", 8) + pad(String(format: "%.1f", row.secondsPerStep * 1000), 10)
                   + pad(String(format: "%.0f", row.imagesPerSecond), 10) + pad(String(format: "%.1f", row.effectiveGflops), 14)
                   + pad(String(format: "%.0f%%", 100 * row.effectiveGflops / roofline.gflops), 10) + formatBytes(row.peakBytes))

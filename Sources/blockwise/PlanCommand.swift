@@ -91,7 +91,26 @@ struct Plan: ParsableCommand {
             maximized = nil
         }
         let cacheBytes = try parseSize(storeCache, option: "--store-cache", minimum: 1024)
+        // Plan has no --store to compare its outputs with: none may overwrite a database.
+        for (option, value) in [("--json", json), ("--csv", csv), ("--arena-svg", arenaSvg)] {
+            guard let value else { continue }
+            if value.isEmpty { throw ValidationError("\(option) needs a file name (got an empty one)") }
+            if let reason = StoreFile.overwritesDatabase(value) {
+                throw ValidationError("\(option) '\(value)' \(reason): pass another file name, or it would be overwritten")
+            }
+        }
         if arenaModule != nil && arenaSvg == nil { throw ValidationError("--arena-module picks the module --arena-svg draws: pass --arena-svg FILE too") }
+        if let arenaModule, arenaModule < 1 || (maximize != PlanParameter.modules.rawValue && arenaModule > requested.model.modules) {
+            throw ValidationError("--arena-module must be 1...\(requested.model.modules), a module of the model (got \(arenaModule))")
+        }
+        let profileCount = device.profile.split(separator: ",").count
+        if profileCount > 1, let option = [("--arena-svg", arenaSvg), ("--json", json)].first(where: { $0.1 != nil })?.0 {
+            throw ValidationError("\(option) writes one plan: not with several profiles (--profile \(device.profile)); "
+                                  + "pass one profile, or --csv FILE for the table of all")
+        }
+        if techniques != nil && arenaSvg != nil {
+            throw ValidationError("--arena-svg draws one block-wise plan's arena: not with --techniques (drop one)")
+        }
         if let arenaSvg {
             if arenaSvg.isEmpty { throw ValidationError("--arena-svg needs a file name (e.g. --arena-svg arena.svg)") }
             if requested.procedure.keepsAllModulesResident {

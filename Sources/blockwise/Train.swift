@@ -92,6 +92,7 @@ struct Train: ParsableCommand {
         session.profile = profile
         session.budget = budget
         session.fit = try device.fitPolicy()
+        session.evaluationSplit = dataOptions.validationSize == nil ? "test" : "validation"
         session.say = { if !quiet { print($0) } }
         if !quiet {
             let technique = configuration.endToEndMemory.map { $0 == .recompute ? " --recompute modules" : $0 == .pageActivations ? " --page activations" : " --page activations,weights" } ?? ""
@@ -103,6 +104,7 @@ struct Train: ParsableCommand {
             if let profile { print("device: \(profile.displayName); budget \(budget.map(formatBytes) ?? "unlimited")") }
         }
         let progress = ProgressPrinter(quiet: quiet, modules: model.modules, estimates: session.progress)
+        progress.evaluationSplit = session.evaluationSplit
         progress.plans = session.modulePlans()
         session.observer = progress.handle
         let (runReport, featureStore) = try session.run()
@@ -143,6 +145,8 @@ final class ProgressPrinter {
     var plans: [ModuleMemoryPlan]?
     /// The run's remaining host time and emulated device time so far.
     let estimates: RunProgress?
+    /// What the evaluations ran on: "test", or "validation" (`--validation-size`).
+    var evaluationSplit = "test"
 
     init(quiet: Bool, modules: Int, estimates: RunProgress? = nil) { self.quiet = quiet; self.modules = modules; self.estimates = estimates }
 
@@ -191,8 +195,8 @@ final class ProgressPrinter {
             print("module \(module + 1)/\(modules): resuming after epoch \(epoch) from its checkpoint")
         case .moduleEvaluated(let evaluation):
             endLine()
-            print(String(format: "module %d: test accuracy %.2f%%, kinetic %.4g, peak %@",
-                         evaluation.module + 1, evaluation.testAccuracy * 100, evaluation.kineticEnergy, formatBytes(evaluation.peakBytes)))
+            print(String(format: "module %d: %@ accuracy %.2f%%, kinetic %.4g, peak %@",
+                         evaluation.module + 1, evaluationSplit, evaluation.testAccuracy * 100, evaluation.kineticEnergy, formatBytes(evaluation.peakBytes)))
         }
     }
 

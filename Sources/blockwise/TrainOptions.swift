@@ -99,10 +99,10 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Augment the training images anew every epoch: a random crop with N pixels of zero padding and/or a random horizontal flip.",
                                valueName: "crop=N,flip|crop=N|flip|none"))
     var augment: String = "none"
-    @Option(help: ArgumentHelp("Where module k > 1 gets augmented inputs (block-wise): first (only module 1 sees augmented images), recompute (each batch through the frozen modules 1..k-1, weights read from the store) or pool=N (N augmented views of every training sample cached in each level, one drawn per epoch: N times the storage).",
+    @Option(help: ArgumentHelp("Where module k > 1 gets augmented inputs (block-wise): first (only module 1 sees augmented images), recompute (each batch through the frozen modules 1..k-1, weights read from the store) or pool=N (N augmented views of every training sample cached in each level, one drawn per epoch: N times the storage). Default with --augment: first.",
                                valueName: "first|recompute|pool=N"))
     var augmentedInputs: String?
-    @Flag(help: "Evaluate each module's head on the test split after every epoch; the report adds the best epoch's accuracy (the authors' protocol, selected on test data).")
+    @Flag(help: "Evaluate each module's head on the test split (the validation split with --validation-size) after every epoch; the report adds the best epoch's accuracy (the authors' protocol, selected on that data).")
     var evalEachEpoch = false
     @Option(help: ArgumentHelp("e2e only: keep only each module's input in the forward and recompute the module's forward in the backward (gradient checkpointing).",
                                valueName: "modules"))

@@ -118,14 +118,47 @@ final class BadInputTests: CLITestCase {
             (["plan", "--arena-module", "2"], "--arena-module"),
             (["plan", "--arena-svg", directory + "/a.svg", "--arena-module", "3"], "--arena-module"),
             (["plan", "--arena-svg", "/nonexistent-dir/a.svg"], "--arena-svg"),
+            // Found by an adversarial try: malformed lists, and combinations that wrote nothing.
+            (["plan", "--augment", "crop=2,,flip"], "--augment"),
+            (["plan", "--augment", "flip,flip"], "--augment"),
+            (["plan", "--augment", "crop=2,flip,"], "--augment"),
+            (["plan", "--augment", "crop=2,crop=3"], "--augment"),
+            (["plan", "--augment", " flip"], "--augment"),
+            (["plan", "--augment", "crop=+2"], "--augment"),
+            (["plan", "--augment", "none,flip"], "--augment"),
+            (["plan", "--arena-svg", directory + "/a.svg", "--arena-module", "0"], "--arena-module"),
+            (["plan", "--arena-svg", directory + "/a.svg", "--techniques", "sequential,e2e"], "--arena-svg"),
+            (["plan", "--arena-svg", directory + "/a.svg", "--profile", "rpi-zero-2w,stm32f746-disco"], "--arena-svg"),
+            (["plan", "--json", directory + "/a.json", "--profile", "rpi-zero-2w,stm32f746-disco"], "--json"),
+            (["bench", "train", "--steps", "0"], "--steps"),
+            (["bench", "train", "--widths", "0"], "--widths"),
+            (["bench", "train", "--batch-size", "0"], "--batch-size"),
+            (["bench", "train", "--pipeline-samples", "-5"], "--pipeline-samples"),
         ]
         for (arguments, option) in cases {
-            let result = try run(arguments + small + (arguments[0] == "train" ? ["--store", directory + "/never.sqlite", "--quiet"] : []))
+            // (A case's own --profile list is not overridden by the small model's `--profile none`.)
+            let model = arguments.contains("--profile") ? Array(small.dropLast(2)) : small
+            let result = try run(arguments + model + (arguments[0] == "train" ? ["--store", directory + "/never.sqlite", "--quiet"] : []))
             XCTAssertEqual(result.code, 2, "\(arguments): \(result.err)")
             XCTAssertTrue(result.err.contains(option), "\(arguments) names \(option): \(result.err)")
             XCTAssertFalse(result.err.contains("NSCocoaErrorDomain"), "\(arguments): \(result.err)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/a.svg"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/a.json"))
+    }
+
+    /// `plan` has no --store to compare its outputs with: none of them overwrites a database (a
+    /// trained store, or the lock or journal beside it), which it used to do, printing "wrote".
+    func testPlanNeverOverwritesAStore() throws {
+        let store = try finishedStore("kept")
+        let before = try Data(contentsOf: URL(fileURLWithPath: store))
+        for (option, path) in [("--arena-svg", store), ("--json", store), ("--csv", store), ("--arena-svg", store + "-lock")] {
+            let result = try run(["plan", option, path, "--profile", "none"])
+            XCTAssertEqual(result.code, 2, "\(option) \(path): \(result.err)")
+            XCTAssertTrue(result.err.contains(option) && result.err.contains("database"), result.err)
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: store)), before)
+        XCTAssertEqual(try run(["cache", "verify", "--store", store]).code, 0)
     }
 
     func testAMissingDirectorySaysSo() throws {

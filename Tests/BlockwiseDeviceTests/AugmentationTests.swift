@@ -23,7 +23,11 @@ final class AugmentationTests: XCTestCase {
         XCTAssertEqual(image, expected, "dy \(dy) dx \(dx) flip \(flip)")
         XCTAssertEqual(try Augmentation.parse("crop=4,flip"), Augmentation(crop: 4, flip: true))
         XCTAssertNil(try Augmentation.parse("none"))
-        for bad in ["crop=-1", "crop=x", "rotate", ""] { XCTAssertThrowsError(try Augmentation.parse(bad), bad) }
+        for bad in ["crop=-1", "crop=x", "rotate", "", "crop=2,,flip", "flip,flip", "crop=2,flip,", "crop=2,crop=3", " flip", "crop=+2",
+                    "crop=", "none,flip", ",", "crop=\u{0664}"] {
+            XCTAssertThrowsError(try Augmentation.parse(bad), bad)
+        }
+        XCTAssertEqual(try Augmentation.parse("flip,crop=2"), Augmentation(crop: 2, flip: true))
         XCTAssertEqual(Augmentation(crop: 99).problems(height: 28, width: 28).count, 1)
         XCTAssertThrowsError(try AugmentedInputs.parse("pool=0"))
         XCTAssertThrowsError(try AugmentedInputs.parse("pool=65"))

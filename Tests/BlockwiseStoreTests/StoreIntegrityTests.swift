@@ -122,6 +122,31 @@ final class StoreIntegrityTests: XCTestCase {
         XCTAssertEqual(try store.database.integer("SELECT count(*) FROM features"), 0, "the failed batch was rolled back")
     }
 
+    /// A writer killed while it created the store leaves a hot journal of a database that had no
+    /// pages: the next run rolls it back and creates the store (it used to be refused as
+    /// unreadable, by every command, --fresh included).
+    func testAStoreKilledWhileBeingCreatedIsCreatedAgain() throws {
+        // That state, made as SQLite makes it: a transaction on a new file that spilled pages to
+        // it, the file and its hot journal copied before the rollback.
+        let writer = directory + "/writer.sqlite", path = directory + "/killed.sqlite"
+        let database = try Database(path: writer)
+        try database.execute("PRAGMA cache_size = 2; BEGIN; CREATE TABLE t (a BLOB); "
+                             + "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) INSERT INTO t SELECT randomblob(2000) FROM c;")
+        try FileManager.default.copyItem(atPath: writer, toPath: path)
+        try FileManager.default.copyItem(atPath: writer + "-journal", toPath: path + "-journal")
+        try database.execute("ROLLBACK")
+        XCTAssertGreaterThan(try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int, 0)
+        XCTAssertEqual(StoreFile.identify(path), .emptyDatabase)
+        XCTAssertThrowsError(try FeatureStore(readingAt: path)) { error in
+            guard case .notAStore(_, let reason)? = error as? StoreError else { return XCTFail("\(error)") }
+            XCTAssertTrue(reason.contains("empty"), reason)
+        }
+        let result = try train(path)
+        XCTAssertEqual(result.modules.count, 2)
+        XCTAssertEqual(StoreFile.identify(path), .blockwise)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path + "-journal"))
+    }
+
     func testForeignDatabasesAreRefusedUntouchedAndNeverReplaced() throws {
         let path = directory + "/foreign.sqlite"
         try Database(path: path).execute("CREATE TABLE run (id INTEGER, configuration TEXT); PRAGMA user_version = 1;")
