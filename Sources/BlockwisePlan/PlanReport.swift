@@ -46,12 +46,16 @@ public struct PlanReport: Codable, Sendable {
     public var execution: ExecutionPlan
     /// The store's encoded row buffer in floats (nil with the features in memory).
     public var rowBufferFloats: Int?
+    /// The resolved configuration the plan is of (model, procedure, schedule, augmentation,
+    /// arena, ...), as `train` would run it (nil in a report written before it was recorded).
+    public var configuration: TrainingConfiguration?
 
     /// `fit` decides what a module that does not fit at the batch size gets: `.error` reports it as
     /// not fitting, `.microbatch` plans it at the largest batch that fits, as the runtime will run it.
     public init(configuration: TrainingConfiguration, trainCount: Int, testCount: Int, residence: FeatureResidence,
                 budget: Int?, profile: DeviceProfile?, encoding: FeatureEncoding, fit: FitPolicy = .error) {
         self.budget = budget
+        self.configuration = configuration
         let model = configuration.model
         var modules: [Module] = []
         var totalWritten = 0

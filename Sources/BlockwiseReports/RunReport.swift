@@ -178,7 +178,8 @@ public struct RunReport: Codable, Sendable {
                 let top = perEpoch[module]!.max { $0.testAccuracy! < $1.testAccuracy! }!
                 return String(format: "module %d %.2f%% (epoch %d)", module + 1, top.testAccuracy! * 100, top.epoch + 1)
             }
-            lines.append("best epoch's \(split) accuracy, the authors' protocol (selected on \(split) data): " + best.joined(separator: ", "))
+            lines.append("best epoch's \(split) accuracy, the authors' protocol (selected on \(split) data; evaluated after each epoch, "
+                         + "before the final batch-norm recalibration): " + best.joined(separator: ", "))
         }
         var memory = "peak memory \(formatBytes(peakBytes)) (\(peakBreakdown))"
         if let budget { memory += "; budget \(formatBytes(budget)) " + (budgetHeld == true ? "held" : "EXCEEDED") }

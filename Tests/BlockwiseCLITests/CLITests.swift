@@ -73,6 +73,27 @@ final class CLITests: CLITestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/again/memory.svg"))
     }
 
+    /// `--eval-each-epoch` names the split it selected on: the test split, or the validation
+    /// split with --validation-size (it used to say "test" for both); `plan --json` carries the
+    /// resolved configuration, augmentation included.
+    func testEvalEachEpochNamesItsSplitAndThePlanItsConfiguration() throws {
+        let tiny = ["--modules", "2", "--blocks", "1", "--width", "4", "--batch-size", "16", "--train-size", "120", "--test-size", "60",
+                    "--epochs", "1", "--profile", "none", "--in-memory", "--eval-each-epoch"]
+        let test = try run(["train"] + tiny)
+        XCTAssertEqual(test.code, 0, test.err)
+        XCTAssertTrue(test.out.contains("best epoch's test accuracy, the authors' protocol (selected on test data"), test.out)
+        XCTAssertTrue(test.out.contains("module 1: test accuracy"), test.out)
+        let validation = try run(["train", "--validation-size", "30"] + tiny)
+        XCTAssertEqual(validation.code, 0, validation.err)
+        XCTAssertTrue(validation.out.contains("best epoch's validation accuracy, the authors' protocol (selected on validation data"), validation.out)
+        XCTAssertTrue(validation.out.contains("module 1: validation accuracy") && !validation.out.contains("test accuracy"), validation.out)
+        let plan = try run(["plan", "--augment", "crop=2,flip", "--augmented-inputs", "pool=2", "--json", directory + "/plan.json"] + tiny.dropLast())
+        XCTAssertEqual(plan.code, 0, plan.err)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/plan.json"))) as? [String: Any]
+        let configuration = json?["configuration"] as? [String: Any]
+        XCTAssertEqual((configuration?["augment"] as? [String: Any])?["crop"] as? Int, 2, "\(configuration ?? [:])")
+    }
+
     /// parallel and e2e keep every module resident: plan says so and gives the exact bytes the
     /// runtime's ledger measures for them (the library's resident plan).
     func testPlanForResidentProcedures() throws {
