@@ -217,11 +217,22 @@ extension FeatureStore {
 
     /// Human-readable differences between two identities ("width: 16 in the store, 32 requested").
     public static func differences(_ stored: RunIdentity, _ requested: RunIdentity) -> [String] {
+        /// A value as it reads: a Boolean as true/false (JSON gives NSNumber), an enum case with
+        /// its values (Swift encodes `.pool(views: 3)` as {"pool": {"views": 3}}) as pool(views: 3).
+        func text(_ value: Any) -> String {
+            if let number = value as? NSNumber, String(cString: number.objCType) == "c" { return number.boolValue ? "true" : "false" }
+            if let dictionary = value as? [String: Any], dictionary.count == 1, let (name, inner) = dictionary.first,
+               let values = inner as? [String: Any] {
+                let fields = values.keys.sorted().map { "\($0): \(text(values[$0]!))" }
+                return name + (fields.isEmpty ? "" : "(" + fields.joined(separator: ", ") + ")")
+            }
+            return "\(value)"
+        }
         func flatten(_ value: Any, prefix: String, into result: inout [String: String]) {
-            if let dictionary = value as? [String: Any] {
+            if let dictionary = value as? [String: Any], !(dictionary.count == 1 && dictionary.first!.value is [String: Any]) {
                 for (key, inner) in dictionary { flatten(inner, prefix: prefix.isEmpty ? key : prefix + "." + key, into: &result) }
             } else {
-                result[prefix] = "\(value)"
+                result[prefix] = text(value)
             }
         }
         let encoder = JSONEncoder()

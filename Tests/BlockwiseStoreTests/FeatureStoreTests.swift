@@ -133,6 +133,14 @@ final class FeatureStoreTests: XCTestCase {
             XCTAssertTrue(text.contains("width: 16 in the store, 32 requested"), text)
             XCTAssertTrue(text.contains("--fresh"), text)
         }
+        // An enum case reads as itself, a Boolean as true/false (they read "pool.views: 3 in the
+        // store, absent requested" and "1").
+        var pooled = identity(width: 16), recomputed = identity(width: 16)
+        pooled.configuration.augment = Augmentation(crop: 2, flip: true); pooled.configuration.augmentedInputs = .pool(views: 3)
+        recomputed.configuration.augment = Augmentation(crop: 2, flip: false); recomputed.configuration.augmentedInputs = .recompute
+        let differences = FeatureStore.differences(pooled, recomputed)
+        XCTAssertTrue(differences.contains { $0.hasSuffix("augmentedInputs: pool(views: 3) in the store, recompute requested") }, "\(differences)")
+        XCTAssertTrue(differences.contains { $0.hasSuffix("augment.flip: true in the store, false requested") }, "\(differences)")
         XCTAssertEqual(try FeatureStore(path: path).begin(identity(width: 32), fresh: true), .restarted)
         XCTAssertNotEqual(FeatureStore.fingerprint(identity(width: 16)), FeatureStore.fingerprint(identity(width: 32)))
     }
