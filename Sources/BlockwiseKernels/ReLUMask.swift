@@ -30,18 +30,17 @@ public func packReLUMask(_ y: UnsafePointer<Float>, count: Int, into words: Unsa
 @inline(__always)
 private var laneBits: SIMD16<UInt32> { SIMD16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768) }
 
-/// For each byte of mask bits, its 8 elements as floats: 1 where the bit is set, else 0.
-private let reluMaskByteLanesStorage: UnsafeMutablePointer<SIMD8<Float>> = {
+/// For each byte of mask bits, its 8 elements as floats: 1 where the bit is set, else 0. Read
+/// once per call into a local (a global's lazy initialisation is checked on each read).
+private let reluMaskByteLanes: UnsafePointer<SIMD8<Float>> = {
     let table = UnsafeMutablePointer<SIMD8<Float>>.allocate(capacity: 256)
     for byte in 0..<256 {
         var lanes = SIMD8<Float>(repeating: 0)
         for bit in 0..<8 where byte & (1 << bit) != 0 { lanes[bit] = 1 }
         table[byte] = lanes
     }
-    return table
+    return UnsafePointer(table)
 }()
-/// The table (read once per call: a global's lazy initialisation is checked on each read).
-var reluMaskByteLanes: UnsafePointer<SIMD8<Float>> { UnsafePointer(reluMaskByteLanesStorage) }
 
 /// The 16 mask bits of elements `start ..< start + 16` (the padding word makes the second read safe).
 @inline(__always)

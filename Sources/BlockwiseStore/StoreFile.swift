@@ -73,11 +73,11 @@ public enum StoreFile: Equatable, Sendable {
         let head = [UInt8]((try? handle.read(upToCount: 1 << 20)) ?? Data())
         try? handle.close()
         if head.isEmpty { return .absent }
-        // A writer killed while it created the file (its first transaction, the switch to WAL)
-        // left a hot journal of a database that had no pages: rolling it back, as the next writer
-        // does, gives an empty database (the file's first page may not be written yet).
-        if !head.starts(with: sqliteHeader) && rolledBackIsEmpty(path) { return .emptyDatabase }
         guard head.starts(with: sqliteHeader) else {
+            // A writer killed while it created the file (its first transaction, the switch to
+            // WAL) left a hot journal of a database that had no pages: rolling it back, as the next
+            // writer does, gives an empty database (its first page may not be written yet).
+            if rolledBackIsEmpty(path) { return .emptyDatabase }
             return .notADatabase(reason: "it does not start with SQLite's header (\(fileSize(path)) bytes)")
         }
         let looksLikeBlockwise = contains(head, "feature_encoding") && contains(head, "CREATE TABLE features")

@@ -100,11 +100,8 @@ struct BenchKernels: ParsableCommand {
 
     func run() throws {
         // Refused before anything runs.
-        if widths.isEmpty || widths.contains(where: { !(1...1024).contains($0) }) {
-            throw ValidationError("--widths takes channel counts 1...1024 (got \(widths.map(String.init).joined(separator: " ")))")
-        }
+        try checkBenchmarkOptions(widths: widths, workspace: workspace)
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1 (got \(batchSize))") }
-        if let workspace, workspace < 1 { throw ValidationError("--workspace must be at least 1 float (got \(workspace))") }
         compute.apply()
         let roofline = try KernelBenchmark.sgemmRate()
         print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName)")
@@ -183,15 +180,12 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         // Refused before anything runs (they used to divide by zero, or run and print 0 images/s).
-        if widths.isEmpty || widths.contains(where: { !(1...1024).contains($0) }) {
-            throw ValidationError("--widths takes channel counts 1...1024 (got \(widths.map(String.init).joined(separator: " ")))")
-        }
+        try checkBenchmarkOptions(widths: widths, workspace: workspace)
         if batchSize < 2 { throw ValidationError("--batch-size must be at least 2: batch norm needs two samples to learn (got \(batchSize))") }
         if steps < 1 { throw ValidationError("--steps must be at least 1 timed step (got \(steps))") }
         if !(0...60_000).contains(pipelineSamples) {
             throw ValidationError("--pipeline-samples must be 0 (skip the run) ... 60000, Fashion-MNIST's training split (got \(pipelineSamples))")
         }
-        if let workspace, workspace < 1 { throw ValidationError("--workspace must be at least 1 float (got \(workspace))") }
         let packedArena = try TrainingOptions.packedArena(arena)
         compute.apply()
         let roofline = try KernelBenchmark.sgemmRate()
@@ -219,4 +213,12 @@ struct BenchTrain: ParsableCommand {
             print(String(format: "the store costs %.0f%% of the in-memory run's time", 100 * (rows[0].seconds / rows[1].seconds - 1)))
         }
     }
+}
+
+/// The options `bench kernels` and `bench train` share, refused before anything runs.
+func checkBenchmarkOptions(widths: [Int], workspace: Int?) throws {
+    if widths.isEmpty || widths.contains(where: { !(1...1024).contains($0) }) {
+        throw ValidationError("--widths takes channel counts 1...1024 (got \(widths.map(String.init).joined(separator: " ")))")
+    }
+    if let workspace, workspace < 1 { throw ValidationError("--workspace must be at least 1 float (got \(workspace))") }
 }
