@@ -168,7 +168,8 @@ public enum RunPlanner {
         }
         let epochWork = batches.map { batch in
             optimizer + BatchSchedule.microBatches(batch, capacity: capacity).map {
-                ResNetModule.trainStepWork(configuration: model, index: k, batch: $0, recomputesOutputs: configuration.packedArena == true)
+                ResNetModule.trainStepWork(configuration: model, index: k, batch: $0, recomputesOutputs: configuration.packedArena == true,
+                                           recomputesConvolutions: configuration.recomputesConvolutions == true)
                     + inputWork($0)
             }.sum()
         }.sum()

@@ -62,6 +62,10 @@ final class ConvBNUnit {
         /// `<prefix>.out.recomputed` (a packed training arena): the output is not kept for the
         /// backward but computed again there from the saved conv output and batch statistics.
         let again: UnsafeMutablePointer<Float>?
+        /// `<prefix>.conv.recomputed` (`--arena smallest`): the conv output is not kept for the
+        /// backward either but computed again there from the unit's input
+        /// (``recomputeConvolution(batch:)``); the backward and the output's recomputation read it.
+        let convAgain: UnsafeMutablePointer<Float>?
     }
     private var bound: Bound!
 
@@ -102,7 +106,8 @@ final class ConvBNUnit {
                       dWeight: context.gradient(prefix + ".conv.weight"), dGamma: context.gradient(prefix + ".bn.weight"),
                       dBeta: context.gradient(prefix + ".bn.bias"),
                       convolution: context.convolution(prefix, geometry, hasBias: false),
-                      again: context.hasSlot(prefix + ".out.recomputed") ? context.slot(prefix + ".out.recomputed") : nil)
+                      again: context.hasSlot(prefix + ".out.recomputed") ? context.slot(prefix + ".out.recomputed") : nil,
+                      convAgain: context.hasSlot(prefix + ".conv.recomputed") ? context.slot(prefix + ".conv.recomputed") : nil)
         input = nil
     }
 
@@ -111,10 +116,23 @@ final class ConvBNUnit {
     /// The output as the backward reads it (the mask, the next layer's input): recomputed or kept.
     var outputForBackward: UnsafeMutablePointer<Float> { bound.again ?? bound.out }
 
+    /// Whether the backward reads the conv output computed again (``recomputeConvolution(batch:)``).
+    var recomputesConvolution: Bool { bound.convAgain != nil }
+    /// The conv output as the backward reads it: computed again or kept.
+    private var convForBackward: UnsafeMutablePointer<Float> { bound.convAgain ?? bound.conv }
+
+    /// Writes the last training forward's conv output again into `<prefix>.conv.recomputed`, bit
+    /// for bit (the same kernel, input and weights; the optimizer steps after the backward).
+    /// - Memory: none beyond the slot; the im2col workspace as in the forward.
+    func recomputeConvolution(batch: Int) {
+        let b = bound!
+        b.convolution.forward(output: b.convAgain!, input: input!, weight: b.weight, bias: nil, batch: batch)
+    }
+
     /// Writes the last training forward's output again into `<prefix>.out.recomputed`, bit for bit.
     func recomputeOutput(batch: Int) {
         let b = bound!
-        batchNormRecomputeOutput(output: b.again!, input: b.conv, weight: b.gamma, bias: b.beta, mean: b.mean, inverseStd: b.inverseStd,
+        batchNormRecomputeOutput(output: b.again!, input: convForBackward, weight: b.gamma, bias: b.beta, mean: b.mean, inverseStd: b.inverseStd,
                                  batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels, relu: relu)
     }
 
@@ -204,16 +222,20 @@ final class ConvBNUnit {
     /// - beforeInputGradient: when given, the weight gradient is computed first and the input's
     ///   after calling it (a packed arena: the input, computed again, is dead by then, and the
     ///   caller zeroes dInput in it).
+    /// - beforeWeightGradient: when given, called between batch norm's backward (the last reader
+    ///   of the saved conv output) and the weight gradient (`--arena smallest`: the caller computes
+    ///   the input again there).
     /// With an output computed again (``recomputesOutput``), the ReLU mask is taken from the saved
     /// conv output and statistics, so the recomputed output is not needed here.
     func backward(dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?, batch: Int,
-                  beforeInputGradient: (() -> Void)? = nil) {
+                  beforeWeightGradient: (() -> Void)? = nil, beforeInputGradient: (() -> Void)? = nil) {
         let b = bound!
         let maskFromConv = relu && recomputesOutput
         batchNormBackward(dInput: dOutput, dWeight: b.dGamma!, dBias: b.dBeta!, dOutput: dOutput,
-                          input: b.conv, weight: b.gamma, mean: b.mean, inverseStd: b.inverseStd,
+                          input: convForBackward, weight: b.gamma, mean: b.mean, inverseStd: b.inverseStd,
                           batch: batch, channels: geometry.outputChannels, spatial: geometry.outputPixels, accumulate: false,
                           reluOutput: relu && !maskFromConv ? b.out : nil, reluOfInputWithBias: maskFromConv ? b.beta : nil)
+        beforeWeightGradient?()
         if let beforeInputGradient {
             b.convolution.backward(dInput: nil, dWeight: b.dWeight!, dBias: nil, dOutput: dOutput, input: input!, weight: b.weight,
                                    batch: batch, splitsAsBoth: true)
@@ -351,9 +373,10 @@ final class BasicBlock {
     /// The work ``backward(dOutput:dInput:transportWeight:scratch:batch:)`` counts. `packed`: a
     /// packed training arena's (unit1's output computed again, the residual gradient from the
     /// mask's bits, unit2's gradients in two calls).
-    func backwardWork(batch: Int, inputGradient: Bool, packed: Bool = false) -> OperationWork {
+    /// `reconvolves` (`--arena smallest`, this block's unit1): its conv forward once more.
+    func backwardWork(batch: Int, inputGradient: Bool, packed: Bool = false, reconvolves: Bool = false) -> OperationWork {
         let count = batch * outputCount
-        return (packed ? KernelWork.residualGradientFromMask(count: count) : KernelWork.residualGradient(count: count))
+        return (reconvolves ? KernelWork.convolutionForward(unit1.geometry, batch: batch) : .zero) + (packed ? KernelWork.residualGradientFromMask(count: count) : KernelWork.residualGradient(count: count))
             + (inputGradient ? skipWork(batch: batch, forward: false) : .zero)
             + unit2.backwardWork(batch: batch, inputGradient: true, recomputes: false, split: packed)
             + unit1.backwardWork(batch: batch, inputGradient: inputGradient, recomputes: packed, split: false)
@@ -387,15 +410,24 @@ final class BasicBlock {
             KernelCounters.work += skipWork(batch: batch, forward: false)
         }
         operation()
-        if unit1.recomputesOutput {
+        func recomputeHidden() {
             unit1.recomputeOutput(batch: batch)
             unit2.attach(input: UnsafePointer(unit1.outputForBackward))
         }
+        if unit1.recomputesOutput && !unit1.recomputesConvolution { recomputeHidden() }
         let hidden: UnsafeMutablePointer<Float>
         if let dHidden {
             hidden = dHidden
             withoutActuallyEscaping(operation) { operation in
-                unit2.backward(dOutput: dResidual, dInput: dHidden, batch: batch) {
+                // `--arena smallest`: once unit2's batch norm has read its conv output (its last
+                // reader), unit1's conv and output are computed again (an operation of their own)
+                // for unit2's weight gradient.
+                let again: (() -> Void)? = unit1.recomputesConvolution ? {
+                    operation()
+                    self.unit1.recomputeConvolution(batch: batch)
+                    recomputeHidden()
+                } : nil
+                unit2.backward(dOutput: dResidual, dInput: dHidden, batch: batch, beforeWeightGradient: again) {
                     operation()
                     dHidden.update(repeating: 0, count: count)
                 }

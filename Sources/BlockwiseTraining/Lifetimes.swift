@@ -81,11 +81,19 @@ extension ModulePhase {
     /// into `<block>.dHidden`) and a `1cnn` head's (`<head>.backward.input`, into `grad.output`)
     /// are operations of their own, after the weight gradients, so that the output gradient a
     /// block receives dies once its skip path has read it.
-    public func lifetimes(configuration: ModelConfiguration, recomputingOutputs: Bool = false) -> PhaseLifetimes? {
+    ///
+    /// `recomputingConvolutions` (`--arena smallest`, with `recomputingOutputs`): the blocks that
+    /// ``ResNetModule/reconvolves(block:encoderUnits:)`` keep their unit1 conv output only for
+    /// their forward; `<unit1>.forward.again`, after unit2's batch-norm backward, computes it again
+    /// into `<unit1>.conv.recomputed` (read until unit1's backward) and the output from it, for
+    /// unit2's weight gradient.
+    public func lifetimes(configuration: ModelConfiguration, recomputingOutputs: Bool = false,
+                          recomputingConvolutions: Bool = false) -> PhaseLifetimes? {
         guard kind != .resident else { return nil }
         if placement != nil {
             // A packed phase's slots are the arena: its tensors are the slot-per-tensor phase's.
-            return slotPerTensor(configuration: configuration).lifetimes(configuration: configuration, recomputingOutputs: options.training)
+            return slotPerTensor(configuration: configuration).lifetimes(configuration: configuration, recomputingOutputs: options.training,
+                                                                         recomputingConvolutions: options.recomputesConvolutions == true)
         }
         let recomputes = recomputingOutputs && options.training
         let (encoder, blocks, head) = ResNetModule.layers(configuration, index: module, hasHead: hasHead)
@@ -103,6 +111,8 @@ extension ModulePhase {
         // A packed arena computes unit2's input gradient (into `<block>.dHidden`) after its weight
         // gradient, and a `1cnn` head's (into the module's output gradient) after its own.
         var unit2InputGradient = [Int](repeating: 0, count: blocks.count)
+        // `--arena smallest`: the operation that computes a block's unit1 conv again (nil: kept).
+        var convolutionAgain = [Int?](repeating: nil, count: blocks.count)
         var encoderBackward = [Int](repeating: 0, count: encoder.count)
         var encoderInputGradient: [Int: Int] = [:]
         if training {
@@ -111,6 +121,9 @@ extension ModulePhase {
             for j in blocks.indices.reversed() {
                 let b = blocks[j]
                 let residual = op(b.prefix + ".residual.backward"), skip = op(b.prefix + ".skip.backward"), unit2 = op(b.unit2.prefix + ".backward")
+                if recomputes && recomputingConvolutions && ResNetModule.reconvolves(block: j, encoderUnits: encoder.count) {
+                    convolutionAgain[j] = op(b.unit1.prefix + ".forward.again")
+                }
                 unit2InputGradient[j] = recomputes ? op(b.unit2.prefix + ".backward.input") : unit2
                 blockBackward[j] = (residual, skip, unit2, op(b.unit1.prefix + ".backward"))
             }
@@ -182,8 +195,19 @@ extension ModulePhase {
             // unit1's output is unit2's input (its weight gradient) and unit1's own mask.
             interval[block.unit1.outputTag] = (f.unit1, training && !recomputes ? b.unit1 : f.unit2)
             if recomputes {
-                recomputed.append(TensorLifetime(block.unit1.prefix + ".out.recomputed", .savedActivations,
-                                                 bytes: n * block.unit1.outputCount * MemoryLayout<Float>.stride, first: b.unit2, last: b.unit2))
+                let bytes = n * block.unit1.outputCount * MemoryLayout<Float>.stride
+                if let again = convolutionAgain[j] {
+                    // The forward's conv output feeds only its batch norm; the one computed again
+                    // feeds the output's recomputation and unit1's batch-norm backward.
+                    interval[block.unit1.prefix + ".conv"] = (f.unit1, f.unit1)
+                    recomputed.append(TensorLifetime(block.unit1.prefix + ".conv.recomputed", .savedActivations,
+                                                     bytes: bytes, first: again, last: b.unit1))
+                    recomputed.append(TensorLifetime(block.unit1.prefix + ".out.recomputed", .savedActivations,
+                                                     bytes: bytes, first: again, last: again))
+                } else {
+                    recomputed.append(TensorLifetime(block.unit1.prefix + ".out.recomputed", .savedActivations,
+                                                     bytes: bytes, first: b.unit2, last: b.unit2))
+                }
             }
             // unit2 writes r into the block's output, which the add turns into y.
             interval[block.outputTag] = (f.unit2, outputReaders(layer: encoder.count + j, written: f.unit2))

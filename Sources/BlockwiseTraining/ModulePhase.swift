@@ -53,7 +53,8 @@ public struct ModulePhase: Codable, Sendable, Equatable {
         parameterSlotCount = slots.count - ResNetModule.arenaSlotCount(configuration: configuration, index: k, hasHead: hasHead, options)
         convolutions = ResNetModule.convolutionPlan(configuration: configuration, index: k, hasHead: hasHead, options)
         guard options.packedArena == true, kind != .resident,
-              let lifetimes = lifetimes(configuration: configuration, recomputingOutputs: options.training) else {
+              let lifetimes = lifetimes(configuration: configuration, recomputingOutputs: options.training,
+                                        recomputingConvolutions: options.recomputesConvolutions == true) else {
             aliases = ModulePhase.sharedSlotAliases(configuration: configuration, module: k, hasHead: hasHead, options)
             return
         }
@@ -148,14 +149,16 @@ public struct ExecutionPlan: Codable, Sendable, Equatable {
     public static func trainingPhase(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> ModulePhase {
         ModulePhase(.training, configuration: configuration.model, module: k,
                     ModuleMemoryOptions(batch: batch, training: true, workspaceBound: configuration.workspaceBound,
-                                        packedArena: configuration.packedArena))
+                                        packedArena: configuration.packedArena,
+                                        recomputesConvolutions: configuration.recomputesConvolutions))
     }
 
     /// Module k streaming its outputs, at the batch it trained with, so it fits wherever training did.
     public static func streamingPhase(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> ModulePhase {
         ModulePhase(.streaming, configuration: configuration.model, module: k,
                     ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound,
-                                        packedArena: configuration.packedArena))
+                                        packedArena: configuration.packedArena,
+                                        recomputesConvolutions: configuration.recomputesConvolutions))
     }
 
     /// A frozen module computing a later module's augmented inputs (`--augmented-inputs
@@ -163,7 +166,8 @@ public struct ExecutionPlan: Codable, Sendable, Equatable {
     public static func frozenPhase(_ configuration: TrainingConfiguration, module k: Int, batch: Int) -> ModulePhase {
         ModulePhase(.streaming, configuration: configuration.model, module: k,
                     ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound, ownsInputBuffer: false,
-                                        packedArena: configuration.packedArena))
+                                        packedArena: configuration.packedArena,
+                                        recomputesConvolutions: configuration.recomputesConvolutions))
     }
 
     /// The two activation buffers of `--augmented-inputs recompute` for module k (k >= 1): the

@@ -16,12 +16,17 @@ public struct ModuleMemoryOptions: Equatable, Sendable, Codable {
     /// `--arena packed` (issue 19): the saved activations and workspace share one arena, each
     /// tensor at the offset a lifetime placement gave it (nil or false: a slot per tensor).
     public var packedArena: Bool?
+    /// `--arena smallest` (a packed training arena only): each block's first convolution is not
+    /// kept for the backward but computed again there from the block's input, so at most three
+    /// block-sized tensors are live at once (one more convolution forward per block and step).
+    public var recomputesConvolutions: Bool?
 
     public init(batch: Int, training: Bool, workspaceBound: Int? = nil, ownsInputBuffer: Bool = true,
-                needsInputGradient: Bool = false, packedArena: Bool? = nil) {
+                needsInputGradient: Bool = false, packedArena: Bool? = nil, recomputesConvolutions: Bool? = nil) {
         self.batch = batch; self.training = training; self.workspaceBound = workspaceBound
         self.ownsInputBuffer = ownsInputBuffer; self.needsInputGradient = needsInputGradient
         self.packedArena = packedArena == true ? true : nil
+        self.recomputesConvolutions = packedArena == true && recomputesConvolutions == true ? true : nil
     }
 }
 
@@ -370,14 +375,17 @@ public final class ResNetModule {
     /// The work of ``backward(batch:transportWeight:dInput:)`` (`inputGradient`: dInput is given).
     /// `recomputesOutputs`: a packed training arena computes the encoder units' and the blocks'
     /// unit1 outputs again in the backward (``ConvBNUnit/recomputeOutput(batch:)``).
+    /// `recomputesConvolutions` (`--arena smallest`): the blocks that ``reconvolves(block:encoderUnits:)``
+    /// compute their unit1 conv again too.
     public static func backwardWork(configuration: ModelConfiguration, index: Int, batch: Int, inputGradient: Bool,
-                                    recomputesOutputs: Bool = false) -> OperationWork {
+                                    recomputesOutputs: Bool = false, recomputesConvolutions: Bool = false) -> OperationWork {
         let (encoder, blocks, _) = layers(configuration, index: index, hasHead: false)
         var work = OperationWork.zero
         for (j, block) in blocks.enumerated() {
             // The first block's input gradient is the module's (dInput) unless an encoder precedes it.
             work += block.backwardWork(batch: batch, inputGradient: j == 0 && encoder.isEmpty ? inputGradient : true,
-                                       packed: recomputesOutputs)
+                                       packed: recomputesOutputs,
+                                       reconvolves: recomputesOutputs && recomputesConvolutions && reconvolves(block: j, encoderUnits: encoder.count))
         }
         for (i, unit) in encoder.enumerated() {
             work += unit.backwardWork(batch: batch, inputGradient: i != 0, recomputes: recomputesOutputs, split: recomputesOutputs && i > 0)
@@ -387,11 +395,18 @@ public final class ResNetModule {
     }
 
     /// The work of one ``trainStep(input:labels:batch:transportWeight:labelSmoothing:scale:)``.
-    public static func trainStepWork(configuration: ModelConfiguration, index: Int, batch: Int, recomputesOutputs: Bool = false) -> OperationWork {
+    public static func trainStepWork(configuration: ModelConfiguration, index: Int, batch: Int, recomputesOutputs: Bool = false,
+                                     recomputesConvolutions: Bool = false) -> OperationWork {
         forwardWork(configuration: configuration, index: index, batch: batch, training: true, packed: recomputesOutputs)
             + headLossWork(configuration: configuration, index: index, batch: batch, packed: recomputesOutputs)
-            + backwardWork(configuration: configuration, index: index, batch: batch, inputGradient: false, recomputesOutputs: recomputesOutputs)
+            + backwardWork(configuration: configuration, index: index, batch: batch, inputGradient: false, recomputesOutputs: recomputesOutputs,
+                           recomputesConvolutions: recomputesConvolutions)
     }
+
+    /// Whether `--arena smallest` computes block j's unit1 conv again in the backward: every block
+    /// but one that follows the encoder, whose input (the encoder's output) is itself computed
+    /// again only as that block's unit1 backward starts.
+    public static func reconvolves(block j: Int, encoderUnits: Int) -> Bool { j > 0 || encoderUnits == 0 }
 
     /// Trainable values of module `index`: what one optimizer step updates.
     public static func trainableCount(configuration: ModelConfiguration, index: Int, hasHead: Bool = true) -> Int {

@@ -123,6 +123,9 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// `--arena packed` (issue 19): each block-wise module phase allocates one arena, its tensors
     /// placed by lifetime (nil: a slot per tensor, as before).
     public var packedArena: Bool?
+    /// `--arena smallest` (with ``packedArena``): the blocks' unit1 convolutions are computed again
+    /// in the backward instead of kept (nil: kept).
+    public var recomputesConvolutions: Bool?
 
     /// The augmented-inputs choice in force (``AugmentedInputs/first`` unless set).
     public var augmentedInputsChoice: AugmentedInputs { augmentedInputs ?? .first }
@@ -213,7 +216,10 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
             result.append("--augmented-inputs \(augmentedInputs) applies to sequential and multilap (\(procedure.rawValue) augments the input batch directly)")
         }
         if packedArena == true && procedure.keepsAllModulesResident {
-            result.append("--arena packed applies to sequential and multilap (\(procedure.rawValue) keeps every module resident: its outputs and gradients cross modules)")
+            result.append("--arena \(recomputesConvolutions == true ? "smallest" : "packed") applies to sequential and multilap (\(procedure.rawValue) keeps every module resident: its outputs and gradients cross modules)")
+        }
+        if recomputesConvolutions == true && packedArena != true {
+            result.append("recomputed convolutions (--arena smallest) need the packed arena")
         }
         if evalEachEpoch == true && procedure.keepsAllModulesResident {
             result.append("--eval-each-epoch applies to sequential and multilap (got \(procedure.rawValue))")

@@ -175,7 +175,7 @@ struct BenchTrain: ParsableCommand {
     var workspace: Int?
     @Option(parsing: .unconditional, help: "Fashion-MNIST training samples for the end-to-end sequential run through the store (0: skip it).")
     var pipelineSamples: Int = 6000
-    @Option(help: ArgumentHelp("The module's arena: slots (a buffer per tensor) or packed (one arena placed by lifetime).", valueName: "slots|packed"))
+    @Option(help: ArgumentHelp("The module's arena: slots (a buffer per tensor), packed (one arena placed by lifetime) or smallest (packed, the block's first convolution computed again in the backward).", valueName: "slots|packed|smallest"))
     var arena: String = "slots"
 
     func run() throws {
@@ -186,14 +186,14 @@ struct BenchTrain: ParsableCommand {
         if !(0...60_000).contains(pipelineSamples) {
             throw ValidationError("--pipeline-samples must be 0 (skip the run) ... 60000, Fashion-MNIST's training split (got \(pipelineSamples))")
         }
-        let packedArena = try TrainingOptions.packedArena(arena)
+        let layout = try TrainingOptions.arenaLayout(arena)
         compute.apply()
         let roofline = try KernelBenchmark.sgemmRate()
         print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName); sgemm \(String(format: "%.1f", roofline.gflops)) GFLOP/s")
         print(pad("width", 8) + pad("ms/step", 10) + pad("images/s", 10) + pad("eff. GFLOP/s", 14) + pad("of sgemm", 10) + "ledger peak")
         for width in widths {
             let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace,
-                                                packedArena: packedArena)
+                                                packedArena: layout.packed, recomputesConvolutions: layout.recomputesConvolutions)
             print(pad("\(width)", 8) + pad(String(format: "%.1f", row.secondsPerStep * 1000), 10)
                   + pad(String(format: "%.0f", row.imagesPerSecond), 10) + pad(String(format: "%.1f", row.effectiveGflops), 14)
                   + pad(String(format: "%.0f%%", 100 * row.effectiveGflops / roofline.gflops), 10) + formatBytes(row.peakBytes))

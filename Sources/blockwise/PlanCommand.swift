@@ -329,8 +329,12 @@ extension Plan {
     /// Each module phase's arena: today's slots, the packed arena, the liveness lower bound and
     /// the tensors live at the peak (issue 19).
     static func arenaText(_ report: PlanReport) -> String {
-        let packed = report.execution.modules.first?.training.placement != nil
-        var lines = ["arena by tensor lifetimes (issue 19; " + (packed ? "--arena packed: train allocates the packed arena" :
+        let first = report.execution.modules.first?.training
+        let packed = first?.placement != nil
+        let mode = first?.options.recomputesConvolutions == true
+            ? "--arena smallest: train allocates the packed arena, the blocks' first convolutions computed again"
+            : "--arena packed: train allocates the packed arena"
+        var lines = ["arena by tensor lifetimes (issue 19; " + (packed ? mode :
                         "--arena slots: train allocates every slot for the whole phase; --arena packed, the packed arena") + "):",
                      "  module  phase      slots       packed      lower bound  packed/bound  peak at: largest live tensors"]
         for module in report.modules {

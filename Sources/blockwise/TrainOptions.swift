@@ -93,8 +93,8 @@ struct TrainingOptions: ParsableArguments {
     var seed: UInt64 = 0
     @Option(parsing: .unconditional, help: "Bound on the im2col workspace per convolution, in floats (default: one image).")
     var workspace: Int?
-    @Option(help: ArgumentHelp("How a block-wise module phase holds its saved activations and workspace: slots (a buffer per tensor for the whole phase) or packed (one arena, each tensor placed by its lifetime; plan shows both).",
-                               valueName: "slots|packed"))
+    @Option(help: ArgumentHelp("How a block-wise module phase holds its saved activations and workspace: slots (a buffer per tensor for the whole phase), packed (one arena, each tensor placed by its lifetime; plan shows both) or smallest (packed, and each block's first convolution computed again in the backward instead of kept: the smallest peak, for one more convolution per block and step).",
+                               valueName: "slots|packed|smallest"))
     var arena: String = "slots"
     @Option(help: ArgumentHelp("Augment the training images anew every epoch: a random crop with N pixels of zero padding and/or a random horizontal flip.",
                                valueName: "crop=N,flip|crop=N|flip|none"))
@@ -175,7 +175,9 @@ struct TrainingOptions: ParsableArguments {
         c.laps = laps
         c.seed = seed
         c.workspaceBound = workspace
-        c.packedArena = try TrainingOptions.packedArena(arena) ? true : nil
+        let layout = try TrainingOptions.arenaLayout(arena)
+        c.packedArena = layout.packed ? true : nil
+        c.recomputesConvolutions = layout.recomputesConvolutions ? true : nil
         let problems = c.problems()
         if !problems.isEmpty { throw ValidationError(problems.joined(separator: "; ")) }
         return c
@@ -237,12 +239,14 @@ struct DataOptions: ParsableArguments {
 }
 
 extension TrainingOptions {
-    /// `--arena slots|packed` (train, plan, bench train): whether the arena is packed.
-    static func packedArena(_ word: String) throws -> Bool {
+    /// `--arena slots|packed|smallest` (train, plan, bench train): whether the arena is packed, and
+    /// whether the blocks' first convolutions are computed again in the backward (smallest).
+    static func arenaLayout(_ word: String) throws -> (packed: Bool, recomputesConvolutions: Bool) {
         switch word {
-        case "slots": return false
-        case "packed": return true
-        default: throw ValidationError("--arena takes slots or packed (got '\(word)')")
+        case "slots": return (false, false)
+        case "packed": return (true, false)
+        case "smallest": return (true, true)
+        default: throw ValidationError("--arena takes slots, packed or smallest (got '\(word)')")
         }
     }
 }

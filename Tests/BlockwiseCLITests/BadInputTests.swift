@@ -113,6 +113,7 @@ final class BadInputTests: CLITestCase {
             (["plan", "--augment", "crop=2", "--augmented-inputs", "pool=0"], "pool=N"),
             (["train", "--augment", "crop=2", "--augmented-inputs", "pool=2", "--procedure", "parallel"], "--augmented-inputs pool=2"),
             (["train", "--arena", "packed", "--procedure", "e2e"], "--arena packed"),
+            (["train", "--arena", "smallest", "--procedure", "parallel"], "--arena smallest"),
             (["train", "--arena", "tight"], "--arena"),
             (["plan", "--procedure", "parallel", "--arena-svg", directory + "/a.svg"], "--arena-svg"),
             (["plan", "--arena-module", "2"], "--arena-module"),

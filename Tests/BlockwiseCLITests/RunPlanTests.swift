@@ -32,6 +32,9 @@ final class RunPlanTests: CLITestCase {
             // Issue 19: one packed arena per phase, its tensors placed by lifetime.
             ("packed arena", small + ["--arena", "packed"]),
             ("packed arena, linear heads, downsampling", small + ["--arena", "packed", "--head", "linear", "--downsample-at", "1"]),
+            // The blocks' first convolutions computed again in the backward (two blocks: module 1's
+            // second block and every block of the later modules).
+            ("smallest arena", small + ["--arena", "smallest"]),
             // (With recompute the peak holds a frozen module too: ArenaPlanTests trains it packed.)
             ("packed arena, micro-batches, pool", small + ["--arena", "packed", "--augment", "crop=2", "--augmented-inputs", "pool=2",
                                                          "--fit", "microbatch", "--budget", "3MiB"]),

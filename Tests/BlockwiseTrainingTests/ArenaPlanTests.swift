@@ -49,22 +49,33 @@ final class ArenaPlanTests: XCTestCase {
             c.workspaceBound = 300
             for k in 0..<model.modules {
                 for training in [true, false] {
-                    // The packed arena's own lifetimes (outputs computed again, masks as bits,
-                    // split gradients): every byte of its block that no live tensor holds.
-                    var packed = c
-                    packed.packedArena = true
-                    let packedPhase = training ? ExecutionPlan.trainingPhase(packed, module: k, batch: 6)
-                                               : ExecutionPlan.streamingPhase(packed, module: k, batch: 6)
-                    let packedLifetimes = try XCTUnwrap(packedPhase.lifetimes(configuration: model))
-                    let packedReference = try step(model, module: k, phase: packedPhase, lifetimes: packedLifetimes, poison: nil)
-                    for poison in [Float.nan, 1e20] {
-                        let poisoned = try step(model, module: k, phase: packedPhase, lifetimes: packedLifetimes, poison: poison)
-                        let same = poisoned.count == packedReference.count && zip(poisoned, packedReference).allSatisfy { $0.bitPattern == $1.bitPattern }
-                        XCTAssertTrue(same, "\(name), module \(k + 1), packed, training \(training), poison \(poison): a tensor is read outside its lifetime")
-                    }
                     let phase = training ? ExecutionPlan.trainingPhase(c, module: k, batch: 6) : ExecutionPlan.streamingPhase(c, module: k, batch: 6)
                     let lifetimes = try XCTUnwrap(phase.lifetimes(configuration: model))
                     let reference = try step(model, module: k, phase: phase, lifetimes: lifetimes, poison: nil)
+                    // The packed arena's own lifetimes (outputs computed again, masks as bits,
+                    // split gradients; smallest: the blocks' first convolutions computed again):
+                    // every byte of its block that no live tensor holds. Both compute as slots do.
+                    for smallest in [false, true] {
+                        var packed = c
+                        packed.packedArena = true
+                        packed.recomputesConvolutions = smallest ? true : nil
+                        let mode = smallest ? "smallest" : "packed"
+                        let packedPhase = training ? ExecutionPlan.trainingPhase(packed, module: k, batch: 6)
+                                                   : ExecutionPlan.streamingPhase(packed, module: k, batch: 6)
+                        let packedLifetimes = try XCTUnwrap(packedPhase.lifetimes(configuration: model))
+                        if smallest && training {
+                            let again = packedLifetimes.operations.filter { $0.hasSuffix(".unit1.forward.again") }.count
+                            XCTAssertEqual(again, model.blocksPerModule - (k == 0 ? 1 : 0), "\(name), module \(k + 1): the blocks that compute unit1's conv again")
+                        }
+                        let packedReference = try step(model, module: k, phase: packedPhase, lifetimes: packedLifetimes, poison: nil)
+                        XCTAssertTrue(packedReference.count == reference.count && zip(packedReference, reference).allSatisfy { $0.bitPattern == $1.bitPattern },
+                                      "\(name), module \(k + 1), \(mode), training \(training): not bit for bit as slots")
+                        for poison in [Float.nan, 1e20] {
+                            let poisoned = try step(model, module: k, phase: packedPhase, lifetimes: packedLifetimes, poison: poison)
+                            let same = poisoned.count == packedReference.count && zip(poisoned, packedReference).allSatisfy { $0.bitPattern == $1.bitPattern }
+                            XCTAssertTrue(same, "\(name), module \(k + 1), \(mode), training \(training), poison \(poison): a tensor is read outside its lifetime")
+                        }
+                    }
                     for poison in [Float.nan, 1e20] {
                         let poisoned = try step(model, module: k, phase: phase, lifetimes: lifetimes, poison: poison)
                         XCTAssertEqual(poisoned.count, reference.count)
@@ -156,18 +167,24 @@ final class ArenaPlanTests: XCTestCase {
         defer { setKernelThreads(1) }
         for (name, c) in [("sequential", base), ("multilap", multilap), ("micro-batches", micro), ("recompute", recompute), ("pool", pool),
                           ("linear", linear), ("batch 2, workspace 200", mcu)] {
-            var packed = c
-            packed.packedArena = true
             let slots = try Trainer(configuration: c, ledger: MemoryLedger()).run(train: train, test: test)
-            let packedLedger = MemoryLedger()
-            let result = try Trainer(configuration: packed, ledger: packedLedger).run(train: train, test: test)
-            XCTAssertEqual(result.epochs.map(\.taskLoss), slots.epochs.map(\.taskLoss), name)
-            XCTAssertEqual(result.epochs.map(\.kineticEnergy), slots.epochs.map(\.kineticEnergy), name)
-            XCTAssertEqual(result.modules.map(\.testAccuracy), slots.modules.map(\.testAccuracy), name)
-            XCTAssertEqual(result.epochs.map(\.testAccuracy), slots.epochs.map(\.testAccuracy), name)
-            for k in 0..<c.model.modules {
-                XCTAssertLessThanOrEqual(result.modules.first { $0.module == k }!.peakBytes, slots.modules.first { $0.module == k }!.peakBytes + 4096,
-                                         "\(name), module \(k + 1): packed is no larger")
+            var previous = slots
+            for smallest in [false, true] {
+                var packed = c
+                packed.packedArena = true
+                packed.recomputesConvolutions = smallest ? true : nil
+                let label = name + (smallest ? ", smallest" : ", packed")
+                let result = try Trainer(configuration: packed, ledger: MemoryLedger()).run(train: train, test: test)
+                XCTAssertEqual(result.epochs.map(\.taskLoss), slots.epochs.map(\.taskLoss), label)
+                XCTAssertEqual(result.epochs.map(\.kineticEnergy), slots.epochs.map(\.kineticEnergy), label)
+                XCTAssertEqual(result.modules.map(\.testAccuracy), slots.modules.map(\.testAccuracy), label)
+                XCTAssertEqual(result.epochs.map(\.testAccuracy), slots.epochs.map(\.testAccuracy), label)
+                for k in 0..<c.model.modules {
+                    // Each layout is no larger than the one before it (slots, packed, smallest).
+                    XCTAssertLessThanOrEqual(result.modules.first { $0.module == k }!.peakBytes, previous.modules.first { $0.module == k }!.peakBytes + 4096,
+                                             "\(label), module \(k + 1): no larger than the layout before it")
+                }
+                previous = result
             }
         }
         // A prepared packed module holds its plan: parameters, I/O and the arena's two parts.
