@@ -136,7 +136,7 @@ public struct ResidentPlan: Codable, Sendable {
 
     /// - cacheBytes: the store's page cache, for `--page` (SQLite's memory is part of the peak).
     public init(configuration: TrainingConfiguration, trainCount: Int, testCount: Int, budget: Int?, profile: DeviceProfile?,
-                cacheBytes: Int = 2 * 1_048_576) {
+                cacheBytes: Int = RunPlanner.defaultStoreCacheBytes) {
         procedure = configuration.procedure.rawValue
         let execution = ExecutionPlan(configuration)
         phases = execution.resident

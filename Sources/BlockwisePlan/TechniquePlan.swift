@@ -26,6 +26,8 @@ public enum Technique: String, CaseIterable, Codable, Sendable {
         case .sequential: c.procedure = .sequential
         case .parallel: c.procedure = .parallel
         }
+        // A packed arena is a block-wise module phase's; every module resident holds slots.
+        if c.procedure.keepsAllModulesResident { c.setArenaLayout(.slots) }
         return c
     }
 

@@ -24,7 +24,7 @@ public struct TrainingSession {
     /// The SQLite store (sequential, multilap); nil keeps features in memory.
     public var storePath: String? = "blockwise.sqlite"
     public var encoding: FeatureEncoding = .fp32
-    public var storeCacheBytes = 2 * 1_048_576
+    public var storeCacheBytes = RunPlanner.defaultStoreCacheBytes
     /// What `test` is: "test", or "validation" (a split held out of the training data).
     public var evaluationSplit = "test"
     public var fresh = false

@@ -1,5 +1,24 @@
 import BlockwiseKernels
 
+/// How a block-wise module phase holds its saved activations and workspace (issue 19).
+public enum ArenaLayout: String, Codable, Sendable, CaseIterable {
+    /// A buffer per tensor for the whole phase.
+    case slots
+    /// One arena, each tensor placed at an offset by its lifetime (``ArenaPlacement``); the
+    /// batch-norm outputs computed again where the backward reads them.
+    case packed
+    /// Packed, and each block's first convolution computed again in the backward instead of kept
+    /// (one more convolution forward per block and step): the smallest peak.
+    case smallest
+
+    /// The layout a run uses when none is chosen: `smallest` where modules train one at a time
+    /// (sequential, multilap); `slots` where every module stays resident (parallel, e2e), to which
+    /// a packed arena does not apply.
+    public static func `default`(for procedure: Procedure) -> ArenaLayout {
+        procedure.keepsAllModulesResident ? .slots : .smallest
+    }
+}
+
 /// The four training procedures (DESIGN.md).
 public enum Procedure: String, Codable, Sendable, CaseIterable {
     /// Module k trains to completion on the frozen outputs of modules < k, then is frozen.
@@ -119,6 +138,17 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// Evaluate each module's head on the test split after every epoch (the authors' protocol
     /// reports the best epoch's); nil: no.
     public var evalEachEpoch: Bool?
+
+    /// The arena layout these options name (``ArenaLayout/slots`` when neither field is set).
+    public var arenaLayout: ArenaLayout {
+        packedArena == true ? (recomputesConvolutions == true ? .smallest : .packed) : .slots
+    }
+
+    /// Sets ``packedArena`` and ``recomputesConvolutions`` for `layout` (nil where it does not use them).
+    public mutating func setArenaLayout(_ layout: ArenaLayout) {
+        packedArena = layout == .slots ? nil : true
+        recomputesConvolutions = layout == .smallest ? true : nil
+    }
 
     /// `--arena packed` (issue 19): each block-wise module phase allocates one arena, its tensors
     /// placed by lifetime (nil: a slot per tensor, as before).

@@ -175,8 +175,8 @@ struct BenchTrain: ParsableCommand {
     var workspace: Int?
     @Option(parsing: .unconditional, help: "Fashion-MNIST training samples for the end-to-end sequential run through the store (0: skip it).")
     var pipelineSamples: Int = 6000
-    @Option(help: ArgumentHelp("The module's arena: slots (a buffer per tensor), packed (one arena placed by lifetime) or smallest (packed, the block's first convolution computed again in the backward).", valueName: "slots|packed|smallest"))
-    var arena: String = "slots"
+    @Option(help: ArgumentHelp("The module's arena: slots (a buffer per tensor), packed (one arena placed by lifetime) or smallest (packed, the block's first convolution computed again in the backward; train's default).", valueName: "slots|packed|smallest"))
+    var arena: String = ArenaLayout.default(for: .sequential).rawValue
 
     func run() throws {
         // Refused before anything runs (they used to divide by zero, or run and print 0 images/s).
@@ -193,7 +193,7 @@ struct BenchTrain: ParsableCommand {
         print(pad("width", 8) + pad("ms/step", 10) + pad("images/s", 10) + pad("eff. GFLOP/s", 14) + pad("of sgemm", 10) + "ledger peak")
         for width in widths {
             let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace,
-                                                packedArena: layout.packed, recomputesConvolutions: layout.recomputesConvolutions)
+                                                packedArena: layout != .slots, recomputesConvolutions: layout == .smallest)
             print(pad("\(width)", 8) + pad(String(format: "%.1f", row.secondsPerStep * 1000), 10)
                   + pad(String(format: "%.0f", row.imagesPerSecond), 10) + pad(String(format: "%.1f", row.effectiveGflops), 14)
                   + pad(String(format: "%.0f%%", 100 * row.effectiveGflops / roofline.gflops), 10) + formatBytes(row.peakBytes))

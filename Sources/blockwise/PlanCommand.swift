@@ -34,7 +34,7 @@ struct Plan: ParsableCommand {
     @Option(help: "Encoding of the stored features: fp32, fp16 or bf16.")
     var featureDtype: String = "fp32"
     @Option(parsing: .unconditional, help: "Bound on SQLite's page cache.")
-    var storeCache: String = "2MiB"
+    var storeCache: String = "1MiB"
     @Flag(help: "Plan for features kept in memory instead of the store.")
     var inMemory = false
     @Option(help: "Also write the plan as JSON to this file.")
@@ -239,6 +239,7 @@ struct Plan: ParsableCommand {
                 // The module-by-module procedure keeps one module resident: how far that goes.
                 var sequential = configuration
                 sequential.procedure = .sequential
+                sequential.setArenaLayout(.default(for: .sequential))
                 let other = plan(sequential, budget: budget, profile: nil)
                 print("with --procedure sequential the peak is \(formatBytes(other.peak))" + (other.fits ? ": fits" : ": still over (blockwise plan --procedure sequential ... says what else would change that)"))
             }

@@ -65,7 +65,7 @@ struct Compare: ParsableCommand {
     @Option(help: "Encoding of the stored features (block-wise techniques): fp32, fp16 or bf16.")
     var featureDtype: String = "fp32"
     @Option(parsing: .unconditional, help: "Bound on SQLite's page cache.")
-    var storeCache: String = "2MiB"
+    var storeCache: String = "1MiB"
 
     func run() throws {
         compute.apply()
@@ -117,7 +117,7 @@ extension Compare {
     /// One of compare's runs: its own store, the device and budget, progress unless `--quiet`.
     func trainOne(_ configuration: TrainingConfiguration, label: String, storePath: String, train: Dataset, test: Dataset,
                   profile: DeviceProfile?, budget: Int?, fit: FitPolicy, encoding: FeatureEncoding = .fp32,
-                  cacheBytes: Int = 2 * 1_048_576) throws -> RunReport {
+                  cacheBytes: Int = RunPlanner.defaultStoreCacheBytes) throws -> RunReport {
         if !quiet { print("== \(label)") }
         var session = TrainingSession(configuration: configuration, train: train, test: test)
         session.title = label

@@ -28,8 +28,8 @@ struct Train: ParsableCommand {
     var store: String = "blockwise.sqlite"
     @Option(help: "Encoding of the stored features: fp32 (exact), fp16 or bf16 (half the bytes).")
     var featureDtype: String = "fp32"
-    @Option(parsing: .unconditional, help: "Bound on SQLite's page cache (e.g. 64KiB, 2MiB); its memory counts in the budget as storeEngine.")
-    var storeCache: String = "2MiB"
+    @Option(parsing: .unconditional, help: "Bound on SQLite's page cache (e.g. 64KiB, 2MiB; a larger one saves almost no I/O: rows are read in order); its memory counts in the budget as storeEngine.")
+    var storeCache: String = "1MiB"
     @Flag(help: "Continue the run in --store: completed modules are reused, an interrupted one continues from its last epoch. (A matching store is resumed anyway; this flag also requires that it exists.)")
     var resume = false
     @Flag(help: "Empty --store and start over, whatever it holds.")

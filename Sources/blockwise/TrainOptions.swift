@@ -93,9 +93,9 @@ struct TrainingOptions: ParsableArguments {
     var seed: UInt64 = 0
     @Option(parsing: .unconditional, help: "Bound on the im2col workspace per convolution, in floats (default: one image).")
     var workspace: Int?
-    @Option(help: ArgumentHelp("How a block-wise module phase holds its saved activations and workspace: slots (a buffer per tensor for the whole phase), packed (one arena, each tensor placed by its lifetime; plan shows both) or smallest (packed, and each block's first convolution computed again in the backward instead of kept: the smallest peak, for one more convolution per block and step).",
+    @Option(help: ArgumentHelp("How a block-wise module phase holds its saved activations and workspace: slots (a buffer per tensor for the whole phase), packed (one arena, each tensor placed by its lifetime; plan shows both) or smallest (packed, and each block's first convolution computed again in the backward instead of kept: the smallest peak, for one more convolution per block and step). Default: smallest for sequential and multilap, slots for parallel and e2e (every module resident).",
                                valueName: "slots|packed|smallest"))
-    var arena: String = "slots"
+    var arena: String?
     @Option(help: ArgumentHelp("Augment the training images anew every epoch: a random crop with N pixels of zero padding and/or a random horizontal flip.",
                                valueName: "crop=N,flip|crop=N|flip|none"))
     var augment: String = "none"
@@ -175,9 +175,7 @@ struct TrainingOptions: ParsableArguments {
         c.laps = laps
         c.seed = seed
         c.workspaceBound = workspace
-        let layout = try TrainingOptions.arenaLayout(arena)
-        c.packedArena = layout.packed ? true : nil
-        c.recomputesConvolutions = layout.recomputesConvolutions ? true : nil
+        c.setArenaLayout(try arena.map(TrainingOptions.arenaLayout) ?? ArenaLayout.default(for: c.procedure))
         let problems = c.problems()
         if !problems.isEmpty { throw ValidationError(problems.joined(separator: "; ")) }
         return c
@@ -239,14 +237,11 @@ struct DataOptions: ParsableArguments {
 }
 
 extension TrainingOptions {
-    /// `--arena slots|packed|smallest` (train, plan, bench train): whether the arena is packed, and
-    /// whether the blocks' first convolutions are computed again in the backward (smallest).
-    static func arenaLayout(_ word: String) throws -> (packed: Bool, recomputesConvolutions: Bool) {
-        switch word {
-        case "slots": return (false, false)
-        case "packed": return (true, false)
-        case "smallest": return (true, true)
-        default: throw ValidationError("--arena takes slots, packed or smallest (got '\(word)')")
+    /// `--arena slots|packed|smallest` (train, plan, bench train) as a layout; another word is a usage error.
+    static func arenaLayout(_ word: String) throws -> ArenaLayout {
+        guard let layout = ArenaLayout(rawValue: word) else {
+            throw ValidationError("--arena takes slots, packed or smallest (got '\(word)')")
         }
+        return layout
     }
 }

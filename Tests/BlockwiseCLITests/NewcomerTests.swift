@@ -227,15 +227,16 @@ final class NewcomerTests: CLITestCase {
     /// Item 2: when nothing fits even at the smallest batch, plan and train name every option that
     /// changes the outcome with the peak it gives, and the options together make the run fit.
     func testHopelessPlanNamesEveryOptionByHowMuch() throws {
-        let options = ["--profile", "stm32f746-disco", "--width", "8", "--batch-size", "2", "--workspace", "2000"]
+        // Width 16: with the default (smallest) arena a width-8 module fits by --store-cache alone.
+        let options = ["--profile", "stm32f746-disco", "--width", "16", "--batch-size", "2", "--workspace", "2000"]
         let plan = try run(["plan"] + options)
         XCTAssertEqual(plan.code, 3, plan.out + plan.err)
-        XCTAssertTrue(plan.out.contains("at batch 2, the smallest that trains, module 1 needs 2.57 MiB of the 288 KiB budget"), plan.out)
-        XCTAssertTrue(plan.out.contains("storeEngine up to 2.20 MiB"), plan.out)
-        for option in ["--store-cache 16KiB", "--width 1", "--encoder-downsamplings 2", "--head linear", "--budget 2.6MiB"] {
+        XCTAssertTrue(plan.out.contains("at batch 2, the smallest that trains, module 1 needs 1.48 MiB of the 288 KiB budget"), plan.out)
+        XCTAssertTrue(plan.out.contains("storeEngine up to 1.12 MiB"), plan.out)
+        for option in ["--store-cache 16KiB", "--width 1", "--head linear", "--budget 1.5MiB"] {
             XCTAssertTrue(plan.out.contains("  " + option + " "), "\(option) missing:\n" + plan.out)
         }
-        XCTAssertTrue(plan.out.contains("--store-cache 16KiB        peak 433 KiB    -2.14 MiB   still 145 KiB over"), plan.out)
+        XCTAssertTrue(plan.out.contains("--store-cache 16KiB     peak 432 KiB    -1.06 MiB   still 144 KiB over"), plan.out)
         let together = try XCTUnwrap(plan.out.components(separatedBy: "\n").first { $0.hasPrefix("  together: ") })
         XCTAssertTrue(together.hasSuffix("to spare)"), together)
         let suggested = together.dropFirst("  together: ".count).components(separatedBy: " -> ")[0].split(separator: " ").map(String.init)
@@ -249,7 +250,7 @@ final class NewcomerTests: CLITestCase {
         // train stops before training with the same advice.
         let train = try run(["train"] + options + ["--train-size", "200", "--test-size", "100", "--store", directory + "/s.sqlite", "--report", directory + "/r"])
         XCTAssertNotEqual(train.code, 0)
-        XCTAssertTrue(train.err.contains("--store-cache 16KiB        peak 433 KiB"), train.err)
+        XCTAssertTrue(train.err.contains("--store-cache 16KiB     peak 432 KiB"), train.err)
     }
 
     /// Item 7: the report's plots and page as a person reads them, and item 8's read-only commands
@@ -264,10 +265,10 @@ final class NewcomerTests: CLITestCase {
         XCTAssertTrue(memory.contains("host time (s)"), memory)
         XCTAssertFalse(memory.contains("ledger events"), memory)
         XCTAssertTrue(memory.contains("module 1 streams level 1 at") && memory.contains("module 2 streams level 2 at"))
-        XCTAssertTrue(memory.contains(">peak 23.3 MiB (module 1)</text>"), memory)
-        XCTAssertTrue(memory.contains("budget 352 MiB (axis broken: 15.1x the peak)"), memory)
+        XCTAssertTrue(memory.contains(">peak 9.20 MiB (module 1)</text>"), memory)
+        XCTAssertTrue(memory.contains("budget 352 MiB (axis broken: 38.2x the peak)"), memory)
         // The hover on the peak lists the buffers live at it, the largest first.
-        XCTAssertTrue(memory.contains("<title>peak 23.3 MiB in module 1: parameters"), memory)
+        XCTAssertTrue(memory.contains("<title>peak 9.20 MiB in module 1: parameters"), memory)
         // report.json: every timeline point has its time; the buffers live at the peak add up to it.
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report + "/report.json"))) as! [String: Any]
         let timeline = json["timeline"] as! [[String: Any]]
@@ -289,9 +290,9 @@ final class NewcomerTests: CLITestCase {
         XCTAssertTrue(html.contains("budget <b>352 MiB</b>, held"), html)
         let pre = try XCTUnwrap(html.firstMatch(of: #/<pre>([^<]*)</pre>/#)).1
         XCTAssertFalse(pre.contains("train acc"), String(pre))
-        XCTAssertTrue(pre.contains("peak memory 23.3 MiB"), String(pre))
+        XCTAssertTrue(pre.contains("peak memory 9.20 MiB"), String(pre))
         XCTAssertTrue(html.contains("white-space:pre-wrap"))
-        XCTAssertTrue(html.contains("<h3>Live at the peak (23.3 MiB)"), html)
+        XCTAssertTrue(html.contains("<h3>Live at the peak (9.20 MiB)"), html)
         // modules.csv: one row per module, exact values.
         let csv = try String(contentsOfFile: report + "/modules.csv", encoding: .utf8).components(separatedBy: "\r\n").filter { !$0.isEmpty }
         XCTAssertEqual(csv.count, 3, csv.joined(separator: "\n"))
@@ -303,7 +304,7 @@ final class NewcomerTests: CLITestCase {
                              "--test-size", "500", "--epochs", "1", "--threads", "1", "--quiet"])
         XCTAssertEqual(again.code, 0, again.err)
         let rerun = try String(contentsOfFile: report + "/memory.svg", encoding: .utf8)
-        XCTAssertTrue(rerun.contains(">peak 23.3 MiB (module 1)</text>") && rerun.contains("module 2 streams level 2 at"), rerun)
+        XCTAssertTrue(rerun.contains(">peak 9.20 MiB (module 1)</text>") && rerun.contains("module 2 streams level 2 at"), rerun)
         let rerunJSON = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report + "/report.json"))) as! [String: Any]
         XCTAssertEqual((rerunJSON["peakTensors"] as! [[String: Any]]).reduce(0) { $0 + ($1["bytes"] as! Int) }, rerunJSON["peakBytes"] as! Int)
         // Read-only commands leave no -wal or -shm beside the store.

@@ -65,7 +65,13 @@ final class RunPlanTests: CLITestCase {
             let atPeak = Dictionary(uniqueKeysWithValues: (report["peakTensors"] as! [[String: Any]]).filter {
                 !["ioBuffers", "storeEngine"].contains($0["category"] as! String)
             }.map { ($0["tag"] as! String, $0["bytes"] as! Int) })
-            XCTAssertTrue(slotSets.contains(atPeak), "\(name): the buffers at the peak of module \(peaked + 1) are a planned phase's: \(atPeak)")
+            // With recompute a frozen module (m0 ... m<k-1>) runs beside the trained one; the plan
+            // counts the largest frozen phase in the peak, and ArenaPlanTests checks that phase's
+            // buffers: here the trained module's are checked.
+            let trained = atPeak.filter { tag, _ in
+                !(0..<peaked).contains { tag.hasPrefix("m\($0).") } || !name.contains("recompute")
+            }
+            XCTAssertTrue(slotSets.contains(trained), "\(name): the buffers at the peak of module \(peaked + 1) are a planned phase's: \(trained)")
             for (k, phase) in phases.enumerated() {
                 let options = (phase["training"] as! [String: Any])["options"] as! [String: Any]
                 let microBatch = planned[k]["microBatch"] as? Int ?? (planned[k]["plan"] as! [String: Any])["batch"] as! Int
