@@ -27,7 +27,7 @@ public enum Technique: String, CaseIterable, Codable, Sendable {
         case .parallel: c.procedure = .parallel
         }
         // A packed arena is a block-wise module phase's; every module resident holds slots.
-        if c.procedure.keepsAllModulesResident { c.setArenaLayout(.slots) }
+        if c.procedure.keepsAllModulesResident { c.setArenaLayout(.slots); c.placedWorkspace = nil }
         return c
     }
 

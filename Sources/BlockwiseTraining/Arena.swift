@@ -60,6 +60,12 @@ public final class Arena {
             tensors[tag] = Tensor(viewOf: block.data + slot.offset / 4, shape: [slot.count], category: .workspace, tag: tag,
                                   ledger: ledger, owner: block)
         }
+        for (layer, slot) in phase.convolutionWorkspaces ?? [:] {
+            precondition(slot.offset % 4 == 0 && slot.offset / 4 + slot.count <= block.count, "\(layer)'s workspace lies outside the arena")
+            let tag = layer + ".im2col"
+            tensors[tag] = Tensor(viewOf: block.data + slot.offset / 4, shape: [slot.count], category: .workspace, tag: tag,
+                                  ledger: ledger, owner: block)
+        }
     }
 
     public subscript(tag: String) -> Tensor {

@@ -24,8 +24,11 @@ struct LayerContext {
 
     /// The convolution of layer `name` as the phase's plan chose it; the kernel it makes must pick
     /// the same chunk at the prepared batch (plan and runtime agree by construction).
+    /// A layer with its own workspace (`--placed-workspace`: the view `<layer>.im2col`) uses it.
     func convolution(_ name: String, _ geometry: Conv2dGeometry, hasBias: Bool) -> ConvolutionKernel {
-        let kernel = ConvolutionKernel(geometry: geometry, hasBias: hasBias, workspace: workspace, workspaceCount: workspaceCount)
+        let own = arena.contains(name + ".im2col") ? arena[name + ".im2col"] : nil
+        let kernel = ConvolutionKernel(geometry: geometry, hasBias: hasBias, workspace: own?.data ?? workspace,
+                                       workspaceCount: own?.count ?? workspaceCount)
         if let planned = convolutions[name] {
             precondition(kernel.chunk(batch: batch, backward: false) == planned.forwardChunk
                          && (!preparedForTraining || kernel.chunk(batch: batch, backward: true) == planned.backwardChunk),

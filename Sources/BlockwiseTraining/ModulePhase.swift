@@ -36,10 +36,18 @@ public struct ModulePhase: Codable, Sendable, Equatable {
     /// `--arena packed`: every tensor's byte offset and float count in the one arena (its two slots
     /// ``packedArenaTags(module:)``); nil for a slot per tensor.
     public var placement: [String: PlacedSlot]?
+    /// `--placed-workspace`: the convolutions whose own workspace (the view `<layer>.im2col`) is
+    /// larger than the shared `workspace.im2col`, by layer: the largest run of the arena no tensor
+    /// holds at any of the layer's operations (the shared band included, which only convolutions
+    /// use, one at a time). Inside the arena: the peak does not change. nil without the option.
+    public var convolutionWorkspaces: [String: PlacedSlot]?
 
     public struct PlacedSlot: Codable, Sendable, Equatable {
+        /// Bytes from the arena's start, and floats.
         public var offset: Int
         public var count: Int
+
+        public init(offset: Int, count: Int) { self.offset = offset; self.count = count }
     }
 
     public init(_ kind: Kind = .training, configuration: ModelConfiguration, module k: Int, hasHead: Bool = true,
@@ -67,6 +75,34 @@ public struct ModulePhase: Codable, Sendable, Equatable {
         slots = parameterSlots + io + [SlotSpec(parts.saved, .savedActivations, [saved / 4]),
                                        SlotSpec(parts.workspace, .workspace, [(placed.size - saved) / 4])]
         placement = Dictionary(uniqueKeysWithValues: placed.placed.map { ($0.tensor.tag, PlacedSlot(offset: $0.offset, count: $0.tensor.bytes / 4)) })
+        if options.placedWorkspace == true {
+            let own = ModulePhase.placedWorkspaces(lifetimes, placed, layers: convolutions.map(\.layer))
+            convolutionWorkspaces = own
+            convolutions = ResNetModule.convolutionPlan(configuration: configuration, index: k, hasHead: hasHead, options,
+                                                        workspaces: own.mapValues(\.count))
+        }
+    }
+
+    /// See ``convolutionWorkspaces``: for each layer, the byte ranges of the tensors live at any
+    /// operation of the layer (`<layer>.…`; the shared workspace excepted), and the largest gap
+    /// between them below the arena's size, when it is larger than the shared band.
+    static func placedWorkspaces(_ lifetimes: PhaseLifetimes, _ placement: ArenaPlacement, layers: [String]) -> [String: PlacedSlot] {
+        let shared = placement.placed.first { $0.tensor.tag == "workspace.im2col" }?.tensor.bytes ?? 0
+        var result: [String: PlacedSlot] = [:]
+        for layer in layers {
+            let operations = lifetimes.operations.indices.filter { lifetimes.operations[$0].hasPrefix(layer + ".") }
+            guard !operations.isEmpty else { continue }
+            let taken = placement.placed.filter { placed in
+                placed.tensor.tag != "workspace.im2col" && placed.tensor.bytes > 0 && operations.contains { placed.tensor.isLive(at: $0) }
+            }.map { ($0.offset, ArenaPlacement.aligned($0.end)) }.sorted { $0.0 < $1.0 }
+            var best = (offset: 0, bytes: 0), cursor = 0
+            for (start, end) in taken + [(placement.size, placement.size)] {
+                if start - cursor > best.bytes { best = (cursor, start - cursor) }
+                cursor = max(cursor, end)
+            }
+            if best.bytes > shared { result[layer] = PlacedSlot(offset: best.offset, count: best.bytes / 4) }
+        }
+        return result
     }
 
     /// The two slots of module k's packed arena (named per module: a frozen module's arena can be
@@ -150,7 +186,8 @@ public struct ExecutionPlan: Codable, Sendable, Equatable {
         ModulePhase(.training, configuration: configuration.model, module: k,
                     ModuleMemoryOptions(batch: batch, training: true, workspaceBound: configuration.workspaceBound,
                                         packedArena: configuration.packedArena,
-                                        recomputesConvolutions: configuration.recomputesConvolutions))
+                                        recomputesConvolutions: configuration.recomputesConvolutions,
+                                        placedWorkspace: configuration.placedWorkspace))
     }
 
     /// Module k streaming its outputs, at the batch it trained with, so it fits wherever training did.
@@ -158,7 +195,8 @@ public struct ExecutionPlan: Codable, Sendable, Equatable {
         ModulePhase(.streaming, configuration: configuration.model, module: k,
                     ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound,
                                         packedArena: configuration.packedArena,
-                                        recomputesConvolutions: configuration.recomputesConvolutions))
+                                        recomputesConvolutions: configuration.recomputesConvolutions,
+                                        placedWorkspace: configuration.placedWorkspace))
     }
 
     /// A frozen module computing a later module's augmented inputs (`--augmented-inputs
@@ -167,7 +205,8 @@ public struct ExecutionPlan: Codable, Sendable, Equatable {
         ModulePhase(.streaming, configuration: configuration.model, module: k,
                     ModuleMemoryOptions(batch: batch, training: false, workspaceBound: configuration.workspaceBound, ownsInputBuffer: false,
                                         packedArena: configuration.packedArena,
-                                        recomputesConvolutions: configuration.recomputesConvolutions))
+                                        recomputesConvolutions: configuration.recomputesConvolutions,
+                                        placedWorkspace: configuration.placedWorkspace))
     }
 
     /// The two activation buffers of `--augmented-inputs recompute` for module k (k >= 1): the

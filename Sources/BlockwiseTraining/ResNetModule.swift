@@ -20,13 +20,19 @@ public struct ModuleMemoryOptions: Equatable, Sendable, Codable {
     /// kept for the backward but computed again there from the block's input, so at most three
     /// block-sized tensors are live at once (one more convolution forward per block and step).
     public var recomputesConvolutions: Bool?
+    /// `--placed-workspace` (a packed arena only): each convolution's workspace is the largest run
+    /// of the arena that no tensor holds at any of the layer's operations
+    /// (``ModulePhase/convolutionWorkspaces``), at least the shared `workspace.im2col` band.
+    public var placedWorkspace: Bool?
 
     public init(batch: Int, training: Bool, workspaceBound: Int? = nil, ownsInputBuffer: Bool = true,
-                needsInputGradient: Bool = false, packedArena: Bool? = nil, recomputesConvolutions: Bool? = nil) {
+                needsInputGradient: Bool = false, packedArena: Bool? = nil, recomputesConvolutions: Bool? = nil,
+                placedWorkspace: Bool? = nil) {
         self.batch = batch; self.training = training; self.workspaceBound = workspaceBound
         self.ownsInputBuffer = ownsInputBuffer; self.needsInputGradient = needsInputGradient
         self.packedArena = packedArena == true ? true : nil
         self.recomputesConvolutions = packedArena == true && recomputesConvolutions == true ? true : nil
+        self.placedWorkspace = packedArena == true && placedWorkspace == true ? true : nil
     }
 }
 
@@ -38,9 +44,13 @@ public struct ConvolutionChoice: Codable, Sendable, Equatable {
     public var forwardChunk: Int?
     public var backwardChunk: Int?
     public var engine: String
+    /// Floats of the layer's own workspace (`--placed-workspace`: ``ModulePhase/convolutionWorkspaces``);
+    /// nil: the phase's shared `workspace.im2col`.
+    public var workspaceFloats: Int?
 
-    public init(layer: String, shape: String, forwardChunk: Int?, backwardChunk: Int?) {
+    public init(layer: String, shape: String, forwardChunk: Int?, backwardChunk: Int?, workspaceFloats: Int? = nil) {
         self.layer = layer; self.shape = shape; self.forwardChunk = forwardChunk; self.backwardChunk = backwardChunk
+        self.workspaceFloats = workspaceFloats
         engine = forwardChunk == nil ? "reference" : "onednn"
     }
 }
@@ -201,17 +211,21 @@ public final class ResNetModule {
     /// How each convolution of module `index` runs under `options`: oneDNN in chunks of images
     /// (the most whose blocked buffers fit the module's workspace slot), or the reference path
     /// (engine `reference`, or not even one image fits). The same function the kernels call.
+    /// `workspaces`: floats of a layer's own workspace (``ModulePhase/convolutionWorkspaces``) where
+    /// it has one; the others use the shared slot.
     public static func convolutionPlan(configuration: ModelConfiguration, index: Int, hasHead: Bool = true,
-                                       _ options: ModuleMemoryOptions) -> [ConvolutionChoice] {
+                                       _ options: ModuleMemoryOptions, workspaces: [String: Int] = [:]) -> [ConvolutionChoice] {
         let (encoder, blocks, head) = layers(configuration, index: index, hasHead: hasHead)
         var convolutions = encoder.map { ($0.prefix, $0.geometry, false) }
             + blocks.flatMap { [($0.unit1.prefix, $0.unit1.geometry, false), ($0.unit2.prefix, $0.unit2.geometry, false)] }
         if let head, head.kind == .oneCNN { convolutions.append((head.prefix, head.conv, true)) }
         let workspace = convolutions.map { $0.1.workspaceFloats(bound: options.workspaceBound, batch: options.batch) }.max() ?? 0
         return convolutions.map { name, g, hasBias in
-            ConvolutionChoice(layer: name, shape: "\(g.inputChannels)x\(g.inputHeight)x\(g.inputWidth) -> \(g.outputChannels)x\(g.outputHeight)x\(g.outputWidth)",
-                              forwardChunk: g.oneDNNChunk(batch: options.batch, hasBias: hasBias, workspaceCount: workspace),
-                              backwardChunk: options.training ? g.oneDNNChunk(batch: options.batch, hasBias: false, workspaceCount: workspace) : nil)
+            let count = workspaces[name] ?? workspace
+            return ConvolutionChoice(layer: name, shape: "\(g.inputChannels)x\(g.inputHeight)x\(g.inputWidth) -> \(g.outputChannels)x\(g.outputHeight)x\(g.outputWidth)",
+                                     forwardChunk: g.oneDNNChunk(batch: options.batch, hasBias: hasBias, workspaceCount: count),
+                                     backwardChunk: options.training ? g.oneDNNChunk(batch: options.batch, hasBias: false, workspaceCount: count) : nil,
+                                     workspaceFloats: workspaces[name])
         }
     }
 

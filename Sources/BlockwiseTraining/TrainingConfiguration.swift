@@ -156,6 +156,9 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// `--arena smallest` (with ``packedArena``): the blocks' unit1 convolutions are computed again
     /// in the backward instead of kept (nil: kept).
     public var recomputesConvolutions: Bool?
+    /// `--placed-workspace` (with ``packedArena``): each convolution's workspace is the largest part
+    /// of the arena free at all of its operations (nil: the one shared `--workspace` band).
+    public var placedWorkspace: Bool?
 
     /// The augmented-inputs choice in force (``AugmentedInputs/first`` unless set).
     public var augmentedInputsChoice: AugmentedInputs { augmentedInputs ?? .first }
@@ -250,6 +253,10 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
         }
         if recomputesConvolutions == true && packedArena != true {
             result.append("recomputed convolutions (--arena smallest) need the packed arena")
+        }
+        if placedWorkspace == true && (packedArena != true || procedure.keepsAllModulesResident) {
+            result.append("--placed-workspace places each convolution's workspace in the packed arena: it needs --arena packed or smallest (got --arena slots"
+                          + (procedure.keepsAllModulesResident ? ", which \(procedure.rawValue) uses)" : ")"))
         }
         if evalEachEpoch == true && procedure.keepsAllModulesResident {
             result.append("--eval-each-epoch applies to sequential and multilap (got \(procedure.rawValue))")

@@ -177,6 +177,8 @@ struct BenchTrain: ParsableCommand {
     var pipelineSamples: Int = 6000
     @Option(help: ArgumentHelp("The module's arena: slots (a buffer per tensor), packed (one arena placed by lifetime) or smallest (packed, the block's first convolution computed again in the backward; train's default).", valueName: "slots|packed|smallest"))
     var arena: String = ArenaLayout.default(for: .sequential).rawValue
+    @Flag(help: "With --arena packed or smallest: each convolution's workspace is the largest part of the arena free at all its operations (train's --placed-workspace).")
+    var placedWorkspace = false
 
     func run() throws {
         // Refused before anything runs (they used to divide by zero, or run and print 0 images/s).
@@ -187,13 +189,15 @@ struct BenchTrain: ParsableCommand {
             throw ValidationError("--pipeline-samples must be 0 (skip the run) ... 60000, Fashion-MNIST's training split (got \(pipelineSamples))")
         }
         let layout = try TrainingOptions.arenaLayout(arena)
+        if placedWorkspace && layout == .slots { throw ValidationError("--placed-workspace places each convolution's workspace in the packed arena: it needs --arena packed or smallest (got --arena slots)") }
         compute.apply()
         let roofline = try KernelBenchmark.sgemmRate()
         print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName); sgemm \(String(format: "%.1f", roofline.gflops)) GFLOP/s")
         print(pad("width", 8) + pad("ms/step", 10) + pad("images/s", 10) + pad("eff. GFLOP/s", 14) + pad("of sgemm", 10) + "ledger peak")
         for width in widths {
             let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace,
-                                                packedArena: layout != .slots, recomputesConvolutions: layout == .smallest)
+                                                packedArena: layout != .slots, recomputesConvolutions: layout == .smallest,
+                                                placedWorkspace: placedWorkspace)
             print(pad("\(width)", 8) + pad(String(format: "%.1f", row.secondsPerStep * 1000), 10)
                   + pad(String(format: "%.0f", row.imagesPerSecond), 10) + pad(String(format: "%.1f", row.effectiveGflops), 14)
                   + pad(String(format: "%.0f%%", 100 * row.effectiveGflops / roofline.gflops), 10) + formatBytes(row.peakBytes))

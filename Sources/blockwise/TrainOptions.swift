@@ -96,6 +96,8 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: ArgumentHelp("How a block-wise module phase holds its saved activations and workspace: slots (a buffer per tensor for the whole phase), packed (one arena, each tensor placed by its lifetime; plan shows both) or smallest (packed, and each block's first convolution computed again in the backward instead of kept: the smallest peak, for one more convolution per block and step). Default: smallest for sequential and multilap, slots for parallel and e2e (every module resident).",
                                valueName: "slots|packed|smallest"))
     var arena: String?
+    @Flag(help: "With --arena packed or smallest: give each convolution as its workspace the largest part of the arena that no tensor holds at any of its operations (at least the --workspace band): larger chunks and fewer GEMM calls at the same peak. The chunks change the summation order of the weight gradients, so the floats differ from a run without it by rounding.")
+    var placedWorkspace = false
     @Option(help: ArgumentHelp("Augment the training images anew every epoch: a random crop with N pixels of zero padding and/or a random horizontal flip.",
                                valueName: "crop=N,flip|crop=N|flip|none"))
     var augment: String = "none"
@@ -176,6 +178,7 @@ struct TrainingOptions: ParsableArguments {
         c.seed = seed
         c.workspaceBound = workspace
         c.setArenaLayout(try arena.map(TrainingOptions.arenaLayout) ?? ArenaLayout.default(for: c.procedure))
+        c.placedWorkspace = placedWorkspace ? true : nil
         let problems = c.problems()
         if !problems.isEmpty { throw ValidationError(problems.joined(separator: "; ")) }
         return c

@@ -35,6 +35,8 @@ final class RunPlanTests: CLITestCase {
             // The blocks' first convolutions computed again in the backward (two blocks: module 1's
             // second block and every block of the later modules).
             ("smallest arena", small + ["--arena", "smallest"]),
+            // Each convolution's workspace in the arena's free runs: the same peak, larger chunks.
+            ("placed workspace", small + ["--placed-workspace", "--workspace", "300"]),
             // (With recompute the peak holds a frozen module too: ArenaPlanTests trains it packed.)
             ("packed arena, micro-batches, pool", small + ["--arena", "packed", "--augment", "crop=2", "--augmented-inputs", "pool=2",
                                                          "--fit", "microbatch", "--budget", "3MiB"]),

@@ -11,6 +11,8 @@ final class TechniquesTests: CLITestCase {
             (["--procedure", "parallel", "--page", "activations"], "--page applies to --procedure e2e only"),
             (["--procedure", "e2e", "--page", "activations", "--recompute", "modules"], "pass one of them"),
             (["--techniques", "e2e,checkpointing"], "unknown technique 'checkpointing'; accepted: e2e, e2e-recompute"),
+            (["--arena", "slots", "--placed-workspace"], "--placed-workspace places each convolution's workspace in the packed arena: it needs --arena packed or smallest (got --arena slots)"),
+            (["--procedure", "parallel", "--placed-workspace"], "it needs --arena packed or smallest (got --arena slots, which parallel uses)"),
         ]
         for (options, message) in cases {
             let result = try run(["plan"] + options)

@@ -87,6 +87,71 @@ final class ArenaPlanTests: XCTestCase {
         }
     }
 
+    /// `--placed-workspace`: each convolution's workspace is a run of the arena that no tensor holds
+    /// at any of the layer's operations, and the peak is the packed arena's. A step is bit for bit
+    /// the step of the same phase whose workspaces are moved out of the arena into bytes of their
+    /// own (the same chunks, so no live tensor is overwritten and none overwrites a workspace),
+    /// with either engine, also with every byte no live tensor holds poisoned at each operation
+    /// (nothing is kept in a workspace from one operation to the next).
+    func testPlacedWorkspaceIsFreeArenaAndKeepsThePeak() throws {
+        let model = ModelConfiguration(width: 4, modules: 2, blocksPerModule: 2, encoderDownsamplings: 1, head: .oneCNN)
+        let engine = ConvolutionEngine.selected
+        defer { ConvolutionEngine.selected = engine }
+        for selected in ConvolutionEngine.allCases {
+            ConvolutionEngine.selected = selected
+            for (k, training, smallest, batch) in [(0, true, false, 2), (0, true, true, 6), (0, false, false, 2), (1, true, true, 2), (1, true, false, 6),
+                                                   (1, false, true, 6)] {
+                let label = "\(selected.rawValue), module \(k + 1), training \(training), \(smallest ? "smallest" : "packed"), batch \(batch)"
+                let kind: ModulePhase.Kind = training ? .training : .streaming
+                let options = ModuleMemoryOptions(batch: batch, training: training, workspaceBound: 200, packedArena: true,
+                                                  recomputesConvolutions: smallest)
+                var placedOptions = options
+                placedOptions.placedWorkspace = true
+                let packed = ModulePhase(kind, configuration: model, module: k, options)
+                let placed = ModulePhase(kind, configuration: model, module: k, placedOptions)
+                XCTAssertEqual(placed.breakdown, packed.breakdown, label + ": the peak changed")
+                XCTAssertNil(packed.convolutionWorkspaces)
+                let regions = try XCTUnwrap(placed.convolutionWorkspaces)
+                XCTAssertFalse(regions.isEmpty, label + ": no convolution has a run larger than the 200-float band")
+                let lifetimes = try XCTUnwrap(placed.lifetimes(configuration: model))
+                let placement = try XCTUnwrap(placed.placement)
+                let tags = ModulePhase.packedArenaTags(module: k)
+                let arenaFloats = placed.slots.filter { $0.tag == tags.saved || $0.tag == tags.workspace }.map { $0.shape.reduce(1, *) }.reduce(0, +)
+                for (layer, region) in regions {
+                    XCTAssertLessThanOrEqual(region.offset / 4 + region.count, arenaFloats, "\(label), \(layer)")
+                    let operations = lifetimes.operations.indices.filter { lifetimes.operations[$0].hasPrefix(layer + ".") }
+                    XCTAssertFalse(operations.isEmpty, "\(label), \(layer)")
+                    for tensor in lifetimes.tensors where tensor.tag != "workspace.im2col" && tensor.bytes > 0 && operations.contains(where: tensor.isLive) {
+                        let at = placement[tensor.tag]!
+                        XCTAssertTrue(at.offset + at.count * 4 <= region.offset || region.offset + region.count * 4 <= at.offset,
+                                      "\(label): \(layer)'s workspace overlaps \(tensor.tag), live at its operations")
+                    }
+                    XCTAssertEqual(placed.convolutions.first { $0.layer == layer }?.workspaceFloats, region.count)
+                }
+                // The same phase with each workspace in bytes of its own, after the arena's.
+                var apart = placed
+                var cursor = arenaFloats
+                var moved: [String: ModulePhase.PlacedSlot] = [:]
+                for (layer, region) in regions.sorted(by: { $0.key < $1.key }) {
+                    moved[layer] = ModulePhase.PlacedSlot(offset: cursor * 4, count: region.count)
+                    cursor += region.count
+                }
+                let w = try XCTUnwrap(apart.slots.firstIndex { $0.tag == tags.workspace })
+                apart.slots[w].shape = [apart.slots[w].shape[0] + cursor - arenaFloats]
+                apart.convolutionWorkspaces = moved
+                let reference = try step(model, module: k, phase: apart, lifetimes: lifetimes, poison: nil)
+                let result = try step(model, module: k, phase: placed, lifetimes: lifetimes, poison: nil)
+                XCTAssertTrue(result.count == reference.count && zip(result, reference).allSatisfy { $0.bitPattern == $1.bitPattern },
+                              label + ": not bit for bit as the workspaces in bytes of their own")
+                for poison in [Float.nan, 1e20] {
+                    let poisoned = try step(model, module: k, phase: placed, lifetimes: lifetimes, poison: poison)
+                    XCTAssertTrue(poisoned.count == result.count && zip(poisoned, result).allSatisfy { $0.bitPattern == $1.bitPattern },
+                                  "\(label), poison \(poison): a workspace is read outside its operation")
+                }
+            }
+        }
+    }
+
     /// One training step (or streaming forward) of module k; with `poison`, the dead parts of the
     /// buffers are overwritten as each operation starts. Returns the loss, gradients (or outputs
     /// and logits).
