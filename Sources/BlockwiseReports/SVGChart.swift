@@ -75,23 +75,29 @@ public enum SVGChart {
     }
 
     /// One labelled point per item, x on a log axis of bytes (peak memory): `compare --techniques`.
+    /// `yFormat` nil: percent labels with the decimals the ticks need (82.5%, not 82%).
     public static func scatter(title: String, xLabel: String, yLabel: String, points: [(label: String, bytes: Int, y: Double)],
-                               yFormat: @escaping (Double) -> String) -> String {
+                               yFormat: ((Double) -> String)? = nil) -> String {
         let xs = points.map { log10(Double(max($0.bytes, 1))) }, ys = points.map(\.y)
         let xRange = ((xs.min() ?? 0) - 0.25, (xs.max() ?? 1) + 0.35)
         let yLow = ys.min() ?? 0, yHigh = ys.max() ?? 1, margin = max((yHigh - yLow) * 0.15, abs(yHigh) * 0.05 + 1e-9)
         let yRange = (max(0, yLow - margin), yHigh + margin)
+        let yFormat = yFormat ?? percentFormat(yRange)
         return frame(title: title, xLabel: xLabel + " (log scale)", yLabel: yLabel, xRange: xRange, yRange: yRange,
                      xFormat: { formatBytes(Int(pow(10, $0).rounded())) }, yFormat: yFormat, body: { sx, sy in
             var svg = ""
-            // Labels right of their point, moved down past any label already placed that they would overlap.
+            // Labels right of their point, moved down past any label already placed and any other
+            // point that they would overlap.
             var placed: [(x: Double, y: Double, width: Double)] = []
+            let dots = points.indices.map { (x: sx(xs[$0]), y: sy(points[$0].y)) }
             for (index, point) in points.enumerated() {
                 let x = sx(xs[index]), y = sy(point.y), color = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"][index % 7]
                 svg += "<circle cx=\"\(number(x))\" cy=\"\(number(y))\" r=\"5\" fill=\"\(color)\"><title>\(escape(point.label)): \(formatBytes(point.bytes)), \(escape(yFormat(point.y)))</title></circle>\n"
                 let width = 6.2 * Double(point.label.count)
                 var labelY = y + 4
-                while placed.contains(where: { abs($0.y - labelY) < 12 && x + 8 < $0.x + $0.width && $0.x < x + 8 + width }) { labelY += 12 }
+                func covers(_ dot: (x: Double, y: Double)) -> Bool { abs(dot.y - (labelY - 4)) < 9 && x + 8 < dot.x + 6 && dot.x - 6 < x + 8 + width }
+                while placed.contains(where: { abs($0.y - labelY) < 12 && x + 8 < $0.x + $0.width && $0.x < x + 8 + width })
+                        || dots.indices.contains(where: { $0 != index && covers(dots[$0]) }) { labelY += 12 }
                 placed.append((x + 8, labelY, width))
                 svg += "<text x=\"\(number(x + 8))\" y=\"\(number(labelY))\" font-size=\"11\" fill=\"\(color)\">\(escape(point.label))</text>\n"
             }

@@ -204,8 +204,7 @@ extension Compare {
         try Data(table.csv.utf8).write(to: URL(fileURLWithPath: directory + "/techniques.csv"))
         let title = "\(model.modules)-\(model.blocksPerModule) ResNet w\(model.width)"
         let accuracy = SVGChart.scatter(title: title + ": last module's test accuracy against peak memory", xLabel: "peak memory", yLabel: "test accuracy",
-                                        points: rows.map { ($0.label, $0.report.peakBytes, ($0.report.last?.testAccuracy ?? 0) * 100) },
-                                        yFormat: { String(format: "%.0f%%", $0) })
+                                        points: rows.map { ($0.label, $0.report.peakBytes, ($0.report.last?.testAccuracy ?? 0) * 100) })
         try Data(accuracy.utf8).write(to: URL(fileURLWithPath: directory + "/accuracy-vs-memory.svg"))
         if profile != nil {
             let time = SVGChart.scatter(title: title + ": emulated \(profile!.name) time against peak memory", xLabel: "peak memory",

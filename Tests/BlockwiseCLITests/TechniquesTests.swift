@@ -78,5 +78,11 @@ final class TechniquesTests: CLITestCase {
         XCTAssertEqual(rows.count, 1 + 3 + 2, "e2e x3, sequential VanGL and TRGL")
         let accuracy = rows.dropFirst().map { $0.split(separator: ",").map(String.init) }.filter { $0[0].hasPrefix("e2e") }.map { $0[1] }
         XCTAssertEqual(Set(accuracy).count, 1, "the end-to-end variants train the same parameters: \(rows)")
+        // The accuracy axis labels each tick with its value (2.5% steps read 82.5%, not 82%).
+        let svg = try String(contentsOfFile: directory + "/out/accuracy-vs-memory.svg", encoding: .utf8)
+        let ticks = svg.matches(of: #/text-anchor="end">([0-9.]+)%</text>/#).map { Double($0.1)! }
+        XCTAssertGreaterThan(ticks.count, 2, svg)
+        let steps = zip(ticks.dropFirst(), ticks).map { $0 - $1 }
+        for step in steps { XCTAssertEqual(step, steps[0], accuracy: 1e-9, "tick labels \(ticks) are not evenly spaced values") }
     }
 }
