@@ -18,6 +18,9 @@ public enum Technique: String, CaseIterable, Codable, Sendable {
     public func configuration(_ base: TrainingConfiguration) -> TrainingConfiguration {
         var c = base
         c.endToEndMemory = nil
+        // From a base whose procedure keeps every module resident (its arena is slots), a
+        // block-wise technique takes its own procedure's default layout, as train would.
+        let fromResident = base.procedure.keepsAllModulesResident
         switch self {
         case .e2e: c.procedure = .e2e
         case .e2eRecompute: c.procedure = .e2e; c.endToEndMemory = .recompute
@@ -28,6 +31,7 @@ public enum Technique: String, CaseIterable, Codable, Sendable {
         }
         // A packed arena is a block-wise module phase's; every module resident holds slots.
         if c.procedure.keepsAllModulesResident { c.setArenaLayout(.slots); c.placedWorkspace = nil }
+        else if fromResident { c.setArenaLayout(.default(for: c.procedure)) }
         return c
     }
 

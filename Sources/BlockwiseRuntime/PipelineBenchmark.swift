@@ -18,13 +18,18 @@ public enum PipelineBenchmark {
 
     /// - train, test: the data (the CLI passes a Fashion-MNIST subset).
     /// - directory: where the temporary store goes (deleted afterwards).
+    /// - arena, placedWorkspace, workspaceBound: as train's `--arena`, `--placed-workspace`, `--workspace`.
     public static func run(train: Dataset, test: Dataset, width: Int = 16, modules: Int = 3, epochs: Int = 2,
+                           arena: ArenaLayout = .default(for: .sequential), placedWorkspace: Bool = false, workspaceBound: Int? = nil,
                            directory: String = NSTemporaryDirectory()) throws -> [Row] {
         var configuration = TrainingConfiguration()
         configuration.model = ModelConfiguration(inputChannels: train.channels, inputHeight: train.height, inputWidth: train.width,
                                                  classes: train.classes, width: width, modules: modules, blocksPerModule: 1,
                                                  encoderDownsamplings: 1, head: .oneCNN)
         configuration.procedure = .sequential
+        configuration.setArenaLayout(arena)
+        configuration.placedWorkspace = placedWorkspace ? true : nil
+        configuration.workspaceBound = workspaceBound
         configuration.epochsBase = epochs
         configuration.seed = 1
         let images = Double(train.count * epochs * modules)

@@ -98,10 +98,13 @@ public struct TrainingSession {
             let opened = try FeatureStore(path: storePath, encoding: encoding, ledger: ledger, cacheKiB: max(1, cacheBytes / 1024),
                                           replace: fresh)
             // The arena is how memory is laid out, not what is computed (packed and smallest train bit
-            // for bit as slots): a store resumes under either, like under other --threads.
+            // for bit as slots): a store resumes under either, like under other --threads. Not with
+            // --placed-workspace: there the layout decides each convolution's chunks, so the floats.
             var identified = configuration
-            identified.packedArena = nil
-            identified.recomputesConvolutions = nil
+            if configuration.placedWorkspace != true {
+                identified.packedArena = nil
+                identified.recomputesConvolutions = nil
+            }
             let identity = FeatureStore.RunIdentity(configuration: identified, data: .init(train: train, test: test), encoding: encoding)
             switch try opened.begin(identity, fresh: fresh) {
             case .created: say("store: \(storePath) (new)")

@@ -254,7 +254,8 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
         if recomputesConvolutions == true && packedArena != true {
             result.append("recomputed convolutions (--arena smallest) need the packed arena")
         }
-        if placedWorkspace == true && (packedArena != true || procedure.keepsAllModulesResident) {
+        // (With a packed arena and a resident procedure the --arena problem above says it.)
+        if placedWorkspace == true && packedArena != true {
             result.append("--placed-workspace places each convolution's workspace in the packed arena: it needs --arena packed or smallest (got --arena slots"
                           + (procedure.keepsAllModulesResident ? ", which \(procedure.rawValue) uses)" : ")"))
         }

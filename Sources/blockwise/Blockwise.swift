@@ -206,9 +206,10 @@ struct BenchTrain: ParsableCommand {
         let (train, test) = try FashionMNIST.load()
         let subset = try train.balancedSubset(size: .count(pipelineSamples), seed: 1)
         let testSubset = try test.balancedSubset(size: .count(1000), seed: 1)
-        print("\nend to end: 3-1 ResNet width 16 (stride-2 encoder), \(subset.count) training samples, 2 epochs per module, 1000 test samples")
+        print("\nend to end: 3-1 ResNet width 16 (stride-2 encoder), \(subset.count) training samples, 2 epochs per module, 1000 test samples, batch 128, "
+              + "--arena \(layout.rawValue)" + (placedWorkspace ? " --placed-workspace" : "") + (workspace.map { " --workspace \($0)" } ?? ""))
         print(pad("run", 36) + pad("seconds", 10) + pad("images/s", 10) + "ledger peak")
-        let rows = try PipelineBenchmark.run(train: subset, test: testSubset)
+        let rows = try PipelineBenchmark.run(train: subset, test: testSubset, arena: layout, placedWorkspace: placedWorkspace, workspaceBound: workspace)
         for row in rows {
             print(pad(row.name, 36) + pad(String(format: "%.1f", row.seconds), 10) + pad(String(format: "%.0f", row.imagesPerSecond), 10)
                   + formatBytes(row.peakBytes))
