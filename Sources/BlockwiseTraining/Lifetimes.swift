@@ -240,7 +240,7 @@ extension ModulePhase {
             }
         }
         // Every convolution uses the im2col workspace.
-        interval["workspace.im2col"] = (0, end)
+        interval[ResNetModule.sharedWorkspaceTag] = (0, end)
 
         var tensors: [TensorLifetime] = []
         var resident = 0

@@ -87,13 +87,13 @@ public struct ModulePhase: Codable, Sendable, Equatable {
     /// operation of the layer (`<layer>.…`; the shared workspace excepted), and the largest gap
     /// between them below the arena's size, when it is larger than the shared band.
     static func placedWorkspaces(_ lifetimes: PhaseLifetimes, _ placement: ArenaPlacement, layers: [String]) -> [String: PlacedSlot] {
-        let shared = placement.placed.first { $0.tensor.tag == "workspace.im2col" }?.tensor.bytes ?? 0
+        let shared = placement.placed.first { $0.tensor.tag == ResNetModule.sharedWorkspaceTag }?.tensor.bytes ?? 0
         var result: [String: PlacedSlot] = [:]
         for layer in layers {
             let operations = lifetimes.operations.indices.filter { lifetimes.operations[$0].hasPrefix(layer + ".") }
             guard !operations.isEmpty else { continue }
             let taken = placement.placed.filter { placed in
-                placed.tensor.tag != "workspace.im2col" && placed.tensor.bytes > 0 && operations.contains { placed.tensor.isLive(at: $0) }
+                placed.tensor.tag != ResNetModule.sharedWorkspaceTag && placed.tensor.bytes > 0 && operations.contains { placed.tensor.isLive(at: $0) }
             }.map { ($0.offset, ArenaPlacement.aligned($0.end)) }.sorted { $0.0 < $1.0 }
             var best = (offset: 0, bytes: 0), cursor = 0
             for (start, end) in taken + [(placement.size, placement.size)] {

@@ -190,7 +190,7 @@ public final class ResNetModule {
         var geometries = encoder.map(\.geometry) + blocks.flatMap { [$0.unit1.geometry, $0.unit2.geometry] }
         if let head, head.kind == .oneCNN { geometries.append(head.conv) }
         let workspace = geometries.map { $0.workspaceFloats(bound: options.workspaceBound, batch: n) }.max() ?? 0
-        plan.append(SlotSpec("workspace.im2col", .workspace, [workspace]))
+        plan.append(SlotSpec(ResNetModule.sharedWorkspaceTag, .workspace, [workspace]))
         if options.training {
             let outputs = encoder.map(\.outputCount) + blocks.map(\.outputCount)
             let units = encoder.map(\.outputCount) + blocks.flatMap { [$0.unit1.outputCount, $0.unit2.outputCount] }
@@ -207,6 +207,9 @@ public final class ResNetModule {
         }
         return plan
     }
+
+    /// The im2col workspace slot every convolution of a phase shares (one runs at a time).
+    public static let sharedWorkspaceTag = "workspace.im2col"
 
     /// How each convolution of module `index` runs under `options`: oneDNN in chunks of images
     /// (the most whose blocked buffers fit the module's workspace slot), or the reference path
@@ -270,7 +273,7 @@ public final class ResNetModule {
         }
         self.options = options
         let arena = self.arena!
-        let workspace = arena["workspace.im2col"]
+        let workspace = arena[ResNetModule.sharedWorkspaceTag]
         let context = LayerContext(parameters: parameters, arena: arena, workspace: workspace.data, workspaceCount: workspace.count,
                                    preparedForTraining: options.training, batch: options.batch,
                                    convolutions: Dictionary(uniqueKeysWithValues: phase.convolutions.map { ($0.layer, $0) }))

@@ -18,14 +18,14 @@ public enum TrainingBenchmark {
     }
 
     public static func run(width: Int, batch: Int = 128, size: Int = 28, steps: Int = 8, workspaceBound: Int? = nil,
-                           packedArena: Bool = false, recomputesConvolutions: Bool = false, placedWorkspace: Bool = false) throws -> Row {
+                           arena: ArenaLayout = .slots, placedWorkspace: Bool = false) throws -> Row {
         let model = ModelConfiguration(inputChannels: width, inputHeight: size, inputWidth: size, classes: 10, width: width,
                                        modules: 2, blocksPerModule: 1, head: .oneCNN)
         let ledger = MemoryLedger()
         let module = try ResNetModule(configuration: model, index: 1, ledger: ledger)
         Initialization.initialize(module.parameters, gain: 0.1, seed: 1, module: 1)
-        try module.prepare(ModuleMemoryOptions(batch: batch, training: true, workspaceBound: workspaceBound, packedArena: packedArena,
-                                                   recomputesConvolutions: recomputesConvolutions, placedWorkspace: placedWorkspace))
+        try module.prepare(ModuleMemoryOptions(batch: batch, training: true, workspaceBound: workspaceBound, packedArena: arena != .slots,
+                                                   recomputesConvolutions: arena == .smallest, placedWorkspace: placedWorkspace))
         var generator = SeededGenerator(seed: 2)
         for i in 0..<(batch * width * size * size) { module.inputBuffer[i] = Float(generator.nextNormal()) }
         for i in 0..<batch { module.labelsBuffer[i] = Int32(i % 10) }

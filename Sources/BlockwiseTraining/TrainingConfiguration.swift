@@ -139,11 +139,6 @@ public struct TrainingConfiguration: Equatable, Codable, Sendable {
     /// reports the best epoch's); nil: no.
     public var evalEachEpoch: Bool?
 
-    /// The arena layout these options name (``ArenaLayout/slots`` when neither field is set).
-    public var arenaLayout: ArenaLayout {
-        packedArena == true ? (recomputesConvolutions == true ? .smallest : .packed) : .slots
-    }
-
     /// Sets ``packedArena`` and ``recomputesConvolutions`` for `layout` (nil where it does not use them).
     public mutating func setArenaLayout(_ layout: ArenaLayout) {
         packedArena = layout == .slots ? nil : true

@@ -189,15 +189,18 @@ struct BenchTrain: ParsableCommand {
             throw ValidationError("--pipeline-samples must be 0 (skip the run) ... 60000, Fashion-MNIST's training split (got \(pipelineSamples))")
         }
         let layout = try TrainingOptions.arenaLayout(arena)
-        if placedWorkspace && layout == .slots { throw ValidationError("--placed-workspace places each convolution's workspace in the packed arena: it needs --arena packed or smallest (got --arena slots)") }
+        // The same refusal as train's (TrainingConfiguration.problems).
+        var options = TrainingConfiguration()
+        options.setArenaLayout(layout)
+        options.placedWorkspace = placedWorkspace ? true : nil
+        if let problem = options.problems().first { throw ValidationError(problem) }
         compute.apply()
         let roofline = try KernelBenchmark.sgemmRate()
         print("threads: \(compute.threads), convolutions: \(compute.convEngine.rawValue), OpenBLAS core: \(BLASConfiguration.coreName); sgemm \(String(format: "%.1f", roofline.gflops)) GFLOP/s")
         print(pad("width", 8) + pad("ms/step", 10) + pad("images/s", 10) + pad("eff. GFLOP/s", 14) + pad("of sgemm", 10) + "ledger peak")
         for width in widths {
             let row = try TrainingBenchmark.run(width: width, batch: batchSize, steps: steps, workspaceBound: workspace,
-                                                packedArena: layout != .slots, recomputesConvolutions: layout == .smallest,
-                                                placedWorkspace: placedWorkspace)
+                                                arena: layout, placedWorkspace: placedWorkspace)
             print(pad("\(width)", 8) + pad(String(format: "%.1f", row.secondsPerStep * 1000), 10)
                   + pad(String(format: "%.0f", row.imagesPerSecond), 10) + pad(String(format: "%.1f", row.effectiveGflops), 14)
                   + pad(String(format: "%.0f%%", 100 * row.effectiveGflops / roofline.gflops), 10) + formatBytes(row.peakBytes))
